@@ -1,0 +1,140 @@
+"""The one settings object: `FEEDBACKLOOP_*` environment variables over an optional YAML file.
+
+Precedence (highest first): explicit keyword arguments, environment variables, the file named
+by `FEEDBACKLOOP_CONFIG_FILE`, then the defaults below. Every field is documented in the
+README's configuration table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "FEEDBACKLOOP_"
+CONFIG_FILE_ENV = ENV_PREFIX + "CONFIG_FILE"
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads settings from the YAML file named by FEEDBACKLOOP_CONFIG_FILE, if any."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get(CONFIG_FILE_ENV)
+        if not path:
+            return {}
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the config file must hold a mapping of setting names to values")
+        unknown = sorted(set(data) - set(self.settings_cls.model_fields))
+        if unknown:
+            raise ValueError(f"{path}: unknown settings: {', '.join(unknown)}")
+        return data
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    # --- server ---
+    host: str = Field("127.0.0.1", description="Address the gRPC server binds to.")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 picks a free one).")
+    data_dir: Path = Field(Path("data"), description="Directory for the embedded SQLite and Milvus Lite files.")
+    max_message_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Largest gRPC message accepted.")
+    server_workers: int = Field(16, gt=0, description="Threads serving RPCs.")
+
+    # --- store ---
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/feedbackloop.db."
+    )
+    auto_migrate: bool = Field(True, description="`serve` upgrades the schema to the latest migration at start.")
+
+    # --- auth & tenancy ---
+    default_project: str = Field("default", description="Project served without a key on loopback.")
+    allow_anonymous_loopback: bool = Field(
+        True,
+        description="On a loopback bind, requests without a key act as the default project with every scope.",
+    )
+
+    # --- validation limits ---
+    max_text_chars: int = Field(32_000, gt=0, description="Longest text field (prompt, response, comment...).")
+    max_attributes: int = Field(64, gt=0, description="Most free attributes on one record.")
+    max_future_skew_seconds: int = Field(300, ge=0, description="How far in the future a timestamp may lie.")
+    default_page_size: int = Field(50, gt=0, description="Page size when a list request sets none.")
+    max_page_size: int = Field(500, gt=0, description="Largest page a list request may ask for.")
+    stream_batch_size: int = Field(256, gt=0, description="Events committed per transaction in SubmitFeedbackStream.")
+
+    # --- pipeline ---
+    pipeline_enabled: bool = Field(True, description="Run the embedding/routing pipeline inside `serve`.")
+    pipeline_poll_seconds: float = Field(0.2, gt=0, description="Idle wait between polls for new jobs.")
+    pipeline_max_attempts: int = Field(8, gt=0, description="Attempts before a job goes to the dead letter.")
+    pipeline_backoff_seconds: float = Field(1.0, gt=0, description="First retry delay; doubles per attempt.")
+    pipeline_backoff_max_seconds: float = Field(300.0, gt=0, description="Longest retry delay.")
+    pipeline_lease_seconds: float = Field(60.0, gt=0, description="How long a claimed job stays claimed.")
+
+    # --- recall ---
+    milvus_uri: str | None = Field(None, description="Milvus URI; default a Milvus Lite file <data_dir>/milvus.db.")
+    milvus_token: str | None = Field(None, description="Milvus token (user:password or API key).")
+    milvus_db_name: str | None = Field(None, description="Milvus database name.")
+    milvus_collection: str = Field("feedback", description="Milvus collection holding feedback vectors.")
+    embedding_model: str | None = Field(
+        None, description="sentence-transformers model name or path; default the bundled all-MiniLM-L6-v2."
+    )
+    embedding_device: str = Field("cpu", description="Device for the embedding model (cpu, cuda).")
+    embedding_batch_size: int = Field(64, gt=0, description="Feedback embedded per model call.")
+    embedding_batch_max_wait_ms: int = Field(200, ge=0, description="Longest wait to fill a batch.")
+
+    # --- routing ---
+    policies_dir: Path | None = Field(
+        Path("policies"), description="Policy set `serve` applies on first start when none is live."
+    )
+
+    @field_validator("database_url", "milvus_uri", "milvus_token", "milvus_db_name", "embedding_model")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _YamlFileSource(settings_cls)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'feedbackloop.db'}"
+
+    @property
+    def effective_milvus_uri(self) -> str:
+        return self.milvus_uri or str(self.data_dir / "milvus.db")
+
+    @property
+    def binds_loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
