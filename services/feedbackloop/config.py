@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     # --- server ---
     host: str = Field("127.0.0.1", description="Address the gRPC server binds to.")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 picks a free one).")
-    data_dir: Path = Field(Path("data"), description="Directory for the embedded SQLite and Milvus Lite files.")
+    data_dir: Path = Field(
+        Path("data"), description="Directory for the embedded SQLite and Milvus Lite files."
+    )
     max_message_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Largest gRPC message accepted.")
     server_workers: int = Field(16, gt=0, description="Threads serving RPCs.")
 
@@ -58,7 +60,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/feedbackloop.db."
     )
-    auto_migrate: bool = Field(True, description="`serve` upgrades the schema to the latest migration at start.")
+    auto_migrate: bool = Field(
+        True, description="`serve` upgrades the schema to the latest migration at start."
+    )
 
     # --- auth & tenancy ---
     default_project: str = Field("default", description="Project served without a key on loopback.")
@@ -68,12 +72,16 @@ class Settings(BaseSettings):
     )
 
     # --- validation limits ---
-    max_text_chars: int = Field(32_000, gt=0, description="Longest text field (prompt, response, comment...).")
+    max_text_chars: int = Field(
+        32_000, gt=0, description="Longest text field (prompt, response, comment...)."
+    )
     max_attributes: int = Field(64, gt=0, description="Most free attributes on one record.")
     max_future_skew_seconds: int = Field(300, ge=0, description="How far in the future a timestamp may lie.")
     default_page_size: int = Field(50, gt=0, description="Page size when a list request sets none.")
     max_page_size: int = Field(500, gt=0, description="Largest page a list request may ask for.")
-    stream_batch_size: int = Field(256, gt=0, description="Events committed per transaction in SubmitFeedbackStream.")
+    stream_batch_size: int = Field(
+        256, gt=0, description="Events committed per transaction in SubmitFeedbackStream."
+    )
 
     # --- pipeline ---
     pipeline_enabled: bool = Field(True, description="Run the embedding/routing pipeline inside `serve`.")
@@ -84,7 +92,9 @@ class Settings(BaseSettings):
     pipeline_lease_seconds: float = Field(60.0, gt=0, description="How long a claimed job stays claimed.")
 
     # --- recall ---
-    milvus_uri: str | None = Field(None, description="Milvus URI; default a Milvus Lite file <data_dir>/milvus.db.")
+    milvus_uri: str | None = Field(
+        None, description="Milvus URI; default a Milvus Lite file <data_dir>/milvus.db."
+    )
     milvus_token: str | None = Field(None, description="Milvus token (user:password or API key).")
     milvus_db_name: str | None = Field(None, description="Milvus database name.")
     milvus_collection: str = Field("feedback", description="Milvus collection holding feedback vectors.")

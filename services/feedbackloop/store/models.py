@@ -157,6 +157,9 @@ class Feedback(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(256), default=None)
     payload_hash: Mapped[str] = mapped_column(String(64))
+    # The routing policy whose action produced this feedback (a review resolution), so the
+    # policy never re-fires on its own output; "" for feedback from clients.
+    origin_policy: Mapped[str] = mapped_column(String(128), default="")
     trace_id: Mapped[str] = mapped_column(String(32), default="")
     span_id: Mapped[str] = mapped_column(String(16), default="")
     occurred_at: Mapped[datetime] = mapped_column()

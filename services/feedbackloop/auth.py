@@ -1,0 +1,97 @@
+"""API keys, scopes and the request's principal.
+
+Keys look like `fbl_<id>_<secret>`; only the SHA-256 of the whole key is stored, so a leaked
+database does not leak usable keys. The id part lets logs name a key without revealing it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from feedbackloop.errors import PermissionDenied, Unauthenticated
+
+KEY_PREFIX = "fbl"
+
+
+class Scope(enum.StrEnum):
+    INGEST = "ingest"
+    READ = "read"
+    ADMIN = "admin"
+
+
+ALL_SCOPES = frozenset(Scope)
+
+
+@dataclass(frozen=True)
+class Principal:
+    project_id: str
+    scopes: frozenset[Scope]
+    key_id: str  # "anonymous" for the loopback development default
+
+    def require(self, scope: Scope) -> None:
+        # admin implies every other scope: an operator key must be able to do what it manages.
+        if scope not in self.scopes and Scope.ADMIN not in self.scopes:
+            raise PermissionDenied(f"this API key lacks the '{scope}' scope")
+
+    def project_for(self, requested: str) -> str:
+        """The project a request acts in: its own `project` field, or the key's project."""
+        if requested and requested != self.project_id:
+            raise PermissionDenied(
+                f"project: this API key belongs to project '{self.project_id}', not '{requested}'"
+            )
+        return self.project_id
+
+
+_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
+
+
+def current_principal() -> Principal:
+    principal = _current.get()
+    if principal is None:
+        raise Unauthenticated("no principal on this request")
+    return principal
+
+
+def set_principal(principal: Principal | None) -> contextvars.Token[Principal | None]:
+    return _current.set(principal)
+
+
+def reset_principal(token: contextvars.Token[Principal | None]) -> None:
+    _current.reset(token)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def generate_key() -> tuple[str, str]:
+    """A new (key_id, full_key); the full key is shown once and never stored."""
+    key_id = secrets.token_hex(6)
+    return key_id, f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+
+
+def parse_scopes(raw: list[str] | str) -> frozenset[Scope]:
+    names = raw.split() if isinstance(raw, str) else raw
+    scopes = set()
+    for name in names:
+        try:
+            scopes.add(Scope(name))
+        except ValueError:
+            valid = ", ".join(s.value for s in Scope)
+            raise ValueError(f"unknown scope '{name}' (valid: {valid})") from None
+    return frozenset(scopes)
+
+
+def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+    for key, value in metadata or ():
+        if key.lower() == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("authorization metadata must be 'Bearer <key>'")
+            return token.strip()
+    return None

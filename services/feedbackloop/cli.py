@@ -1,0 +1,173 @@
+"""`feedbackloop` command line.
+
+`serve`, `db` and `keys` work on the store directly (they bootstrap a deployment: there is no
+key to talk to a server with before the first one exists). Every other command talks to a
+running server over gRPC, so it works the same against a laptop or a cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from feedbackloop import auth
+from feedbackloop.config import Settings
+
+Handler = Callable[[argparse.Namespace], int]
+_EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def extension(register: Callable[[argparse._SubParsersAction], None]) -> None:
+    """Let a service module add its own sub-commands (recall, policy, ...)."""
+    _EXTENSIONS.append(register)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    for name in ("host", "port", "data_dir", "database_url"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings(**overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from feedbackloop.server import StartupError, serve
+
+    try:
+        serve(_settings(args))
+    except StartupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from feedbackloop.store.db import Database
+
+    settings = _settings(args)
+    db = Database(settings.effective_database_url)
+    db.upgrade(args.revision)
+    print(f"database at revision {db.current_revision()}")
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    from feedbackloop.store.db import Database
+
+    db = Database(_settings(args).effective_database_url)
+    print(f"current: {db.current_revision()}  head: {db.head_revision()}")
+    return 0
+
+
+def _open_migrated_db(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from feedbackloop.store.db import Database
+
+    db = Database(_settings(args).effective_database_url)
+    if db.current_revision() != db.head_revision():
+        db.upgrade()
+    return db
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from feedbackloop.store import keys
+
+    try:
+        scopes = auth.parse_scopes(args.scope)
+    except ValueError as error:
+        print(f"error: --scope: {error}", file=sys.stderr)
+        return 2
+    key = keys.create_key(_open_migrated_db(args), args.project, scopes, args.description)
+    print(key)
+    print(
+        f"# project {args.project}, scopes {' '.join(sorted(scopes))}. This key is shown once; "
+        "store it now. Send it as 'authorization: Bearer <key>'.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from feedbackloop.store import keys
+
+    for info in keys.list_keys(_open_migrated_db(args), args.project):
+        state = f"revoked {info.revoked_at:%Y-%m-%d}" if info.revoked_at else "active"
+        print(f"{info.id}\t{info.project_id}\t{info.scopes}\t{state}\t{info.description}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from feedbackloop.store import keys
+
+    if not keys.revoke_key(_open_migrated_db(args), args.key_id):
+        print(f"error: no active key '{args.key_id}'", file=sys.stderr)
+        return 1
+    print(f"revoked {args.key_id} (servers stop accepting it within 30 s)")
+    return 0
+
+
+def _store_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", dest="data_dir", help="data directory (FEEDBACKLOOP_DATA_DIR)")
+    parser.add_argument(
+        "--database-url", dest="database_url", help="SQLAlchemy URL (FEEDBACKLOOP_DATABASE_URL)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="feedbackloop", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC server (all services and the pipeline)")
+    serve.add_argument("--host", help="bind address (FEEDBACKLOOP_HOST)")
+    serve.add_argument("--port", type=int, help="port (FEEDBACKLOOP_PORT)")
+    _store_args(serve)
+    serve.set_defaults(handler=cmd_serve)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    upgrade = db.add_parser("upgrade", help="apply migrations")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    _store_args(upgrade)
+    upgrade.set_defaults(handler=cmd_db_upgrade)
+    current = db.add_parser("current", help="show the schema revision")
+    _store_args(current)
+    current.set_defaults(handler=cmd_db_current)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="create a key and print it once")
+    create.add_argument("--project", required=True)
+    create.add_argument("--scope", action="append", required=True, help="ingest, read or admin; repeatable")
+    create.add_argument("--description", default="")
+    _store_args(create)
+    create.set_defaults(handler=cmd_keys_create)
+    listing = keys.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--project")
+    _store_args(listing)
+    listing.set_defaults(handler=cmd_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    _store_args(revoke)
+    revoke.set_defaults(handler=cmd_keys_revoke)
+
+    for register in _EXTENSIONS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler: Handler = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""IngestionService: validate, store durably, acknowledge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import grpc
+
+from feedbackloop import auth
+from feedbackloop.auth import Scope
+from feedbackloop.config import Settings
+from feedbackloop.errors import FeedbackloopError, InvalidArgument, Violations
+from feedbackloop.ingestion import page_token, repository
+from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
+from feedbackloop.ingestion.repository import FeedbackQuery, Stored, TraceIds
+from feedbackloop.ingestion.taxonomy import Taxonomy
+from feedbackloop.ingestion.validation import (
+    SOURCES,
+    FeedbackInput,
+    Limits,
+    validate_feedback,
+    validate_interaction,
+)
+from feedbackloop.signals import SIGNAL_NAMES
+from feedbackloop.store.db import Database
+from feedbackloop.telemetry import current_ids, current_traceparent
+from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
+
+SERVICE = "/feedbackloop.v1.IngestionService/"
+REQUIRED_SCOPES = {
+    SERVICE + "RecordInteraction": Scope.INGEST,
+    SERVICE + "SubmitFeedback": Scope.INGEST,
+    SERVICE + "SubmitFeedbackStream": Scope.INGEST,
+    SERVICE + "GetFeedback": Scope.READ,
+    SERVICE + "GetSession": Scope.READ,
+    SERVICE + "ListFeedback": Scope.READ,
+}
+SIGNAL_BY_ENUM = {i + 1: name for i, name in enumerate(SIGNAL_NAMES)}
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        max_text_chars=settings.max_text_chars,
+        max_attributes=settings.max_attributes,
+        max_future_skew=timedelta(seconds=settings.max_future_skew_seconds),
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _trace_ids() -> TraceIds:
+    trace_id, span_id = current_ids()
+    return TraceIds(trace_id, span_id, current_traceparent())
+
+
+class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        taxonomy: Taxonomy,
+        on_committed: Callable[[], None] | None = None,
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._limits = limits_from(settings)
+        self._taxonomy = taxonomy
+        self._on_committed = on_committed or (lambda: None)
+
+    def RecordInteraction(
+        self, request: ingestion_pb2.RecordInteractionRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.RecordInteractionResponse:
+        project = auth.current_principal().project_for(request.project)
+        if not request.HasField("interaction"):
+            raise InvalidArgument.single("interaction", "is required")
+        data = validate_interaction(request.interaction, self._limits, _now())
+        ids = _trace_ids()
+        stored = repository.record_interaction(self._db, project, data, ids)
+        return ingestion_pb2.RecordInteractionResponse(
+            interaction_id=stored.id, created=stored.created, trace_id=ids.trace_id
+        )
+
+    def SubmitFeedback(
+        self, request: ingestion_pb2.SubmitFeedbackRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.SubmitFeedbackResponse:
+        project = auth.current_principal().project_for(request.project)
+        if not request.HasField("feedback"):
+            raise InvalidArgument.single("feedback", "is required")
+        data = validate_feedback(
+            request.feedback, self._limits, _now(), self._taxonomy.categories_for(project)
+        )
+        ids = _trace_ids()
+        stored = repository.submit_feedback(self._db, project, data, ids)
+        if stored.created:
+            self._on_committed()
+        return ingestion_pb2.SubmitFeedbackResponse(
+            feedback_id=stored.id, created=stored.created, trace_id=ids.trace_id
+        )
+
+    def SubmitFeedbackStream(
+        self,
+        request_iterator: Iterator[ingestion_pb2.SubmitFeedbackStreamRequest],
+        context: grpc.ServicerContext,
+    ) -> ingestion_pb2.SubmitFeedbackStreamResponse:
+        principal = auth.current_principal()
+        ids = _trace_ids()
+        acks: list[ingestion_pb2.FeedbackAck] = []
+        pending: list[tuple[int, str, FeedbackInput]] = []
+
+        def flush() -> None:
+            by_project: dict[str, list[tuple[int, FeedbackInput]]] = {}
+            for index, project, data in pending:
+                by_project.setdefault(project, []).append((index, data))
+            for project, items in by_project.items():
+                outcomes = repository.submit_feedback_batch(self._db, project, [(d, ids) for _, d in items])
+                for (index, _), outcome in zip(items, outcomes, strict=True):
+                    acks[index] = _ack(index, outcome)
+            pending.clear()
+            self._on_committed()
+
+        for index, request in enumerate(request_iterator):
+            acks.append(ingestion_pb2.FeedbackAck(index=index))
+            try:
+                project = principal.project_for(request.project)
+                if not request.HasField("feedback"):
+                    raise InvalidArgument.single("feedback", "is required")
+                data = validate_feedback(
+                    request.feedback, self._limits, _now(), self._taxonomy.categories_for(project)
+                )
+            except FeedbackloopError as error:
+                acks[index] = _ack(index, error)
+                continue
+            pending.append((index, project, data))
+            if len(pending) >= self._settings.stream_batch_size:
+                flush()
+        if pending:
+            flush()
+        accepted = sum(1 for ack in acks if ack.feedback_id)
+        return ingestion_pb2.SubmitFeedbackStreamResponse(
+            acks=acks, accepted=accepted, rejected=len(acks) - accepted
+        )
+
+    def GetFeedback(
+        self, request: ingestion_pb2.GetFeedbackRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.GetFeedbackResponse:
+        project = auth.current_principal().project_for(request.project)
+        if not request.feedback_id:
+            raise InvalidArgument.single("feedback_id", "is required")
+        row = repository.get_feedback(self._db, project, request.feedback_id)
+        response = ingestion_pb2.GetFeedbackResponse(feedback=feedback_to_proto(row))
+        if row.interaction is not None:
+            response.interaction.CopyFrom(interaction_to_proto(row.interaction))
+        return response
+
+    def GetSession(
+        self, request: ingestion_pb2.GetSessionRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.GetSessionResponse:
+        project = auth.current_principal().project_for(request.project)
+        if not request.session_id:
+            raise InvalidArgument.single("session_id", "is required")
+        interactions, feedback = repository.get_session(self._db, project, request.session_id)
+        by_interaction: dict[str, list[common_pb2.Feedback]] = {}
+        session_feedback: list[common_pb2.Feedback] = []
+        for row in feedback:
+            target = (
+                by_interaction.setdefault(row.interaction_id, []) if row.interaction_id else session_feedback
+            )
+            target.append(feedback_to_proto(row))
+        trace_ids: list[str] = []
+        for trace_id in [i.trace_id for i in interactions] + [f.trace_id for f in feedback]:
+            if trace_id and trace_id not in trace_ids:
+                trace_ids.append(trace_id)
+        return ingestion_pb2.GetSessionResponse(
+            session_id=request.session_id,
+            turns=[
+                ingestion_pb2.SessionTurn(
+                    interaction=interaction_to_proto(i), feedback=by_interaction.get(i.id, [])
+                )
+                for i in interactions
+            ],
+            session_feedback=session_feedback,
+            trace_ids=trace_ids,
+        )
+
+    def ListFeedback(
+        self, request: ingestion_pb2.ListFeedbackRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.ListFeedbackResponse:
+        project = auth.current_principal().project_for(request.project)
+        query = feedback_query_from(request.filter)
+        page_size = request.page_size or self._settings.default_page_size
+        if not 0 < page_size <= self._settings.max_page_size:
+            raise InvalidArgument.single(
+                "page_size", f"must be between 1 and {self._settings.max_page_size} (got {request.page_size})"
+            )
+        digest = page_token.filter_digest(request.filter)
+        after = page_token.decode(request.page_token, digest) if request.page_token else None
+        rows = repository.list_feedback(self._db, project, query, limit=page_size + 1, after=after)
+        next_token = ""
+        if len(rows) > page_size:
+            rows = rows[:page_size]
+            next_token = page_token.encode(rows[-1].occurred_at, rows[-1].id, digest)
+        return ingestion_pb2.ListFeedbackResponse(
+            feedback=[feedback_to_proto(r) for r in rows], next_page_token=next_token
+        )
+
+
+def feedback_query_from(message: common_pb2.FeedbackFilter, prefix: str = "filter") -> FeedbackQuery:
+    """Validate a wire filter into a store query; shared by ingestion and recall."""
+    v = Violations()
+    start = end = None
+    if message.HasField("time_range"):
+        if message.time_range.HasField("start"):
+            start = message.time_range.start.ToDatetime(tzinfo=UTC)
+        if message.time_range.HasField("end"):
+            end = message.time_range.end.ToDatetime(tzinfo=UTC)
+        if start is not None and end is not None and end <= start:
+            v.add(f"{prefix}.time_range", "end must be after start")
+    signals = []
+    for i, signal in enumerate(message.signals):
+        name = SIGNAL_BY_ENUM.get(signal)
+        if name is None:
+            v.add(f"{prefix}.signals[{i}]", f"unknown signal {signal}")
+        else:
+            signals.append(name)
+    sources = []
+    for i, source in enumerate(message.sources):
+        if source == common_pb2.FEEDBACK_SOURCE_UNSPECIFIED or source not in SOURCES:
+            v.add(f"{prefix}.sources[{i}]", f"unknown source {source}")
+        else:
+            sources.append(SOURCES[source])
+    v.raise_if_any()
+    return FeedbackQuery(
+        start=start,
+        end=end,
+        signals=tuple(signals),
+        categories=tuple(message.categories),
+        model_versions=tuple(message.model_versions),
+        prompt_names=tuple(message.prompt_names),
+        user_roles=tuple(message.user_roles),
+        sources=tuple(sources),
+        session_id=message.session_id,
+    )
+
+
+def _ack(index: int, outcome: Stored | FeedbackloopError) -> ingestion_pb2.FeedbackAck:
+    if isinstance(outcome, FeedbackloopError):
+        return ingestion_pb2.FeedbackAck(
+            index=index,
+            error=ingestion_pb2.EventError(
+                code=outcome.code.name,
+                message=outcome.message,
+                field_violations=[
+                    ingestion_pb2.FieldViolation(field=v.field, description=v.description)
+                    for v in outcome.violations
+                ],
+            ),
+        )
+    return ingestion_pb2.FeedbackAck(index=index, feedback_id=outcome.id, created=outcome.created)

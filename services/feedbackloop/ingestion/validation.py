@@ -1,0 +1,292 @@
+"""Request validation: every problem in a request is reported at once, naming the field.
+
+Validation turns a proto message into a plain, normalized record; nothing reaches the store
+unless the whole request is valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from feedbackloop.errors import Violations
+from feedbackloop.v1 import common_pb2
+
+MAX_ID_CHARS = 128
+MAX_NAME_CHARS = 128
+MAX_KEY_CHARS = 256
+MAX_CATEGORIES = 16
+MAX_MESSAGES = 512
+MAX_DOCUMENTS = 256
+MESSAGE_ROLES = frozenset({"system", "user", "assistant", "tool"})
+# Before this, a timestamp is a client bug (an unset clock, seconds taken for milliseconds).
+EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
+
+THUMBS = {common_pb2.THUMB_UNSPECIFIED: "", common_pb2.THUMB_UP: "up", common_pb2.THUMB_DOWN: "down"}
+IMPLICITS = {
+    common_pb2.IMPLICIT_SIGNAL_UNSPECIFIED: "",
+    common_pb2.IMPLICIT_SIGNAL_REGENERATE: "regenerate",
+    common_pb2.IMPLICIT_SIGNAL_COPY: "copy",
+    common_pb2.IMPLICIT_SIGNAL_EDIT: "edit",
+    common_pb2.IMPLICIT_SIGNAL_ABANDON: "abandon",
+    common_pb2.IMPLICIT_SIGNAL_REPHRASE: "rephrase",
+}
+SOURCES = {
+    common_pb2.FEEDBACK_SOURCE_UNSPECIFIED: "end_user",
+    common_pb2.FEEDBACK_SOURCE_END_USER: "end_user",
+    common_pb2.FEEDBACK_SOURCE_REVIEWER: "reviewer",
+    common_pb2.FEEDBACK_SOURCE_EVALUATOR: "evaluator",
+}
+# Implicit signals whose meaning needs the text the user produced.
+IMPLICIT_NEEDS_TEXT = frozenset({"edit", "rephrase"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_text_chars: int
+    max_attributes: int
+    max_future_skew: timedelta
+
+
+@dataclass
+class InteractionInput:
+    session_id: str
+    turn_index: int
+    user_id: str
+    user_role: str
+    application: str
+    prompt_name: str
+    prompt_version: str
+    model_name: str
+    model_version: str
+    model_parameters: dict[str, Any]
+    input_messages: list[dict[str, str]]
+    context_documents: list[dict[str, Any]]
+    response: str
+    latency_ms: int
+    prompt_tokens: int
+    completion_tokens: int
+    attributes: dict[str, str]
+    occurred_at: datetime
+    payload_hash: str
+
+
+@dataclass
+class FeedbackInput:
+    session_id: str
+    interaction_id: str
+    thumb: str
+    rating: int | None
+    categories: list[str]
+    comment: str
+    correction: str
+    implicit: str
+    implicit_text: str
+    source: str
+    user_id: str
+    user_role: str
+    model_confidence: float | None
+    attributes: dict[str, str]
+    occurred_at: datetime
+    idempotency_key: str | None
+    payload_hash: str
+    # Name of the routing policy whose action produced this feedback (loop guard); "" for clients.
+    origin_policy: str = ""
+
+
+def payload_hash(message: Message, *, clear: tuple[str, ...] = ()) -> str:
+    """A stable digest of what the client sent, ignoring output-only fields."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    for name in clear:
+        copy.ClearField(name)
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _text(v: Violations, path: str, value: str, limit: int, *, required: bool = False) -> str:
+    if required and not value.strip():
+        v.add(path, "is required")
+    if len(value) > limit:
+        v.add(path, f"is {len(value)} characters long; the limit is {limit}")
+    return value
+
+
+def _timestamp(v: Violations, path: str, msg: Any, has: bool, now: datetime, limits: Limits) -> datetime:
+    if not has:
+        return now
+    try:
+        when = msg.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        v.add(path, "is not a valid timestamp")
+        return now
+    if when > now + limits.max_future_skew:
+        v.add(
+            path,
+            f"is {when.isoformat()}, more than {int(limits.max_future_skew.total_seconds())}s in the future",
+        )
+    elif when < EARLIEST_TIMESTAMP:
+        v.add(path, f"is {when.isoformat()}, before {EARLIEST_TIMESTAMP.date().isoformat()}")
+    return when
+
+
+def _attributes(v: Violations, path: str, attributes: Any, limits: Limits) -> dict[str, str]:
+    result = dict(attributes)
+    if len(result) > limits.max_attributes:
+        v.add(path, f"has {len(result)} entries; the limit is {limits.max_attributes}")
+    for key, value in result.items():
+        if not key or len(key) > MAX_NAME_CHARS:
+            v.add(f"{path}[{key!r}]", f"key must be 1 to {MAX_NAME_CHARS} characters")
+        if len(value) > limits.max_text_chars:
+            v.add(
+                f"{path}[{key!r}]",
+                f"value is {len(value)} characters long; the limit is {limits.max_text_chars}",
+            )
+    return result
+
+
+def _non_negative(v: Violations, path: str, value: int) -> int:
+    if value < 0:
+        v.add(path, f"must not be negative (got {value})")
+    return value
+
+
+def validate_interaction(
+    msg: common_pb2.Interaction, limits: Limits, now: datetime, *, prefix: str = "interaction"
+) -> InteractionInput:
+    v = Violations()
+    p = prefix
+    session_id = _text(v, f"{p}.session_id", msg.session_id, MAX_ID_CHARS, required=True)
+    turn_index = _non_negative(v, f"{p}.turn_index", msg.turn_index)
+    messages = []
+    if len(msg.input_messages) > MAX_MESSAGES:
+        v.add(f"{p}.input_messages", f"has {len(msg.input_messages)} messages; the limit is {MAX_MESSAGES}")
+    for i, m in enumerate(msg.input_messages):
+        if m.role not in MESSAGE_ROLES:
+            v.add(f"{p}.input_messages[{i}].role", f"must be one of {', '.join(sorted(MESSAGE_ROLES))}")
+        _text(v, f"{p}.input_messages[{i}].content", m.content, limits.max_text_chars)
+        messages.append({"role": m.role, "content": m.content})
+    documents: list[dict[str, Any]] = []
+    if len(msg.context_documents) > MAX_DOCUMENTS:
+        v.add(
+            f"{p}.context_documents",
+            f"has {len(msg.context_documents)} documents; the limit is {MAX_DOCUMENTS}",
+        )
+    for i, d in enumerate(msg.context_documents):
+        _text(v, f"{p}.context_documents[{i}].id", d.id, MAX_ID_CHARS)
+        _text(v, f"{p}.context_documents[{i}].text", d.text, limits.max_text_chars)
+        if not math.isfinite(d.score):
+            v.add(f"{p}.context_documents[{i}].score", "must be a finite number")
+        documents.append({"id": d.id, "text": d.text, "score": d.score})
+    result = InteractionInput(
+        session_id=session_id,
+        turn_index=turn_index,
+        user_id=_text(v, f"{p}.user.id", msg.user.id, MAX_ID_CHARS),
+        user_role=_text(v, f"{p}.user.role", msg.user.role, MAX_NAME_CHARS),
+        application=_text(v, f"{p}.application", msg.application, MAX_NAME_CHARS),
+        prompt_name=_text(v, f"{p}.prompt.name", msg.prompt.name, MAX_NAME_CHARS),
+        prompt_version=_text(v, f"{p}.prompt.version", msg.prompt.version, MAX_NAME_CHARS),
+        model_name=_text(v, f"{p}.model.name", msg.model.name, MAX_NAME_CHARS),
+        model_version=_text(v, f"{p}.model.version", msg.model.version, MAX_NAME_CHARS),
+        model_parameters=json_format.MessageToDict(msg.model.parameters),
+        input_messages=messages,
+        context_documents=documents,
+        response=_text(v, f"{p}.response", msg.response, limits.max_text_chars),
+        latency_ms=_non_negative(v, f"{p}.latency_ms", msg.latency_ms),
+        prompt_tokens=_non_negative(v, f"{p}.prompt_tokens", msg.prompt_tokens),
+        completion_tokens=_non_negative(v, f"{p}.completion_tokens", msg.completion_tokens),
+        attributes=_attributes(v, f"{p}.attributes", msg.attributes, limits),
+        occurred_at=_timestamp(
+            v, f"{p}.occurred_at", msg.occurred_at, msg.HasField("occurred_at"), now, limits
+        ),
+        payload_hash=payload_hash(msg, clear=("id", "received_at", "trace_id")),
+    )
+    v.raise_if_any()
+    return result
+
+
+def validate_feedback(
+    msg: common_pb2.Feedback,
+    limits: Limits,
+    now: datetime,
+    allowed_categories: frozenset[str],
+    *,
+    prefix: str = "feedback",
+) -> FeedbackInput:
+    v = Violations()
+    p = prefix
+    if not msg.session_id and not msg.interaction_id:
+        v.add(f"{p}.session_id", "is required when interaction_id is empty")
+    _text(v, f"{p}.session_id", msg.session_id, MAX_ID_CHARS)
+    _text(v, f"{p}.interaction_id", msg.interaction_id, MAX_ID_CHARS)
+
+    thumb = THUMBS.get(msg.thumb)
+    if thumb is None:
+        v.add(f"{p}.thumb", f"unknown value {msg.thumb}")
+    rating = msg.rating if msg.HasField("rating") else None
+    if rating is not None and not 1 <= rating <= 5:
+        v.add(f"{p}.rating", f"must be between 1 and 5 (got {rating})")
+    categories = list(msg.categories)
+    if len(categories) > MAX_CATEGORIES:
+        v.add(f"{p}.categories", f"has {len(categories)} entries; the limit is {MAX_CATEGORIES}")
+    seen: set[str] = set()
+    for i, category in enumerate(categories):
+        if category in seen:
+            v.add(f"{p}.categories[{i}]", f"duplicate category '{category}'")
+        elif category not in allowed_categories:
+            known = ", ".join(sorted(allowed_categories)) or "none"
+            v.add(
+                f"{p}.categories[{i}]", f"unknown category '{category}' (the taxonomy in force has: {known})"
+            )
+        seen.add(category)
+    implicit = IMPLICITS.get(msg.implicit_signal)
+    if implicit is None:
+        v.add(f"{p}.implicit_signal", f"unknown value {msg.implicit_signal}")
+    if implicit in IMPLICIT_NEEDS_TEXT and not msg.implicit_text.strip():
+        v.add(f"{p}.implicit_text", f"is required for implicit signal '{implicit}'")
+    if msg.implicit_text and implicit not in IMPLICIT_NEEDS_TEXT:
+        v.add(f"{p}.implicit_text", "is only allowed with implicit_signal EDIT or REPHRASE")
+    source = SOURCES.get(msg.source)
+    if source is None:
+        v.add(f"{p}.source", f"unknown value {msg.source}")
+    confidence = msg.model_confidence if msg.HasField("model_confidence") else None
+    if confidence is not None and not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
+        v.add(f"{p}.model_confidence", f"must be between 0 and 1 (got {confidence})")
+    has_signal = bool(
+        thumb or rating is not None or categories or msg.comment.strip() or msg.correction.strip() or implicit
+    )
+    if not has_signal:
+        v.add(
+            p,
+            "carries no signal: set at least one of thumb, rating, categories, comment, correction, implicit_signal",
+        )
+    key = msg.idempotency_key
+    _text(v, f"{p}.idempotency_key", key, MAX_KEY_CHARS)
+    result = FeedbackInput(
+        session_id=msg.session_id,
+        interaction_id=msg.interaction_id,
+        thumb=thumb or "",
+        rating=rating,
+        categories=categories,
+        comment=_text(v, f"{p}.comment", msg.comment, limits.max_text_chars),
+        correction=_text(v, f"{p}.correction", msg.correction, limits.max_text_chars),
+        implicit=implicit or "",
+        implicit_text=_text(v, f"{p}.implicit_text", msg.implicit_text, limits.max_text_chars),
+        source=source or "end_user",
+        user_id=_text(v, f"{p}.user.id", msg.user.id, MAX_ID_CHARS),
+        user_role=_text(v, f"{p}.user.role", msg.user.role, MAX_NAME_CHARS),
+        model_confidence=confidence,
+        attributes=_attributes(v, f"{p}.attributes", msg.attributes, limits),
+        occurred_at=_timestamp(
+            v, f"{p}.occurred_at", msg.occurred_at, msg.HasField("occurred_at"), now, limits
+        ),
+        idempotency_key=key or None,
+        payload_hash=payload_hash(msg, clear=("id", "received_at", "trace_id")),
+    )
+    v.raise_if_any()
+    return result

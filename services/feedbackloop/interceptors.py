@@ -1,0 +1,248 @@
+"""Server interceptors, installed in this order: tracing, then auth, then error mapping.
+
+Each wraps the RPC's behaviour function; `_WrappingInterceptor` does the plumbing for the four
+RPC shapes so every concern is one `around` method.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from feedbackloop import auth
+from feedbackloop.errors import FeedbackloopError, Unauthenticated
+from feedbackloop.telemetry import tracer
+
+log = logging.getLogger(__name__)
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+Call = Callable[[], Any]
+
+# Methods anyone may call: discovery and health checks.
+OPEN_SERVICES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+# Client faults: the span is not marked as an error for these.
+CLIENT_FAULTS = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.CANCELLED,
+}
+
+
+def is_open_method(method: str) -> bool:
+    return method.startswith(OPEN_SERVICES)
+
+
+def abort_with(context: grpc.ServicerContext, error: FeedbackloopError) -> None:
+    """Abort the RPC with a rich status; BadRequest details list each field violation."""
+    status = status_pb2.Status(code=error.code.value[0], message=error.message)
+    if error.violations:
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in error.violations
+                ]
+            )
+        )
+        status.details.append(detail)
+    context.abort_with_status(rpc_status.to_status(status))
+
+
+class _WrappingInterceptor(grpc.ServerInterceptor):
+    def applies_to(self, method: str) -> bool:
+        return True
+
+    def around(self, method: str, metadata: Metadata, context: grpc.ServicerContext, call: Call) -> Any:
+        raise NotImplementedError
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or not self.applies_to(method):
+            return handler
+        metadata: Metadata = tuple(handler_call_details.invocation_metadata or ())
+        around = self.around
+
+        def unary_response(behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+            def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+                return around(method, metadata, context, lambda: behavior(request, context))
+
+            return wrapped
+
+        def stream_response(
+            behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
+        ) -> Callable[..., Any]:
+            def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                # Run the concern around the whole iteration, not just the generator's creation.
+                def drain() -> list[Any]:
+                    return list(behavior(request, context))
+
+                yield from around(method, metadata, context, drain)
+
+            return wrapped
+
+        h: Any = handler
+        if h.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                unary_response(h.unary_unary), h.request_deserializer, h.response_serializer
+            )
+        if h.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                unary_response(h.stream_unary), h.request_deserializer, h.response_serializer
+            )
+        if h.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                stream_response(h.unary_stream), h.request_deserializer, h.response_serializer
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            stream_response(h.stream_stream), h.request_deserializer, h.response_serializer
+        )
+
+
+class TracingInterceptor(_WrappingInterceptor):
+    """A SERVER span per RPC, parented on the client's W3C traceparent from the metadata."""
+
+    def applies_to(self, method: str) -> bool:
+        return not method.startswith("/grpc.health.v1.Health/")
+
+    def around(self, method: str, metadata: Metadata, context: grpc.ServicerContext, call: Call) -> Any:
+        carrier = {k.lower(): (v.decode() if isinstance(v, bytes) else v) for k, v in metadata}
+        parent = propagate.extract(carrier)
+        service, _, rpc = method.lstrip("/").partition("/")
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
+        with tracer().start_as_current_span(
+            method.lstrip("/"),
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                result = call()
+            except BaseException as exc:
+                code = _context_code(context) or grpc.StatusCode.UNKNOWN
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code not in CLIENT_FAULTS:
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, code.name))
+                raise
+            span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.OK.value[0])
+            return result
+
+
+def _context_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    code_fn = getattr(context, "code", None)
+    return code_fn() if callable(code_fn) else None
+
+
+class AuthInterceptor(_WrappingInterceptor):
+    """Resolves the API key to a principal and checks the method's required scope."""
+
+    def __init__(
+        self,
+        resolve_key: Callable[[str], auth.Principal | None],
+        required_scopes: dict[str, auth.Scope],
+        anonymous: auth.Principal | None,
+    ) -> None:
+        self._resolve_key = resolve_key
+        self._required = required_scopes
+        self._anonymous = anonymous
+
+    def applies_to(self, method: str) -> bool:
+        return not is_open_method(method)
+
+    def around(self, method: str, metadata: Metadata, context: grpc.ServicerContext, call: Call) -> Any:
+        try:
+            principal = self._authenticate(metadata)
+            scope = self._required.get(method)
+            if scope is None:
+                # Fail closed: a method nobody declared a scope for is not callable.
+                raise auth.PermissionDenied(f"{method} has no declared scope")
+            principal.require(scope)
+        except FeedbackloopError as error:
+            abort_with(context, error)
+        token = auth.set_principal(principal)
+        try:
+            return call()
+        finally:
+            auth.reset_principal(token)
+
+    def _authenticate(self, metadata: Metadata) -> auth.Principal:
+        key = auth.bearer_token(metadata)
+        if key is None:
+            if self._anonymous is not None:
+                return self._anonymous
+            raise Unauthenticated("missing API key: send 'authorization: Bearer <key>' metadata")
+        principal = self._resolve_key(key)
+        if principal is None:
+            raise Unauthenticated("invalid or revoked API key")
+        return principal
+
+
+class ErrorMappingInterceptor(_WrappingInterceptor):
+    """Turns domain errors into statuses; anything else becomes INTERNAL and is logged."""
+
+    def applies_to(self, method: str) -> bool:
+        return not is_open_method(method)
+
+    def around(self, method: str, metadata: Metadata, context: grpc.ServicerContext, call: Call) -> Any:
+        try:
+            return call()
+        except FeedbackloopError as error:
+            abort_with(context, error)
+        except Exception as exc:
+            if _context_code(context) not in (None, grpc.StatusCode.OK):
+                raise  # the servicer already aborted with a status of its own
+            trace_id = format(trace.get_current_span().get_span_context().trace_id, "032x")
+            log.exception("internal error in %s (trace %s)", method, trace_id)
+            status = status_pb2.Status(
+                code=code_pb2.INTERNAL, message=f"internal error ({type(exc).__name__}); trace id {trace_id}"
+            )
+            context.abort_with_status(rpc_status.to_status(status))
+
+
+class CachedKeyResolver:
+    """Caches key lookups briefly so the hot ingest path does not hit the store per call.
+
+    A revoked key stops working within `ttl_seconds`.
+    """
+
+    def __init__(self, lookup: Callable[[str], auth.Principal | None], ttl_seconds: float = 30.0) -> None:
+        self._lookup = lookup
+        self._ttl = ttl_seconds
+        self._cache: dict[str, tuple[float, auth.Principal | None]] = {}
+
+    def __call__(self, key: str) -> auth.Principal | None:
+        digest = auth.hash_key(key)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        principal = self._lookup(digest)
+        self._cache[digest] = (now, principal)
+        return principal

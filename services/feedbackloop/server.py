@@ -1,0 +1,187 @@
+"""Process assembly: store, services, interceptors, health, reflection, pipeline."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from feedbackloop import auth
+from feedbackloop.config import Settings
+from feedbackloop.ingestion.servicer import REQUIRED_SCOPES as INGESTION_SCOPES
+from feedbackloop.ingestion.servicer import IngestionServicer
+from feedbackloop.ingestion.taxonomy import Taxonomy
+from feedbackloop.interceptors import (
+    AuthInterceptor,
+    CachedKeyResolver,
+    ErrorMappingInterceptor,
+    TracingInterceptor,
+)
+from feedbackloop.store import keys
+from feedbackloop.store.db import Database
+from feedbackloop.telemetry import setup_tracing
+from feedbackloop.v1 import ingestion_pb2, ingestion_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The server refuses to start; the message says what to change."""
+
+
+class Component(Protocol):
+    """A service (or background worker) the server hosts."""
+
+    service_names: tuple[str, ...]
+    required_scopes: dict[str, auth.Scope]
+
+    def register(self, server: grpc.Server) -> None: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class _IngestionComponent:
+    servicer: IngestionServicer
+    service_names: tuple[str, ...] = (
+        ingestion_pb2.DESCRIPTOR.services_by_name["IngestionService"].full_name,
+    )
+    required_scopes: dict[str, auth.Scope] = field(default_factory=lambda: dict(INGESTION_SCOPES))
+
+    def register(self, server: grpc.Server) -> None:
+        ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(self.servicer, server)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class App:
+    """One feedbackloop process: `start()` binds and serves, `stop()` drains and closes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.effective_database_url)
+        self.taxonomy = Taxonomy()
+        self.wake_pipeline = threading.Event()
+        self.components: list[Component] = [
+            _IngestionComponent(IngestionServicer(self.db, settings, self.taxonomy, self.wake_pipeline.set))
+        ]
+        self.server: grpc.Server | None = None
+        self.port: int = 0
+        self._health = health.HealthServicer()
+
+    def add_component(self, component: Component) -> None:
+        self.components.append(component)
+
+    # --- lifecycle ---
+
+    def prepare_store(self) -> None:
+        if self.settings.auto_migrate or self.db.is_empty():
+            self.db.upgrade()
+        current, head = self.db.current_revision(), self.db.head_revision()
+        if current != head:
+            raise StartupError(
+                f"the database schema is at revision {current}, the code needs {head}: run `feedbackloop db upgrade`"
+            )
+
+    def anonymous_principal(self) -> auth.Principal | None:
+        if self.settings.binds_loopback and self.settings.allow_anonymous_loopback:
+            return auth.Principal(self.settings.default_project, auth.ALL_SCOPES, key_id="anonymous")
+        return None
+
+    def start(self) -> int:
+        setup_tracing()
+        self.prepare_store()
+        anonymous = self.anonymous_principal()
+        if anonymous is not None:
+            keys.ensure_project(self.db, anonymous.project_id)
+            log.warning(
+                "authentication is OFF for keyless requests: this loopback server (%s) serves project '%s' "
+                "without an API key. Bind a non-loopback address or set "
+                "FEEDBACKLOOP_ALLOW_ANONYMOUS_LOOPBACK=false to require keys.",
+                self.settings.host,
+                anonymous.project_id,
+            )
+        elif keys.active_key_count(self.db) == 0:
+            raise StartupError(
+                f"refusing to serve on {self.settings.host} without authentication: no API key exists. "
+                "Create one with `feedbackloop keys create --project P --scope ingest` first."
+            )
+        scopes: dict[str, auth.Scope] = {}
+        for component in self.components:
+            scopes.update(component.required_scopes)
+        resolver = CachedKeyResolver(lambda digest: keys.principal_for_hash(self.db, digest))
+        max_bytes = self.settings.max_message_bytes
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.settings.server_workers, thread_name_prefix="rpc"),
+            interceptors=[
+                TracingInterceptor(),
+                AuthInterceptor(resolver, scopes, anonymous),
+                ErrorMappingInterceptor(),
+            ],
+            options=[
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.max_send_message_length", max_bytes),
+            ],
+        )
+        names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
+        for component in self.components:
+            component.register(self.server)
+            names.extend(component.service_names)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self.server)
+        reflection.enable_server_reflection(names, self.server)
+        address = f"{self.settings.host}:{self.settings.port}"
+        if ":" in self.settings.host and not self.settings.host.startswith("["):
+            address = f"[{self.settings.host}]:{self.settings.port}"
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise StartupError(f"could not bind {address}")
+        for component in self.components:
+            component.start()
+        self.server.start()
+        for name in names:
+            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        log.info("feedbackloop serving on %s:%d", self.settings.host, self.port)
+        return self.port
+
+    def stop(self, grace: float = 5.0) -> None:
+        self._health.enter_graceful_shutdown()
+        if self.server is not None:
+            self.server.stop(grace).wait()
+        for component in reversed(self.components):
+            component.stop()
+        self.db.dispose()
+
+    def wait(self) -> None:
+        if self.server is not None:
+            self.server.wait_for_termination()
+
+
+def serve(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM."""
+    app = App(settings)
+    app.start()
+    stopping = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            log.info("signal %d: shutting down", signum)
+            threading.Thread(target=app.stop, daemon=True).start()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    app.wait()

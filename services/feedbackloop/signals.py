@@ -1,0 +1,61 @@
+"""Which signals a stored feedback carries, and whether it is a complaint.
+
+One definition shared by ListFeedback filters, the recall index's metadata and the policy
+events, so "thumbs_down" means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from feedbackloop.store.models import Feedback
+
+SIGNAL_NAMES = (
+    "thumbs_up",
+    "thumbs_down",
+    "rating",
+    "category",
+    "comment",
+    "correction",
+    "regenerate",
+    "copy",
+    "edit",
+    "abandon",
+    "rephrase",
+)
+IMPLICIT_NAMES = ("regenerate", "copy", "edit", "abandon", "rephrase")
+# Implicit actions that say the answer did not serve the user.
+NEGATIVE_IMPLICIT = frozenset({"regenerate", "edit", "abandon", "rephrase"})
+LOW_RATING = 2
+
+
+def signals_of(feedback: Feedback) -> list[str]:
+    signals: list[str] = []
+    if feedback.thumb == "up":
+        signals.append("thumbs_up")
+    elif feedback.thumb == "down":
+        signals.append("thumbs_down")
+    if feedback.rating is not None:
+        signals.append("rating")
+    if feedback.categories:
+        signals.append("category")
+    if feedback.comment:
+        signals.append("comment")
+    if feedback.correction:
+        signals.append("correction")
+    if feedback.implicit:
+        signals.append(feedback.implicit)
+    return signals
+
+
+def is_negative(feedback: Feedback) -> bool:
+    """A complaint: thumbs down, a low rating, a category, a correction or a negative action.
+
+    Categories count as complaints because the taxonomy lists what went wrong; a comment alone
+    is neutral (users also write thanks).
+    """
+    return (
+        feedback.thumb == "down"
+        or (feedback.rating is not None and feedback.rating <= LOW_RATING)
+        or bool(feedback.categories)
+        or bool(feedback.correction)
+        or feedback.implicit in NEGATIVE_IMPLICIT
+    )

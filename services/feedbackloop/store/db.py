@@ -1,0 +1,112 @@
+"""Engines, sessions and migrations for SQLite (embedded default) and PostgreSQL.
+
+SQLite allows one writer at a time. Write transactions therefore start with
+`BEGIN IMMEDIATE` (so a transaction that reads then writes can never fail half-way with
+SQLITE_BUSY_SNAPSHOT) and are serialized in-process by a lock, so threads queue on a mutex
+instead of sleeping in SQLite's busy handler. PostgreSQL needs neither.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class Database:
+    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
+        self.url = url
+        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            self._ensure_sqlite_dir(url)
+            self.read_engine = self._sqlite_engine(url, sqlite_synchronous, immediate=False)
+            self.write_engine = self._sqlite_engine(url, sqlite_synchronous, immediate=True)
+        else:
+            self.read_engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            self.write_engine = self.read_engine
+        self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
+        self._write_lock: threading.Lock | None = threading.Lock() if self.is_sqlite else None
+
+    @staticmethod
+    def _ensure_sqlite_dir(url: str) -> None:
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _sqlite_engine(url: str, synchronous: str, *, immediate: bool) -> Engine:
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Take transaction control from the driver so BEGIN is ours to choose.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session in one write transaction, committed on exit, rolled back on error."""
+        with self._write_lock or nullcontext(), self._write_sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._read_sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.read_engine.dispose()
+        if self.write_engine is not self.read_engine:
+            self.write_engine.dispose()
+
+    # --- migrations ---
+
+    def _alembic_config(self) -> Config:
+        config = Config()
+        script_location = resources.files("feedbackloop.store") / "migrations"
+        config.set_main_option("script_location", str(script_location))
+        config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        return config
+
+    def upgrade(self, revision: str = "head") -> None:
+        config = self._alembic_config()
+        with self._write_lock or nullcontext(), self.write_engine.connect() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+            connection.commit()
+
+    def current_revision(self) -> str | None:
+        with self.read_engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+
+    def is_empty(self) -> bool:
+        with self.read_engine.connect() as connection:
+            return not inspect(connection).get_table_names()

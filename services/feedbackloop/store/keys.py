@@ -1,0 +1,84 @@
+"""Projects and API keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+
+from feedbackloop import auth
+from feedbackloop.store.db import Database
+from feedbackloop.store.models import ApiKey, Project, utcnow
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: str
+    project_id: str
+    scopes: str
+    description: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def ensure_project(db: Database, project_id: str) -> None:
+    with db.write() as session:
+        if session.get(Project, project_id) is None:
+            session.add(Project(id=project_id))
+
+
+def create_key(db: Database, project_id: str, scopes: frozenset[auth.Scope], description: str = "") -> str:
+    """Create a key and return it; only its hash is stored, so this is the one chance to see it."""
+    if not scopes:
+        raise ValueError("a key needs at least one scope")
+    key_id, key = auth.generate_key()
+    with db.write() as session:
+        if session.get(Project, project_id) is None:
+            session.add(Project(id=project_id))
+            session.flush()
+        session.add(
+            ApiKey(
+                id=key_id,
+                project_id=project_id,
+                key_hash=auth.hash_key(key),
+                scopes=" ".join(sorted(scopes)),
+                description=description,
+            )
+        )
+    return key
+
+
+def principal_for_hash(db: Database, key_hash: str) -> auth.Principal | None:
+    with db.read() as session:
+        row = session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)))
+        if row is None:
+            return None
+        return auth.Principal(project_id=row.project_id, scopes=auth.parse_scopes(row.scopes), key_id=row.id)
+
+
+def list_keys(db: Database, project_id: str | None = None) -> list[KeyInfo]:
+    with db.read() as session:
+        stmt = select(ApiKey).order_by(ApiKey.created_at)
+        if project_id:
+            stmt = stmt.where(ApiKey.project_id == project_id)
+        return [
+            KeyInfo(k.id, k.project_id, k.scopes, k.description, k.created_at, k.revoked_at)
+            for k in session.scalars(stmt)
+        ]
+
+
+def revoke_key(db: Database, key_id: str) -> bool:
+    with db.write() as session:
+        row = session.get(ApiKey, key_id)
+        if row is None or row.revoked_at is not None:
+            return False
+        row.revoked_at = utcnow()
+        return True
+
+
+def active_key_count(db: Database) -> int:
+    with db.read() as session:
+        return (
+            session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))) or 0
+        )

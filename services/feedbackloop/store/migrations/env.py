@@ -1,0 +1,27 @@
+"""Alembic environment: runs on the connection `Database.upgrade` hands over, or on the URL."""
+
+from __future__ import annotations
+
+from alembic import context
+from feedbackloop.store.models import Base
+from sqlalchemy import create_engine
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
+    with engine.connect() as conn:
+        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+run_migrations()
