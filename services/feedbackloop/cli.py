@@ -17,12 +17,6 @@ from feedbackloop import auth
 from feedbackloop.config import Settings
 
 Handler = Callable[[argparse.Namespace], int]
-_EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
-
-
-def extension(register: Callable[[argparse._SubParsersAction], None]) -> None:
-    """Let a service module add its own sub-commands (recall, policy, ...)."""
-    _EXTENSIONS.append(register)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -152,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(revoke)
     revoke.set_defaults(handler=cmd_keys_revoke)
 
-    for register in _EXTENSIONS:
-        register(sub)
+    from feedbackloop.recall import cli as recall_cli
+
+    recall_cli.register(sub)
     return parser
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
@@ -24,10 +25,19 @@ from feedbackloop.interceptors import (
     ErrorMappingInterceptor,
     TracingInterceptor,
 )
+from feedbackloop.pipeline.jobs import JobQueue, RetryPolicy
+from feedbackloop.pipeline.servicer import REQUIRED_SCOPES as PIPELINE_SCOPES
+from feedbackloop.pipeline.servicer import PipelineServicer
+from feedbackloop.pipeline.worker import Stage, StageWorker
+from feedbackloop.recall.embedder import Embedder
+from feedbackloop.recall.service import Recall
+from feedbackloop.recall.servicer import REQUIRED_SCOPES as RECALL_SCOPES
+from feedbackloop.recall.servicer import RecallServicer
+from feedbackloop.recall.stage import IndexStage
 from feedbackloop.store import keys
 from feedbackloop.store.db import Database
 from feedbackloop.telemetry import setup_tracing
-from feedbackloop.v1 import ingestion_pb2, ingestion_pb2_grpc
+from feedbackloop.v1 import ingestion_pb2_grpc, pipeline_pb2_grpc, recall_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +60,19 @@ class Component(Protocol):
 
 
 @dataclass
-class _IngestionComponent:
-    servicer: IngestionServicer
-    service_names: tuple[str, ...] = (
-        ingestion_pb2.DESCRIPTOR.services_by_name["IngestionService"].full_name,
-    )
-    required_scopes: dict[str, auth.Scope] = field(default_factory=lambda: dict(INGESTION_SCOPES))
+class GrpcService:
+    """A servicer with its registration function and the scopes its methods need."""
+
+    full_name: str
+    required_scopes: dict[str, auth.Scope]
+    add_to_server: Callable[[grpc.Server], None]
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        return (self.full_name,)
 
     def register(self, server: grpc.Server) -> None:
-        ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(self.servicer, server)
+        self.add_to_server(server)
 
     def start(self) -> None:
         pass
@@ -74,10 +88,44 @@ class App:
         self.settings = settings
         self.db = Database(settings.effective_database_url)
         self.taxonomy = Taxonomy()
-        self.wake_pipeline = threading.Event()
+        self.wake_index = threading.Event()
+        self.wake_route = threading.Event()
+        self.queue = JobQueue(
+            self.db,
+            RetryPolicy(
+                settings.pipeline_max_attempts,
+                settings.pipeline_backoff_seconds,
+                settings.pipeline_backoff_max_seconds,
+            ),
+            settings.pipeline_lease_seconds,
+        )
+        self.recall = Recall(self.db, Embedder.from_settings(settings), settings)
+        ingestion = IngestionServicer(self.db, settings, self.taxonomy, self.wake_index.set)
         self.components: list[Component] = [
-            _IngestionComponent(IngestionServicer(self.db, settings, self.taxonomy, self.wake_pipeline.set))
+            GrpcService(
+                "feedbackloop.v1.IngestionService",
+                INGESTION_SCOPES,
+                lambda server: ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(ingestion, server),
+            ),
+            GrpcService(
+                "feedbackloop.v1.RecallService",
+                RECALL_SCOPES,
+                lambda server: recall_pb2_grpc.add_RecallServiceServicer_to_server(
+                    RecallServicer(self.recall), server
+                ),
+            ),
+            GrpcService(
+                "feedbackloop.v1.PipelineService",
+                PIPELINE_SCOPES,
+                lambda server: pipeline_pb2_grpc.add_PipelineServiceServicer_to_server(
+                    PipelineServicer(self.queue), server
+                ),
+            ),
         ]
+        self.workers: list[StageWorker] = []
+        self.index_stage = IndexStage(
+            self.recall, settings.embedding_batch_size, settings.embedding_batch_max_wait_ms / 1000
+        )
         self.server: grpc.Server | None = None
         self.port: int = 0
         self._health = health.HealthServicer()
@@ -151,18 +199,40 @@ class App:
         for component in self.components:
             component.start()
         self.server.start()
+        if self.settings.pipeline_enabled:
+            self.start_pipeline()
         for name in names:
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info("feedbackloop serving on %s:%d", self.settings.host, self.port)
         return self.port
 
+    def start_pipeline(self, route_stage: Stage | None = None) -> None:
+        """Start the stage workers; routing is added by the routing component when present."""
+        poll = self.settings.pipeline_poll_seconds
+        self.workers.append(
+            StageWorker(
+                self.queue,
+                self.index_stage,
+                poll_seconds=poll,
+                wake=self.wake_index,
+                on_advanced=self.wake_route.set,
+            )
+        )
+        if route_stage is not None:
+            self.workers.append(StageWorker(self.queue, route_stage, poll_seconds=poll, wake=self.wake_route))
+        for worker in self.workers:
+            worker.start()
+
     def stop(self, grace: float = 5.0) -> None:
         self._health.enter_graceful_shutdown()
         if self.server is not None:
             self.server.stop(grace).wait()
+        for worker in self.workers:
+            worker.stop()
         for component in reversed(self.components):
             component.stop()
+        self.recall.close()
         self.db.dispose()
 
     def wait(self) -> None:

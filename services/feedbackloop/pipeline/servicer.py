@@ -1,0 +1,65 @@
+"""PipelineService: queue counts and the dead letter over gRPC."""
+
+from __future__ import annotations
+
+import grpc
+
+from feedbackloop import auth
+from feedbackloop.auth import Scope
+from feedbackloop.errors import InvalidArgument
+from feedbackloop.ingestion.convert import timestamp
+from feedbackloop.pipeline.jobs import JobQueue
+from feedbackloop.v1 import pipeline_pb2, pipeline_pb2_grpc
+
+SERVICE = "/feedbackloop.v1.PipelineService/"
+REQUIRED_SCOPES = {
+    SERVICE + "GetPipelineStatus": Scope.READ,
+    SERVICE + "ListDeadLetters": Scope.READ,
+    SERVICE + "RetryDeadLetters": Scope.ADMIN,
+}
+MAX_LIMIT = 1000
+
+
+class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
+    def __init__(self, queue: JobQueue) -> None:
+        self._queue = queue
+
+    def GetPipelineStatus(
+        self, request: pipeline_pb2.GetPipelineStatusRequest, context: grpc.ServicerContext
+    ) -> pipeline_pb2.GetPipelineStatusResponse:
+        project = auth.current_principal().project_for(request.project)
+        counts = self._queue.counts(project)
+        return pipeline_pb2.GetPipelineStatusResponse(
+            pending_index=counts.get("pending:index", 0),
+            pending_route=counts.get("pending:route", 0),
+            done=counts.get("done", 0),
+            dead=counts.get("dead", 0),
+        )
+
+    def ListDeadLetters(
+        self, request: pipeline_pb2.ListDeadLettersRequest, context: grpc.ServicerContext
+    ) -> pipeline_pb2.ListDeadLettersResponse:
+        project = auth.current_principal().project_for(request.project)
+        limit = request.limit or 100
+        if not 1 <= limit <= MAX_LIMIT:
+            raise InvalidArgument.single("limit", f"must be between 1 and {MAX_LIMIT} (got {request.limit})")
+        return pipeline_pb2.ListDeadLettersResponse(
+            dead_letters=[
+                pipeline_pb2.DeadLetter(
+                    job_id=job.id,
+                    feedback_id=job.feedback_id,
+                    stage=job.stage,
+                    attempts=job.attempts,
+                    last_error=job.last_error,
+                    updated_at=timestamp(job.updated_at),
+                )
+                for job in self._queue.dead_letters(project, limit)
+            ]
+        )
+
+    def RetryDeadLetters(
+        self, request: pipeline_pb2.RetryDeadLettersRequest, context: grpc.ServicerContext
+    ) -> pipeline_pb2.RetryDeadLettersResponse:
+        project = auth.current_principal().project_for(request.project)
+        retried = self._queue.retry_dead(project, list(request.job_ids) or None)
+        return pipeline_pb2.RetryDeadLettersResponse(retried=retried)

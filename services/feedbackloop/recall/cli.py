@@ -1,0 +1,155 @@
+"""`feedbackloop recall ...` and `feedbackloop pipeline ...`: talk to a running server over gRPC."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from feedbackloop.client import add_connection_args, channel, rpc_error_exit
+from feedbackloop.policy.durations import parse_duration
+from feedbackloop.v1 import common_pb2, pipeline_pb2, pipeline_pb2_grpc, recall_pb2, recall_pb2_grpc
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    stub = recall_pb2_grpc.RecallServiceStub(channel(args))
+    try:
+        with tqdm(unit="feedback", desc="reindex", disable=args.quiet) as bar:
+            for progress in stub.Reindex(recall_pb2.ReindexRequest(project=args.project)):
+                bar.total = progress.total
+                bar.n = progress.done
+                bar.refresh()
+    except grpc.RpcError as error:
+        return rpc_error_exit(error)
+    print(f"reindexed {progress.done} feedback")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    stub = recall_pb2_grpc.RecallServiceStub(channel(args))
+    request = recall_pb2.SearchSimilarRequest(
+        project=args.project, top_k=args.top_k, min_score=args.min_score
+    )
+    if args.feedback_id:
+        request.feedback_id = args.text
+    else:
+        request.text = args.text
+    try:
+        response = stub.SearchSimilar(request)
+    except grpc.RpcError as error:
+        return rpc_error_exit(error)
+    for hit in response.hits:
+        f = hit.feedback
+        words = f.comment or f.correction or ", ".join(f.categories)
+        print(f"{hit.score:.3f}  {f.id}  {words[:100]}")
+    return 0
+
+
+def _timestamp(when: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
+def cmd_top_issues(args: argparse.Namespace) -> int:
+    stub = recall_pb2_grpc.RecallServiceStub(channel(args))
+    end = datetime.now(UTC)
+    start = end - timedelta(seconds=parse_duration(args.window))
+    try:
+        response = stub.TopIssues(
+            recall_pb2.TopIssuesRequest(
+                project=args.project,
+                time_range=common_pb2.TimeRange(start=_timestamp(start), end=_timestamp(end)),
+                max_issues=args.limit,
+            )
+        )
+    except grpc.RpcError as error:
+        return rpc_error_exit(error)
+    print(
+        f"{response.total_negative} complaints in the last {args.window} ({response.previous_total_negative} before)"
+    )
+    for issue in response.issues:
+        print(f"{issue.size:5d}  {issue.growth:+.0%}  {issue.representative_text[:100]}")
+    return 0
+
+
+def cmd_pipeline_status(args: argparse.Namespace) -> int:
+    stub = pipeline_pb2_grpc.PipelineServiceStub(channel(args))
+    try:
+        status = stub.GetPipelineStatus(pipeline_pb2.GetPipelineStatusRequest(project=args.project))
+    except grpc.RpcError as error:
+        return rpc_error_exit(error)
+    print(
+        f"pending index: {status.pending_index}  pending route: {status.pending_route}  "
+        f"done: {status.done}  dead: {status.dead}"
+    )
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    stub = pipeline_pb2_grpc.PipelineServiceStub(channel(args))
+    try:
+        response = stub.ListDeadLetters(
+            pipeline_pb2.ListDeadLettersRequest(project=args.project, limit=args.limit)
+        )
+    except grpc.RpcError as error:
+        return rpc_error_exit(error)
+    for dead in response.dead_letters:
+        print(f"{dead.job_id}\t{dead.feedback_id}\t{dead.stage}\tattempts={dead.attempts}\t{dead.last_error}")
+    if not response.dead_letters:
+        print("the dead letter is empty")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    stub = pipeline_pb2_grpc.PipelineServiceStub(channel(args))
+    try:
+        response = stub.RetryDeadLetters(
+            pipeline_pb2.RetryDeadLettersRequest(project=args.project, job_ids=args.job_ids)
+        )
+    except grpc.RpcError as error:
+        return rpc_error_exit(error)
+    print(f"re-queued {response.retried} job(s)")
+    return 0
+
+
+def register(sub: Any) -> None:
+    recall = sub.add_parser("recall", help="semantic recall").add_subparsers(
+        dest="recall_command", required=True
+    )
+    reindex = recall.add_parser("reindex", help="rebuild the Milvus vectors from the store")
+    reindex.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_connection_args(reindex)
+    reindex.set_defaults(handler=cmd_reindex)
+    search = recall.add_parser("search", help="feedback similar to a text (or to a feedback id)")
+    search.add_argument("text")
+    search.add_argument("--feedback-id", action="store_true", help="TEXT is a feedback id")
+    search.add_argument("--top-k", type=int, default=10)
+    search.add_argument("--min-score", type=float, default=0.0)
+    add_connection_args(search)
+    search.set_defaults(handler=cmd_search)
+    top = recall.add_parser("top-issues", help="what users complain about")
+    top.add_argument("--window", default="7d", help="e.g. 24h, 7d")
+    top.add_argument("--limit", type=int, default=10)
+    add_connection_args(top)
+    top.set_defaults(handler=cmd_top_issues)
+
+    pipeline = sub.add_parser("pipeline", help="the processing queue").add_subparsers(
+        dest="pipeline_command", required=True
+    )
+    status = pipeline.add_parser("status", help="jobs by state")
+    add_connection_args(status)
+    status.set_defaults(handler=cmd_pipeline_status)
+    dead = pipeline.add_parser("dead-letters", help="jobs that exhausted their attempts")
+    dead.add_argument("--limit", type=int, default=100)
+    add_connection_args(dead)
+    dead.set_defaults(handler=cmd_dead_letters)
+    retry = pipeline.add_parser("retry", help="re-queue dead-lettered jobs (all, or the given ids)")
+    retry.add_argument("job_ids", nargs="*", type=int)
+    add_connection_args(retry)
+    retry.set_defaults(handler=cmd_retry)

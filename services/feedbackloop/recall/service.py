@@ -1,0 +1,188 @@
+"""Recall over stored feedback: index (for the pipeline), search, top issues, reindex.
+
+Milvus is a derived index: every answer is read back from the relational store, and the
+index can be rebuilt from it at any time. The model and the Milvus client are opened lazily,
+so a server whose Milvus is down still ingests; jobs wait in the queue until it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from opentelemetry import trace
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from feedbackloop.config import Settings
+from feedbackloop.errors import InvalidArgument
+from feedbackloop.ingestion import repository
+from feedbackloop.recall.embedder import Embedder
+from feedbackloop.recall.filters import RecallFilter
+from feedbackloop.recall.index import FeedbackIndex, IndexRow
+from feedbackloop.recall.text import feedback_text
+from feedbackloop.store.db import Database
+from feedbackloop.store.models import Feedback
+from feedbackloop.telemetry import tracer
+
+log = logging.getLogger(__name__)
+
+MAX_TOP_K = 100
+REINDEX_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Hit:
+    feedback: Feedback
+    score: float
+
+
+class Recall:
+    def __init__(
+        self, db: Database, embedder: Embedder, settings: Settings, *, index: FeedbackIndex | None = None
+    ) -> None:
+        self.db = db
+        self.embedder = embedder
+        self._settings = settings
+        self._index = index
+        self._lock = threading.Lock()
+
+    # --- lazily opened parts ---
+
+    @property
+    def index(self) -> FeedbackIndex:
+        """The Milvus index, connected and with its collection on first use."""
+        with self._lock:
+            if self._index is None:
+                index = FeedbackIndex.from_settings(self._settings)
+                index.ensure_collection(self.embedder.dimension)
+                self._index = index
+            return self._index
+
+    def reset_index(self) -> None:
+        """Forget the client after a failure, so the next call reconnects."""
+        with self._lock:
+            if self._index is not None:
+                try:
+                    self._index.close()
+                except Exception:  # closing a broken client may fail too; we drop it either way
+                    log.debug("closing the Milvus client failed", exc_info=True)
+            self._index = None
+
+    def close(self) -> None:
+        self.reset_index()
+
+    # --- indexing ---
+
+    def index_feedback(self, feedback: Sequence[Feedback]) -> int:
+        """Embed a batch with one model call and upsert it; returns rows written."""
+        if not feedback:
+            return 0
+        texts = [feedback_text(f, f.interaction) for f in feedback]
+        with tracer().start_as_current_span("recall.embed", attributes={"recall.batch_size": len(texts)}):
+            vectors = self.embedder.encode(texts)
+        rows = [IndexRow.from_feedback(f, f.interaction, v) for f, v in zip(feedback, vectors, strict=True)]
+        with tracer().start_as_current_span("milvus.upsert", attributes={"recall.batch_size": len(rows)}):
+            try:
+                return self.index.upsert(rows)
+            except Exception:
+                self.reset_index()
+                raise
+
+    def load_feedback(self, feedback_ids: Sequence[str]) -> dict[str, Feedback]:
+        """Feedback rows with their interaction and categories, across projects (pipeline use)."""
+        with self.db.read() as session:
+            rows = session.scalars(
+                select(Feedback)
+                .where(Feedback.id.in_(list(feedback_ids)))
+                .options(selectinload(Feedback.categories), selectinload(Feedback.interaction))
+            )
+            return {row.id: row for row in rows}
+
+    def reindex(self, project_id: str) -> Iterator[tuple[int, int]]:
+        """Delete the project's vectors and rebuild them from SQL; yields (done, total)."""
+        ids: list[str] = []
+        with self.db.read() as session:
+            ids = list(
+                session.scalars(
+                    select(Feedback.id).where(Feedback.project_id == project_id).order_by(Feedback.id)
+                )
+            )
+        total = len(ids)
+        index = self.index
+        stale = index.query_ids(project_id, limit=16_384)
+        while stale:
+            index.delete(project_id, stale)
+            stale = index.query_ids(project_id, limit=16_384)
+        yield 0, total
+        done = 0
+        for start in range(0, total, REINDEX_BATCH):
+            chunk = ids[start : start + REINDEX_BATCH]
+            rows = self.load_feedback(chunk)
+            self.index_feedback([rows[i] for i in chunk if i in rows])
+            done += len(chunk)
+            yield done, total
+
+    # --- queries ---
+
+    def query_vector_for_text(self, text: str) -> np.ndarray:
+        if not text.strip():
+            raise InvalidArgument.single("text", "must not be empty")
+        with tracer().start_as_current_span("recall.embed_query"):
+            return np.asarray(self.embedder.encode([text])[0])
+
+    def query_vector_for_feedback(self, project_id: str, feedback_id: str) -> tuple[np.ndarray, Feedback]:
+        feedback = repository.get_feedback(self.db, project_id, feedback_id)
+        stored = self.index.fetch_vectors(project_id, [feedback_id]).get(feedback_id)
+        if stored is not None:
+            return stored, feedback
+        # Not indexed yet (the pipeline is behind): embed it now, the same way the pipeline will.
+        with tracer().start_as_current_span("recall.embed_query"):
+            return np.asarray(
+                self.embedder.encode([feedback_text(feedback, feedback.interaction)])[0]
+            ), feedback
+
+    def search(
+        self,
+        project_id: str,
+        vector: np.ndarray,
+        *,
+        top_k: int,
+        min_score: float | None,
+        recall_filter: RecallFilter | None,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[Hit]:
+        with tracer().start_as_current_span("milvus.search", attributes={"recall.top_k": top_k}):
+            matches = self.index.search(
+                project_id,
+                vector,
+                top_k=top_k,
+                min_score=min_score,
+                filter=recall_filter,
+                exclude_ids=exclude_ids,
+            )
+        with tracer().start_as_current_span("store.hydrate"):
+            rows = repository.get_feedback_many(self.db, project_id, [fid for fid, _ in matches])
+        # An id Milvus knows but SQL does not (a deleted row) is skipped: SQL is the truth.
+        return [Hit(rows[fid], score) for fid, score in matches if fid in rows]
+
+    def window_vectors(
+        self, project_id: str, recall_filter: RecallFilter, start: datetime, end: datetime
+    ) -> tuple[list[str], np.ndarray]:
+        ids: list[str] = []
+        vectors: list[np.ndarray] = []
+        for feedback_id, vector in self.index.iter_vectors(project_id, recall_filter.within(start, end)):
+            ids.append(feedback_id)
+            vectors.append(vector)
+        matrix = np.vstack(vectors) if vectors else np.zeros((0, self.embedder.dimension), dtype=np.float32)
+        return ids, matrix
+
+
+def link_to_feedback_trace(feedback: Feedback) -> None:
+    """Note on the current span which stored trace the searched feedback came from."""
+    if feedback.trace_id:
+        trace.get_current_span().set_attribute("feedbackloop.feedback.trace_id", feedback.trace_id)

@@ -1,0 +1,184 @@
+"""RecallService over gRPC: request validation and wire conversion around `Recall`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC
+
+import grpc
+from google.protobuf.message import Message
+
+from feedbackloop import auth
+from feedbackloop.auth import Scope
+from feedbackloop.errors import InvalidArgument, Violations
+from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
+from feedbackloop.ingestion.repository import get_feedback_many
+from feedbackloop.ingestion.servicer import feedback_query_from
+from feedbackloop.recall.filters import RecallFilter
+from feedbackloop.recall.service import MAX_TOP_K, Recall, link_to_feedback_trace
+from feedbackloop.recall.text import feedback_text
+from feedbackloop.v1 import common_pb2, recall_pb2, recall_pb2_grpc
+
+SERVICE = "/feedbackloop.v1.RecallService/"
+REQUIRED_SCOPES = {
+    SERVICE + "SearchSimilar": Scope.READ,
+    SERVICE + "TopIssues": Scope.READ,
+    SERVICE + "Reindex": Scope.ADMIN,
+}
+DEFAULT_TOP_K = 10
+DEFAULT_MIN_SIMILARITY = 0.55
+DEFAULT_MIN_SIZE = 2
+DEFAULT_MAX_ISSUES = 10
+MAX_ISSUES = 100
+
+
+def recall_filter_from(message: common_pb2.FeedbackFilter, prefix: str = "filter") -> RecallFilter:
+    """Validate a wire filter and turn it into a Milvus metadata filter."""
+    _refuse_unknown_fields(message, prefix)
+    if message.session_id:
+        raise InvalidArgument.single(
+            f"{prefix}.session_id", "is not indexed for recall; filter sessions with ListFeedback"
+        )
+    query = feedback_query_from(message, prefix)
+    return RecallFilter(
+        signals=query.signals,
+        categories=query.categories,
+        model_versions=query.model_versions,
+        prompt_names=query.prompt_names,
+        user_roles=query.user_roles,
+        sources=query.sources,
+        occurred_after=query.start,
+        occurred_before=query.end,
+    )
+
+
+def _refuse_unknown_fields(message: Message, path: str) -> None:
+    """A filter field this server does not know would otherwise be dropped silently, widening the
+    search; a client built against a newer API gets a clear error instead."""
+    from google.protobuf.unknown_fields import UnknownFieldSet
+
+    unknown = UnknownFieldSet(message)
+    if len(unknown):
+        numbers = ", ".join(str(field.field_number) for field in unknown)
+        raise InvalidArgument.single(
+            path, f"unknown filter field number(s) {numbers}; this server does not support them"
+        )
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is not None and descriptor.label != descriptor.LABEL_REPEATED:
+            _refuse_unknown_fields(value, f"{path}.{descriptor.name}")
+
+
+class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
+    def __init__(self, recall: Recall) -> None:
+        self._recall = recall
+
+    def SearchSimilar(
+        self, request: recall_pb2.SearchSimilarRequest, context: grpc.ServicerContext
+    ) -> recall_pb2.SearchSimilarResponse:
+        project = auth.current_principal().project_for(request.project)
+        v = Violations()
+        top_k = request.top_k or DEFAULT_TOP_K
+        if not 1 <= top_k <= MAX_TOP_K:
+            v.add("top_k", f"must be between 1 and {MAX_TOP_K} (got {request.top_k})")
+        if not -1.0 <= request.min_score <= 1.0:
+            v.add("min_score", f"must be between -1 and 1 (got {request.min_score})")
+        which = request.WhichOneof("query")
+        if which is None:
+            v.add("query", "set either text or feedback_id")
+        elif which == "text" and not request.text.strip():
+            v.add("text", "must not be empty")
+        elif which == "feedback_id" and not request.feedback_id:
+            v.add("feedback_id", "must not be empty")
+        v.raise_if_any()
+        recall_filter = recall_filter_from(request.filter)
+        exclude: list[str] = []
+        if which == "text":
+            query_text = request.text
+            vector = self._recall.query_vector_for_text(request.text)
+        else:
+            vector, source = self._recall.query_vector_for_feedback(project, request.feedback_id)
+            link_to_feedback_trace(source)
+            query_text = feedback_text(source, source.interaction)
+            exclude = [request.feedback_id]
+        hits = self._recall.search(
+            project,
+            vector,
+            top_k=top_k,
+            min_score=request.min_score or None,
+            recall_filter=recall_filter,
+            exclude_ids=exclude,
+        )
+        response = recall_pb2.SearchSimilarResponse(query_text=query_text)
+        for hit in hits:
+            item = response.hits.add(score=hit.score, feedback=feedback_to_proto(hit.feedback))
+            if hit.feedback.interaction is not None:
+                item.interaction.CopyFrom(interaction_to_proto(hit.feedback.interaction))
+        return response
+
+    def TopIssues(
+        self, request: recall_pb2.TopIssuesRequest, context: grpc.ServicerContext
+    ) -> recall_pb2.TopIssuesResponse:
+        project = auth.current_principal().project_for(request.project)
+        v = Violations()
+        window = request.time_range
+        if not (request.HasField("time_range") and window.HasField("start") and window.HasField("end")):
+            v.add("time_range", "start and end are both required")
+        elif window.end.ToDatetime() <= window.start.ToDatetime():
+            v.add("time_range", "end must be after start")
+        min_similarity = request.min_similarity or DEFAULT_MIN_SIMILARITY
+        if not 0.0 < min_similarity <= 1.0:
+            v.add("min_similarity", f"must be between 0 and 1 (got {request.min_similarity})")
+        min_size = request.min_size or DEFAULT_MIN_SIZE
+        if min_size < 1:
+            v.add("min_size", f"must be at least 1 (got {request.min_size})")
+        max_issues = request.max_issues or DEFAULT_MAX_ISSUES
+        if not 1 <= max_issues <= MAX_ISSUES:
+            v.add("max_issues", f"must be between 1 and {MAX_ISSUES} (got {request.max_issues})")
+        v.raise_if_any()
+        if request.filter.HasField("time_range"):
+            raise InvalidArgument.single("filter.time_range", "use the request's time_range for TopIssues")
+        base = recall_filter_from(request.filter)
+        negative = RecallFilter(**{**base.__dict__, "negative_only": True})
+        start = window.start.ToDatetime(tzinfo=UTC)
+        end = window.end.ToDatetime(tzinfo=UTC)
+        previous_start = start - (end - start)
+        from feedbackloop.recall.clustering import group_issues
+
+        ids, vectors = self._recall.window_vectors(project, negative, start, end)
+        prev_ids, prev_vectors = self._recall.window_vectors(project, negative, previous_start, start)
+        groups = group_issues(
+            ids,
+            vectors,
+            prev_vectors,
+            min_similarity=min_similarity,
+            min_size=min_size,
+            max_groups=max_issues,
+        )
+        rows = get_feedback_many(self._recall.db, project, [i for g in groups for i in g.member_ids])
+        response = recall_pb2.TopIssuesResponse(
+            total_negative=len(ids), previous_total_negative=len(prev_ids)
+        )
+        for group in groups:
+            representative = rows.get(group.representative_id)
+            categories = Counter(
+                c for member in group.member_ids if member in rows for c in rows[member].category_names
+            )
+            issue = response.issues.add(
+                size=group.size,
+                member_ids=group.member_ids,
+                previous_size=group.previous_size,
+                growth=group.growth,
+                top_categories=[name for name, _ in categories.most_common()],
+            )
+            if representative is not None:
+                issue.representative.CopyFrom(feedback_to_proto(representative))
+                issue.representative_text = feedback_text(representative, representative.interaction)
+        return response
+
+    def Reindex(
+        self, request: recall_pb2.ReindexRequest, context: grpc.ServicerContext
+    ) -> Iterator[recall_pb2.ReindexResponse]:
+        project = auth.current_principal().project_for(request.project)
+        for done, total in self._recall.reindex(project):
+            yield recall_pb2.ReindexResponse(done=done, total=total)
