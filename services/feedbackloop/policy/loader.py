@@ -1,0 +1,159 @@
+"""Load policy YAML files while keeping each node's source position.
+
+PyYAML's composer already knows where every node starts; we compose the node tree, build
+plain Python data from it with the safe constructor, and walk the same tree to record a
+`path -> (line, column)` map. Keeping data plain (dicts/lists) lets jsonschema validate it
+as is, and the map lets every later error point at `file:line:col`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from feedbackloop.policy.errors import PolicyError, format_path
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """1-based line and column, as editors and compilers print them."""
+
+    line: int
+    column: int
+
+
+@dataclass
+class Document:
+    """One YAML document with the positions of its nodes."""
+
+    file: str
+    index: int
+    data: Any
+    value_marks: dict[Path_, Mark] = field(default_factory=dict)
+    key_marks: dict[Path_, Mark] = field(default_factory=dict)
+
+    def mark(self, path: Path_, *, key: bool = False) -> Mark:
+        """Position of the node at `path`, or of its nearest existing ancestor.
+
+        `key=True` prefers the key's position (an unknown field is best shown where its
+        name is written); values are preferred otherwise.
+        """
+        probe = tuple(path)
+        while True:
+            if key and probe in self.key_marks:
+                return self.key_marks[probe]
+            if probe in self.value_marks:
+                return self.value_marks[probe]
+            if not probe:
+                return Mark(1, 1)
+            probe = probe[:-1]
+
+    def error(self, path: Path_, message: str, *, key: bool = False) -> PolicyError:
+        mark = self.mark(path, key=key)
+        return PolicyError(self.file, mark.line, mark.column, format_path(path), message)
+
+
+def _mark(node: yaml.Node) -> Mark:
+    return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _walk(doc: Document, node: yaml.Node, path: Path_, errors: list[PolicyError]) -> None:
+    doc.value_marks[path] = _mark(node)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, Mark] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # complex keys are rejected by the schema (keys must be strings)
+            key = str(key_node.value)
+            child = (*path, key)
+            if key in seen:
+                # PyYAML silently keeps the last duplicate; a silently ignored setting in a
+                # routing policy is exactly the bug strict loading exists to prevent.
+                first = seen[key]
+                errors.append(
+                    PolicyError(
+                        doc.file,
+                        key_node.start_mark.line + 1,
+                        key_node.start_mark.column + 1,
+                        format_path(child),
+                        f'duplicate key "{key}" (first at line {first.line})',
+                    )
+                )
+            seen[key] = _mark(key_node)
+            doc.key_marks[child] = _mark(key_node)
+            _walk(doc, value_node, child, errors)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(doc, item, (*path, i), errors)
+
+
+def load_text(text: str, file: str) -> tuple[list[Document], list[PolicyError]]:
+    """Parse every document of one YAML stream; a syntax error stops that file."""
+    docs: list[Document] = []
+    errors: list[PolicyError] = []
+    loader = yaml.SafeLoader(text)
+    try:
+        index = 0
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            data = loader.construct_document(node)
+            if data is not None:  # an empty document (e.g. a trailing `---`) is not an error
+                doc = Document(file=file, index=index, data=data)
+                _walk(doc, node, (), errors)
+                docs.append(doc)
+            index += 1
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.problem:
+            problem = f"{exc.context}: {exc.problem}" if "while" not in exc.context else exc.problem
+        errors.append(PolicyError(file, line, col, "", f"YAML syntax error: {problem}"))
+    except yaml.YAMLError as exc:  # e.g. a reader error (bad encoding); no mark available
+        errors.append(PolicyError(file, 1, 1, "", f"YAML error: {exc}"))
+    finally:
+        loader.dispose()
+    return docs, errors
+
+
+def iter_policy_files(root: Path) -> Iterator[Path]:
+    """Every *.yaml / *.yml under root in sorted order, skipping `tests/` folders.
+
+    `tests/` holds policy unit test cases (see testing.py), not resources.
+    """
+    if root.is_file():
+        yield root
+        return
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part == "tests" for part in rel.parts[:-1]):
+            continue
+        if path.is_file() and path.suffix in (".yaml", ".yml"):
+            yield path
+
+
+def load_path(root: Path | str) -> tuple[list[Document], list[PolicyError]]:
+    """Load a single file or every policy file under a directory."""
+    root = Path(root)
+    docs: list[Document] = []
+    errors: list[PolicyError] = []
+    if not root.exists():
+        return [], [PolicyError(str(root), 1, 1, "", "no such file or directory")]
+    for path in iter_policy_files(root):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.append(PolicyError(str(path), 1, 1, "", f"cannot read file: {exc}"))
+            continue
+        file_docs, file_errors = load_text(text, str(path))
+        docs.extend(file_docs)
+        errors.extend(file_errors)
+    return docs, errors
