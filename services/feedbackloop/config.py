@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, field_validator
@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     # --- store ---
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/feedbackloop.db."
+    )
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL",
+        description="SQLite fsync policy: NORMAL survives a killed process, FULL also a power loss (slower).",
     )
     auto_migrate: bool = Field(
         True, description="`serve` upgrades the schema to the latest migration at start."

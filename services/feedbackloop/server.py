@@ -86,7 +86,7 @@ class App:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = Database(settings.effective_database_url)
+        self.db = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
         self.taxonomy = Taxonomy()
         self.wake_index = threading.Event()
         self.wake_route = threading.Event()
