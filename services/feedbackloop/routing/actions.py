@@ -1,0 +1,337 @@
+"""Action effects: prompt patches, dataset items, review items. Every one is idempotent.
+
+Each effect is keyed on (project, target, dedup key) with a unique constraint; the dedup key
+names the policy, the action index and the feedback id (or, for aggregate policies, the
+group), so running the same decision again finds the effect and reports it as existing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from feedbackloop.policy.durations import parse_positive_duration
+from feedbackloop.policy.model import DatasetAdd, HumanReview, PolicySet, PromptPatch, RoutingPolicy
+from feedbackloop.recall.text import category_words, last_user_message
+from feedbackloop.routing.similarity import best_match
+from feedbackloop.store.models import Feedback, new_id, utcnow
+from feedbackloop.store.routing_models import (
+    DatasetItemRow,
+    PromptPatchRow,
+    PromptState,
+    PromptVersion,
+    ReviewItemRow,
+)
+
+CREATED, EXISTING, SKIPPED, FAILED, WOULD_RUN = "created", "existing", "skipped", "failed", "would_run"
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+@dataclass
+class ActionContext:
+    """What every action of one matched decision needs."""
+
+    project_id: str
+    revision: int
+    policy: RoutingPolicy
+    policy_set: PolicySet
+    feedback: Feedback
+    group_key: str
+    evidence: list[str]
+    now: datetime = field(default_factory=utcnow)
+    # Pre-computed outside the transaction: generator proposals and dataset vectors by action index.
+    generated: dict[int, tuple[str, str]] = field(default_factory=dict)
+    vectors: dict[int, list[float]] = field(default_factory=dict)
+
+    def dedup_key(self, index: int) -> str:
+        return f"{self.policy.name}#{index}:{self.subject}"
+
+    @property
+    def subject(self) -> str:
+        if self.policy.aggregate is not None:
+            return f"group:{self.group_key}"
+        return f"fb:{self.feedback.id}"
+
+
+def result(index: int, action: Any, status: str, resource_id: str = "", detail: str = "") -> dict[str, Any]:
+    target = (
+        getattr(action, "prompt", None) or getattr(action, "dataset", None) or getattr(action, "queue", "")
+    )
+    return {
+        "index": index,
+        "type": action.type,
+        "target": target,
+        "status": status,
+        "resource_id": resource_id,
+        "detail": detail,
+    }
+
+
+def template_variables(fb: Feedback, evidence: Sequence[str]) -> dict[str, str]:
+    """Placeholders a patch template may use ({{name}}); unknown ones are left as written."""
+    it = fb.interaction
+    categories = ", ".join(category_words(c) for c in fb.category_names)
+    question = last_user_message(it)
+    summary = fb.comment.strip() or fb.correction.strip() or categories or question
+    return {
+        "feedback_id": fb.id,
+        "comment": fb.comment,
+        "correction": fb.correction,
+        "categories": categories,
+        "thumb": fb.thumb,
+        "rating": "" if fb.rating is None else str(fb.rating),
+        "implicit_text": fb.implicit_text,
+        "user_role": fb.user_role,
+        "question": question,
+        "input": question,
+        "response": it.response if it is not None else "",
+        "answer": it.response if it is not None else "",
+        "prompt_name": it.prompt_name if it is not None else "",
+        "model_version": it.model_version if it is not None else "",
+        "summary": summary,
+        "count": str(len(evidence)),
+        "evidence_ids": ", ".join(evidence),
+    }
+
+
+def render(template: str, variables: Mapping[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda m: variables.get(m.group(1), m.group(0)), template).strip()
+
+
+def patched_template(base: str, strategy: str, content: str) -> str:
+    if strategy == "generator":
+        return content
+    return base.rstrip("\n") + "\n\n" + content.strip() + "\n"
+
+
+def production_version(session: Session, project_id: str, name: str) -> tuple[PromptState, PromptVersion]:
+    state = session.scalar(
+        select(PromptState).where(PromptState.project_id == project_id, PromptState.name == name)
+    )
+    if state is None:
+        raise LookupError(f'prompt "{name}" has no versions (is it in the applied policy set?)')
+    version = session.scalar(
+        select(PromptVersion).where(
+            PromptVersion.project_id == project_id,
+            PromptVersion.name == name,
+            PromptVersion.version == state.production_version,
+        )
+    )
+    assert version is not None
+    return state, version
+
+
+def apply_patch(session: Session, patch: PromptPatchRow, decided_by: str) -> PromptVersion:
+    """Make `patch` a new production version on top of the current production template."""
+    state, base = production_version(session, patch.project_id, patch.prompt)
+    state.latest_version += 1
+    state.production_version = state.latest_version
+    state.updated_at = utcnow()
+    version = PromptVersion(
+        id=new_id("pv"),
+        project_id=patch.project_id,
+        name=patch.prompt,
+        version=state.latest_version,
+        template=patched_template(base.template, patch.strategy, patch.content),
+        origin="patch",
+        patch_id=patch.id,
+        revision=patch.revision,
+    )
+    session.add(version)
+    patch.status = "applied"
+    patch.result_version = version.version
+    patch.decided_by = decided_by
+    patch.decided_at = utcnow()
+    return version
+
+
+def run_prompt_patch(session: Session, ctx: ActionContext, index: int, action: PromptPatch) -> dict[str, Any]:
+    key = ctx.dedup_key(index)
+    existing = session.scalar(
+        select(PromptPatchRow).where(
+            PromptPatchRow.project_id == ctx.project_id, PromptPatchRow.dedup_key == key
+        )
+    )
+    if existing is not None:
+        return result(index, action, EXISTING, existing.id, f"patch already {existing.status}")
+    note = ""
+    if action.strategy == "generator":
+        generated = ctx.generated.get(index)
+        if generated is None:
+            return result(index, action, FAILED, detail="the patch generator was not called")
+        content, note = generated
+        if not content.strip():
+            return result(index, action, SKIPPED, detail="the patch generator proposed no change")
+    else:
+        content = render(action.template, template_variables(ctx.feedback, ctx.evidence))
+    patch = PromptPatchRow(
+        id=new_id("pp"),
+        project_id=ctx.project_id,
+        dedup_key=key,
+        prompt=action.prompt,
+        policy=ctx.policy.name,
+        action_index=index,
+        revision=ctx.revision,
+        strategy=action.strategy,
+        content=content,
+        status="proposed",
+        evidence=list(ctx.evidence),
+        note=note,
+        created_at=utcnow(),
+    )
+    session.add(patch)
+    session.flush()
+    if action.approval == "auto":
+        version = apply_patch(session, patch, decided_by=f"policy:{ctx.policy.name}")
+        return result(
+            index, action, CREATED, patch.id, f"applied as version {version.version} (approval auto)"
+        )
+    return result(index, action, CREATED, patch.id, "proposed; waiting for approval")
+
+
+def dataset_text(fb: Feedback) -> str:
+    """What dataset dedup compares: the question and the ideal (or actual) answer."""
+    question = last_user_message(fb.interaction)
+    answer = ideal_output(fb) or (fb.interaction.response if fb.interaction is not None else "")
+    return f"{question}\n{answer}"
+
+
+def ideal_output(fb: Feedback) -> str:
+    if fb.correction.strip():
+        return fb.correction
+    if fb.implicit == "edit" and fb.implicit_text.strip():
+        return fb.implicit_text
+    return ""
+
+
+def run_dataset_add(session: Session, ctx: ActionContext, index: int, action: DatasetAdd) -> dict[str, Any]:
+    key = ctx.dedup_key(index)
+    existing = session.scalar(
+        select(DatasetItemRow).where(
+            DatasetItemRow.project_id == ctx.project_id,
+            DatasetItemRow.dataset == action.dataset,
+            DatasetItemRow.dedup_key == key,
+        )
+    )
+    if existing is not None:
+        return result(index, action, EXISTING, existing.id)
+    fb = ctx.feedback
+    it = fb.interaction
+    if it is None:
+        return result(
+            index, action, SKIPPED, detail="session-level feedback has no interaction to learn from"
+        )
+    dataset = ctx.policy_set.datasets[action.dataset]
+    text = dataset_text(fb)
+    vector = ctx.vectors.get(index)
+    others = session.execute(
+        select(
+            DatasetItemRow.id,
+            DatasetItemRow.vector,
+            DatasetItemRow.input_messages,
+            DatasetItemRow.ideal_output,
+            DatasetItemRow.output,
+        ).where(DatasetItemRow.project_id == ctx.project_id, DatasetItemRow.dataset == action.dataset)
+    ).all()
+    candidates = [
+        (row.id, row.vector, _item_text(row.input_messages, row.ideal_output or row.output)) for row in others
+    ]
+    match_id, score = best_match(vector, text, candidates)
+    if match_id and score >= dataset.dedup_similarity:
+        return result(
+            index,
+            action,
+            SKIPPED,
+            match_id,
+            f"near-duplicate of {match_id} (similarity {score:.3f} >= {dataset.dedup_similarity:g})",
+        )
+    metadata = {
+        "prompt_name": it.prompt_name,
+        "prompt_version": it.prompt_version,
+        "model_name": it.model_name,
+        "model_version": it.model_version,
+        "application": it.application,
+        "categories": ",".join(fb.category_names),
+        "thumb": fb.thumb,
+        "session_id": fb.session_id,
+        "interaction_id": it.id,
+    }
+    item = DatasetItemRow(
+        id=new_id("di"),
+        project_id=ctx.project_id,
+        dataset=action.dataset,
+        dedup_key=key,
+        policy=ctx.policy.name,
+        revision=ctx.revision,
+        input_messages=list(it.input_messages or []),
+        output=it.response,
+        ideal_output=ideal_output(fb),
+        item_metadata={k: v for k, v in metadata.items() if v},
+        source_feedback_ids=list(ctx.evidence),
+        vector=vector,
+        created_at=utcnow(),
+    )
+    session.add(item)
+    return result(index, action, CREATED, item.id)
+
+
+def _item_text(messages: list[Any], answer: str) -> str:
+    question = ""
+    for m in reversed(messages or []):
+        if isinstance(m, dict) and m.get("role", "user") == "user":
+            question = str(m.get("content", ""))
+            break
+    return f"{question}\n{answer}"
+
+
+def run_human_review(session: Session, ctx: ActionContext, index: int, action: HumanReview) -> dict[str, Any]:
+    queue = ctx.policy_set.review_queues[action.queue]
+    # Keyed per queue on the feedback or the group alone: a queue never holds the same twice.
+    key = f"group:{ctx.policy.name}:{ctx.group_key}" if ctx.policy.aggregate else f"fb:{ctx.feedback.id}"
+    existing = session.scalar(
+        select(ReviewItemRow).where(
+            ReviewItemRow.project_id == ctx.project_id,
+            ReviewItemRow.queue == action.queue,
+            ReviewItemRow.dedup_key == key,
+        )
+    )
+    if existing is not None:
+        return result(index, action, EXISTING, existing.id, "the queue already holds this feedback/group")
+    due_seconds = parse_positive_duration(action.due) if action.due else queue.sla_seconds
+    item = ReviewItemRow(
+        id=new_id("ri"),
+        project_id=ctx.project_id,
+        queue=action.queue,
+        dedup_key=key,
+        policy=ctx.policy.name,
+        revision=ctx.revision,
+        feedback_id=ctx.feedback.id,
+        group_key=ctx.group_key,
+        evidence=list(ctx.evidence),
+        priority=action.priority,
+        due_at=ctx.now + timedelta(seconds=due_seconds),
+        status="open",
+        reviews_required=queue.reviews_required,
+        reviews_done=0,
+        lease_seconds=int(queue.lease_seconds),
+        created_at=utcnow(),
+    )
+    session.add(item)
+    return result(index, action, CREATED, item.id)
+
+
+def run_action(session: Session, ctx: ActionContext, index: int, action: Any) -> dict[str, Any]:
+    with session.begin_nested():
+        if isinstance(action, PromptPatch):
+            return run_prompt_patch(session, ctx, index, action)
+        if isinstance(action, DatasetAdd):
+            return run_dataset_add(session, ctx, index, action)
+        if isinstance(action, HumanReview):
+            return run_human_review(session, ctx, index, action)
+    raise ValueError(f"unknown action {action!r}")
