@@ -85,7 +85,7 @@ BAD = {
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_policy_sets_leave_the_live_revision_unchanged(h: Harness, case: str) -> None:
     h.apply(policy_files(queue=QUEUE, routing=DOWN_TO_Q))
-    path, text, expected = BAD[case]
+    _path, text, expected = BAD[case]
     files = policy_files(queue=QUEUE, routing=text)
     code, details = code_of(lambda: h.apply(files, expected_revision=1))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
