@@ -41,9 +41,7 @@ class DecisionRecord(Base):
 
     __tablename__ = "routing_decisions"
     __table_args__ = (
-        UniqueConstraint(
-            "project_id", "feedback_id", "revision", "policy", name="uq_routing_decisions_key"
-        ),
+        UniqueConstraint("project_id", "feedback_id", "revision", "policy", name="uq_routing_decisions_key"),
         Index("ix_routing_decisions_cooldown", "project_id", "policy", "group_key", "outcome", "event_at"),
     )
 

@@ -56,7 +56,9 @@ def upgrade() -> None:
             ["feedback_id"], ["feedback.id"], name="fk_routing_decisions_feedback_id_feedback"
         ),
         sa.PrimaryKeyConstraint("id", name="pk_routing_decisions"),
-        sa.UniqueConstraint("project_id", "feedback_id", "revision", "policy", name="uq_routing_decisions_key"),
+        sa.UniqueConstraint(
+            "project_id", "feedback_id", "revision", "policy", name="uq_routing_decisions_key"
+        ),
     )
     op.create_index("ix_routing_decisions_feedback_id", "routing_decisions", ["feedback_id"])
     op.create_index(
@@ -133,7 +135,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_dataset_items"),
         sa.UniqueConstraint("project_id", "dataset", "dedup_key", name="uq_dataset_items_dedup"),
     )
-    op.create_index("ix_dataset_items_dataset", "dataset_items", ["project_id", "dataset", "created_at", "id"])
+    op.create_index(
+        "ix_dataset_items_dataset", "dataset_items", ["project_id", "dataset", "created_at", "id"]
+    )
     op.create_table(
         "review_items",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -153,7 +157,9 @@ def upgrade() -> None:
         sa.Column("lease_seconds", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         _project_fk("review_items"),
-        sa.ForeignKeyConstraint(["feedback_id"], ["feedback.id"], name="fk_review_items_feedback_id_feedback"),
+        sa.ForeignKeyConstraint(
+            ["feedback_id"], ["feedback.id"], name="fk_review_items_feedback_id_feedback"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_review_items"),
         sa.UniqueConstraint("project_id", "queue", "dedup_key", name="uq_review_items_dedup"),
     )
@@ -173,7 +179,9 @@ def upgrade() -> None:
         sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
         _project_fk("review_claims"),
-        sa.ForeignKeyConstraint(["item_id"], ["review_items.id"], name="fk_review_claims_item_id_review_items"),
+        sa.ForeignKeyConstraint(
+            ["item_id"], ["review_items.id"], name="fk_review_claims_item_id_review_items"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_review_claims"),
         sa.UniqueConstraint("item_id", "reviewer", name="uq_review_claims_reviewer"),
     )
