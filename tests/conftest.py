@@ -105,7 +105,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
 
     started: list[RunningServer] = []
 
-    def start(**overrides: Any) -> RunningServer:
+    def start(embedder: Any = None, **overrides: Any) -> RunningServer:
         values: dict[str, Any] = {
             "host": "127.0.0.1",
             "port": 0,
@@ -114,7 +114,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
             "policies_dir": None,
         }
         values.update(overrides)
-        app = App(Settings(**values))
+        app = App(Settings(**values), embedder=embedder)
         app.start()
         server = RunningServer(app)
         started.append(server)
@@ -123,6 +123,14 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     yield start
     for server in reversed(started):
         server.close()
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Any:
+    """The real bundled all-MiniLM-L6-v2, loaded once per test session."""
+    from feedbackloop.recall.embedder import Embedder
+
+    return Embedder().load()
 
 
 @pytest.fixture

@@ -49,8 +49,11 @@ class StartupError(RuntimeError):
 class Component(Protocol):
     """A service (or background worker) the server hosts."""
 
-    service_names: tuple[str, ...]
-    required_scopes: dict[str, auth.Scope]
+    @property
+    def service_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def required_scopes(self) -> dict[str, auth.Scope]: ...
 
     def register(self, server: grpc.Server) -> None: ...
 
@@ -84,7 +87,8 @@ class GrpcService:
 class App:
     """One feedbackloop process: `start()` binds and serves, `stop()` drains and closes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None) -> None:
+        """`embedder` lets several servers in one process (tests, benchmarks) share a loaded model."""
         self.settings = settings
         self.db = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
         self.taxonomy = Taxonomy()
@@ -99,7 +103,7 @@ class App:
             ),
             settings.pipeline_lease_seconds,
         )
-        self.recall = Recall(self.db, Embedder.from_settings(settings), settings)
+        self.recall = Recall(self.db, embedder or Embedder.from_settings(settings), settings)
         ingestion = IngestionServicer(self.db, settings, self.taxonomy, self.wake_index.set)
         self.components: list[Component] = [
             GrpcService(

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 from opentelemetry import trace
@@ -19,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from feedbackloop.config import Settings
-from feedbackloop.errors import InvalidArgument
+from feedbackloop.errors import InvalidArgument, Unavailable
 from feedbackloop.ingestion import repository
 from feedbackloop.recall.embedder import Embedder
 from feedbackloop.recall.filters import RecallFilter
@@ -58,8 +59,14 @@ class Recall:
         """The Milvus index, connected and with its collection on first use."""
         with self._lock:
             if self._index is None:
-                index = FeedbackIndex.from_settings(self._settings)
-                index.ensure_collection(self.embedder.dimension)
+                uri = self._settings.effective_milvus_uri
+                try:
+                    if "://" not in uri:  # a Milvus Lite file: its directory must exist
+                        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+                    index = FeedbackIndex.from_settings(self._settings)
+                    index.ensure_collection(self.embedder.dimension)
+                except Exception as error:
+                    raise Unavailable(f"the Milvus index at {uri} is unavailable: {error}") from error
                 self._index = index
             return self._index
 
@@ -82,16 +89,21 @@ class Recall:
         """Embed a batch with one model call and upsert it; returns rows written."""
         if not feedback:
             return 0
-        texts = [feedback_text(f, f.interaction) for f in feedback]
-        with tracer().start_as_current_span("recall.embed", attributes={"recall.batch_size": len(texts)}):
-            vectors = self.embedder.encode(texts)
+        with tracer().start_as_current_span("recall.embed", attributes={"recall.batch_size": len(feedback)}):
+            vectors = self.embed_feedback(feedback)
+        with tracer().start_as_current_span("milvus.upsert", attributes={"recall.batch_size": len(feedback)}):
+            return self.upsert_feedback(feedback, vectors)
+
+    def embed_feedback(self, feedback: Sequence[Feedback]) -> np.ndarray:
+        return self.embedder.encode([feedback_text(f, f.interaction) for f in feedback])
+
+    def upsert_feedback(self, feedback: Sequence[Feedback], vectors: np.ndarray) -> int:
         rows = [IndexRow.from_feedback(f, f.interaction, v) for f, v in zip(feedback, vectors, strict=True)]
-        with tracer().start_as_current_span("milvus.upsert", attributes={"recall.batch_size": len(rows)}):
-            try:
-                return self.index.upsert(rows)
-            except Exception:
-                self.reset_index()
-                raise
+        try:
+            return self.index.upsert(rows)
+        except Exception:
+            self.reset_index()
+            raise
 
     def load_feedback(self, feedback_ids: Sequence[str]) -> dict[str, Feedback]:
         """Feedback rows with their interaction and categories, across projects (pipeline use)."""
@@ -172,14 +184,10 @@ class Recall:
 
     def window_vectors(
         self, project_id: str, recall_filter: RecallFilter, start: datetime, end: datetime
-    ) -> tuple[list[str], np.ndarray]:
-        ids: list[str] = []
-        vectors: list[np.ndarray] = []
-        for feedback_id, vector in self.index.iter_vectors(project_id, recall_filter.within(start, end)):
-            ids.append(feedback_id)
-            vectors.append(vector)
-        matrix = np.vstack(vectors) if vectors else np.zeros((0, self.embedder.dimension), dtype=np.float32)
-        return ids, matrix
+    ) -> list[tuple[str, np.ndarray]]:
+        """Every (feedback id, vector) matching the filter in [start, end)."""
+        with tracer().start_as_current_span("milvus.query_window"):
+            return list(self.index.iter_vectors(project_id, recall_filter.within(start, end)))
 
 
 def link_to_feedback_trace(feedback: Feedback) -> None:

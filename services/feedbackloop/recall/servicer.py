@@ -15,9 +15,11 @@ from feedbackloop.errors import InvalidArgument, Violations
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
 from feedbackloop.ingestion.repository import get_feedback_many
 from feedbackloop.ingestion.servicer import feedback_query_from
+from feedbackloop.recall.clustering import top_issues
 from feedbackloop.recall.filters import RecallFilter
 from feedbackloop.recall.service import MAX_TOP_K, Recall, link_to_feedback_trace
 from feedbackloop.recall.text import feedback_text
+from feedbackloop.telemetry import tracer
 from feedbackloop.v1 import common_pb2, recall_pb2, recall_pb2_grpc
 
 SERVICE = "/feedbackloop.v1.RecallService/"
@@ -60,12 +62,12 @@ def _refuse_unknown_fields(message: Message, path: str) -> None:
 
     unknown = UnknownFieldSet(message)
     if len(unknown):
-        numbers = ", ".join(str(field.field_number) for field in unknown)
+        numbers = ", ".join(str(unknown[i].field_number) for i in range(len(unknown)))
         raise InvalidArgument.single(
             path, f"unknown filter field number(s) {numbers}; this server does not support them"
         )
     for descriptor, value in message.ListFields():
-        if descriptor.message_type is not None and descriptor.label != descriptor.LABEL_REPEATED:
+        if descriptor.message_type is not None and not descriptor.is_repeated:
             _refuse_unknown_fields(value, f"{path}.{descriptor.name}")
 
 
@@ -143,21 +145,17 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         start = window.start.ToDatetime(tzinfo=UTC)
         end = window.end.ToDatetime(tzinfo=UTC)
         previous_start = start - (end - start)
-        from feedbackloop.recall.clustering import group_issues
-
-        ids, vectors = self._recall.window_vectors(project, negative, start, end)
-        prev_ids, prev_vectors = self._recall.window_vectors(project, negative, previous_start, start)
-        groups = group_issues(
-            ids,
-            vectors,
-            prev_vectors,
-            min_similarity=min_similarity,
-            min_size=min_size,
-            max_groups=max_issues,
-        )
+        current = self._recall.window_vectors(project, negative, start, end)
+        previous = self._recall.window_vectors(project, negative, previous_start, start)
+        with tracer().start_as_current_span(
+            "recall.cluster", attributes={"recall.window_size": len(current)}
+        ):
+            groups = top_issues(
+                current, previous, threshold=min_similarity, min_size=min_size, limit=max_issues
+            )
         rows = get_feedback_many(self._recall.db, project, [i for g in groups for i in g.member_ids])
         response = recall_pb2.TopIssuesResponse(
-            total_negative=len(ids), previous_total_negative=len(prev_ids)
+            total_negative=len(current), previous_total_negative=len(previous)
         )
         for group in groups:
             representative = rows.get(group.representative_id)
@@ -167,7 +165,7 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
             issue = response.issues.add(
                 size=group.size,
                 member_ids=group.member_ids,
-                previous_size=group.previous_size,
+                previous_size=group.previous_count,
                 growth=group.growth,
                 top_categories=[name for name, _ in categories.most_common()],
             )

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
 from opentelemetry import trace
-from opentelemetry.trace import Link
+from opentelemetry.trace import Span
 
 from feedbackloop.pipeline.jobs import ClaimedJob
 from feedbackloop.recall.service import Recall
 from feedbackloop.telemetry import context_from_traceparent, tracer
+
+T = TypeVar("T")
 
 
 class IndexStage:
@@ -19,35 +25,61 @@ class IndexStage:
         self.max_wait_seconds = max_wait_seconds
 
     def process(self, jobs: list[ClaimedJob]) -> dict[int, str | None]:
-        # One span per job under the trace ingestion stored, so each feedback's trace shows its
-        # indexing; the batch span (embedding, upsert) is linked from each of them.
-        job_spans = [
-            tracer().start_span(
+        # Each feedback's own trace (the one ingestion stored) gets a `pipeline.index` span with
+        # the batch's `recall.embed` and `milvus.upsert` steps beneath it: the steps are shared
+        # by the batch, so every member's trace shows the same timings and the batch size.
+        job_spans = {
+            job.id: tracer().start_span(
                 "pipeline.index",
                 context=context_from_traceparent(job.traceparent),
                 attributes={"feedbackloop.feedback_id": job.feedback_id, "feedbackloop.job_id": job.id},
             )
             for job in jobs
-        ]
-        links = [Link(span.get_span_context()) for span in job_spans]
-        outcomes: dict[int, str | None] = {}
+        }
         try:
-            with tracer().start_as_current_span(
-                "recall.index_batch", links=links, attributes={"recall.batch_size": len(jobs)}
-            ):
-                rows = self._recall.load_feedback([job.feedback_id for job in jobs])
-                present = [rows[job.feedback_id] for job in jobs if job.feedback_id in rows]
-                self._recall.index_feedback(present)
-            for job in jobs:
-                outcomes[job.id] = (
-                    None if job.feedback_id in rows else f"feedback {job.feedback_id} not in the store"
+            rows = self._recall.load_feedback([job.feedback_id for job in jobs])
+            present = [rows[job.feedback_id] for job in jobs if job.feedback_id in rows]
+            if present:
+                vectors = self._step(
+                    "recall.embed", job_spans, len(present), lambda: self._recall.embed_feedback(present)
                 )
-            return outcomes
+                self._step(
+                    "milvus.upsert",
+                    job_spans,
+                    len(present),
+                    lambda: self._recall.upsert_feedback(present, vectors),
+                )
+            return {
+                job.id: None if job.feedback_id in rows else f"feedback {job.feedback_id} is not in the store"
+                for job in jobs
+            }
         except Exception as error:
-            for span in job_spans:
+            for span in job_spans.values():
                 span.record_exception(error)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
             raise
         finally:
-            for span in job_spans:
+            for span in job_spans.values():
                 span.end()
+
+    @staticmethod
+    def _step(name: str, parents: dict[int, Span], batch_size: int, work: Callable[[], T]) -> T:
+        start = time.time_ns()
+        error: Exception | None = None
+        try:
+            return work()
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            end = time.time_ns()
+            for parent in parents.values():
+                span = tracer().start_span(
+                    name,
+                    context=trace.set_span_in_context(parent),
+                    start_time=start,
+                    attributes={"recall.batch_size": batch_size},
+                )
+                if error is not None:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
+                span.end(end_time=end)
