@@ -147,8 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.set_defaults(handler=cmd_keys_revoke)
 
     from feedbackloop.recall import cli as recall_cli
+    from feedbackloop.routing import cli as routing_cli
 
     recall_cli.register(sub)
+    routing_cli.register(sub)
     return parser
 
 

@@ -34,6 +34,8 @@ from feedbackloop.recall.service import Recall
 from feedbackloop.recall.servicer import REQUIRED_SCOPES as RECALL_SCOPES
 from feedbackloop.recall.servicer import RecallServicer
 from feedbackloop.recall.stage import IndexStage
+from feedbackloop.routing.component import PolicyBootstrapError, RoutingComponent
+from feedbackloop.routing.similarity import RecallSimilarFeedback
 from feedbackloop.store import keys
 from feedbackloop.store.db import Database
 from feedbackloop.telemetry import setup_tracing
@@ -126,6 +128,15 @@ class App:
                 ),
             ),
         ]
+        self.routing = RoutingComponent(
+            self.db,
+            settings,
+            self.taxonomy,
+            similar=RecallSimilarFeedback(self.db, self.recall),
+            embed=self.recall.embedder.encode,
+            on_committed=self.wake_index.set,  # a review resolution is new feedback
+        )
+        self.components.append(self.routing)
         self.workers: list[StageWorker] = []
         self.index_stage = IndexStage(
             self.recall, settings.embedding_batch_size, settings.embedding_batch_max_wait_ms / 1000
@@ -200,11 +211,14 @@ class App:
         self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise StartupError(f"could not bind {address}")
-        for component in self.components:
-            component.start()
+        try:
+            for component in self.components:
+                component.start()
+        except PolicyBootstrapError as error:
+            raise StartupError(str(error)) from error
         self.server.start()
         if self.settings.pipeline_enabled:
-            self.start_pipeline()
+            self.start_pipeline(self.routing.route_stage)
         for name in names:
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._health.set("", health_pb2.HealthCheckResponse.SERVING)

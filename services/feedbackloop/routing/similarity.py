@@ -136,3 +136,76 @@ def best_match(
         if score > best[1]:
             best = (item_id, score)
     return best
+
+
+# Group fields the vector index can filter on itself; any other group field is checked on the
+# hits after they are read back from the store.
+_INDEXED_GROUP_FIELDS = {
+    "interaction.model_version": "model_versions",
+    "interaction.prompt_name": "prompt_names",
+    "feedback.user_role": "user_roles",
+    "feedback.source": "sources",
+}
+MAX_SIMILAR = 100
+
+
+class RecallSimilarFeedback:
+    """Aggregates through recall: a nearest-neighbour search in Milvus around the feedback,
+    restricted to the window and the group, then the policy's condition on each hit.
+
+    Runs after the index stage, so the feedback's own vector is already in Milvus. At most
+    `MAX_SIMILAR` neighbours are counted: an aggregate's `min_count` is far below that.
+    """
+
+    def __init__(self, db: Database, recall: Any) -> None:
+        self._db = db
+        self._recall = recall
+        self._programs = SqlSimilarFeedback(db)
+
+    def similar_feedback(
+        self,
+        project_id: str,
+        feedback_id: str,
+        *,
+        group: Mapping[str, str],
+        min_similarity: float,
+        window: timedelta,
+        when: str,
+    ) -> list[str]:
+        from feedbackloop.recall.filters import RecallFilter
+
+        program = self._programs._program(when)
+        vector, target = self._recall.query_vector_for_feedback(project_id, feedback_id)
+        indexed: dict[str, list[str]] = {}
+        for path, value in group.items():
+            if path in _INDEXED_GROUP_FIELDS:
+                indexed[_INDEXED_GROUP_FIELDS[path]] = [value]
+        recall_filter = RecallFilter(
+            occurred_after=target.occurred_at - window,
+            # The window ends at the feedback itself, inclusive: +1 ms on an exclusive bound.
+            occurred_before=target.occurred_at + timedelta(milliseconds=1),
+            model_versions=indexed.get("model_versions", ()),
+            prompt_names=indexed.get("prompt_names", ()),
+            user_roles=indexed.get("user_roles", ()),
+            sources=indexed.get("sources", ()),
+        )
+        hits = self._recall.search(
+            project_id,
+            vector,
+            top_k=MAX_SIMILAR,
+            min_score=min_similarity,
+            recall_filter=recall_filter,
+            exclude_ids=[feedback_id],
+        )
+        similar = [feedback_id]
+        with self._db.read() as session:
+            for hit in hits:
+                event = build_event(session, hit.feedback)
+                if any(_field(event, path) != value for path, value in group.items()):
+                    continue
+                try:
+                    if program.execute(dict(event)) is True:
+                        similar.append(hit.feedback.id)
+                except Exception:  # a condition that fails on a neighbour does not count it
+                    continue
+        return similar

@@ -22,11 +22,11 @@ def example_policies(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_harness(store_url: str, tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+def make_harness(store_url: str, tmp_path: Path, embedder: Any) -> Iterator[Callable[..., Harness]]:
     started: list[Harness] = []
 
     def start(**overrides: Any) -> Harness:
-        harness = Harness.start(store_url, tmp_path / f"data{len(started)}", **overrides)
+        harness = Harness.start(store_url, tmp_path / f"data{len(started)}", embedder=embedder, **overrides)
         started.append(harness)
         return harness
 

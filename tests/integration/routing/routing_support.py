@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,6 @@ from feedbackloop.config import Settings
 from feedbackloop.pipeline.jobs import JobQueue, RetryPolicy
 from feedbackloop.routing.component import RoutingComponent
 from feedbackloop.server import App
-from feedbackloop.store.models import PipelineJob
 from feedbackloop.store.routing_models import DatasetItemRow, PromptPatchRow, ReviewItemRow
 from feedbackloop.v1 import (
     common_pb2,
@@ -61,7 +60,7 @@ class Harness:
         self._turn = 0
 
     @classmethod
-    def start(cls, store_url: str, data_dir: Path, **overrides: Any) -> Harness:
+    def start(cls, store_url: str, data_dir: Path, embedder: Any = None, **overrides: Any) -> Harness:
         values: dict[str, Any] = {
             "host": "127.0.0.1",
             "port": 0,
@@ -72,7 +71,7 @@ class Harness:
         }
         values.update(overrides)
         settings = Settings(**values)
-        app = App(settings)
+        app = App(settings, embedder=embedder)
         existing = [c for c in app.components if isinstance(c, RoutingComponent)]
         if existing:
             component = existing[0]
@@ -134,11 +133,12 @@ class Harness:
     # --- pipeline, driven by hand ---
 
     def route_pending(self) -> dict[int, str | None]:
-        """Move indexed jobs to the route stage (skipping embedding) and run the route stage once."""
-        with self.db.write() as session:
-            session.query(PipelineJob).filter(
-                PipelineJob.stage == "index", PipelineJob.status == "pending"
-            ).update({"stage": "route", "next_attempt_at": datetime.now(UTC) - timedelta(seconds=1)})
+        """Run the real index stage (embedding into Milvus Lite), then the route stage, once each."""
+        indexing = self.queue.claim("index", 1000)
+        if indexing:
+            indexed = self.app.index_stage.process(indexing)
+            assert all(error is None for error in indexed.values()), indexed
+            self.queue.advance([j for j, e in indexed.items() if e is None], "index")
         jobs = self.queue.claim("route", 1000)
         outcomes = self.component.route_stage.process(jobs)
         self.queue.advance([j for j, e in outcomes.items() if e is None], "route")
