@@ -127,7 +127,10 @@ class TracingInterceptor(_WrappingInterceptor):
     """A SERVER span per RPC, parented on the client's W3C traceparent from the metadata."""
 
     def applies_to(self, method: str) -> bool:
-        return not method.startswith("/grpc.health.v1.Health/")
+        # Health checks and reflection stay out of traces. Reflection must also stay out of
+        # `stream_response`, which drains the whole stream before replying: on a bidirectional
+        # stream whose client waits for each answer (grpcurl) that deadlocks.
+        return not is_open_method(method)
 
     def around(self, method: str, metadata: Metadata, context: grpc.ServicerContext, call: Call) -> Any:
         carrier = {k.lower(): (v.decode() if isinstance(v, bytes) else v) for k, v in metadata}

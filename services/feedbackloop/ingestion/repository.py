@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import Select, and_, exists, or_, select
+from sqlalchemy import Select, Table, and_, exists, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -167,6 +168,9 @@ def _store_batch(
         session, project_id, [d.session_id for d, _ in events if d.session_id and not d.interaction_id]
     )
     outcomes: list[Stored | FeedbackloopError] = []
+    feedback_rows: list[dict[str, Any]] = []
+    category_rows: list[dict[str, Any]] = []
+    job_rows: list[dict[str, Any]] = []
     received = utcnow()
     for data, ids in events:
         if data.idempotency_key and data.idempotency_key in known:
@@ -187,47 +191,60 @@ def _store_batch(
             outcomes.append(error)
             continue
         feedback_id = new_id("fb")
-        feedback = Feedback(
-            id=feedback_id,
-            project_id=project_id,
-            session_id=session_id,
-            interaction_id=data.interaction_id or None,
-            thumb=data.thumb,
-            rating=data.rating,
-            comment=data.comment,
-            correction=data.correction,
-            implicit=data.implicit,
-            implicit_text=data.implicit_text,
-            source=data.source,
-            user_id=data.user_id,
-            user_role=data.user_role,
-            model_confidence=data.model_confidence,
-            attributes=data.attributes,
-            idempotency_key=data.idempotency_key,
-            payload_hash=data.payload_hash,
-            origin_policy=data.origin_policy,
-            trace_id=ids.trace_id,
-            span_id=ids.span_id,
-            occurred_at=data.occurred_at,
-            received_at=received,
-            categories=[FeedbackCategory(category=c, position=i) for i, c in enumerate(data.categories)],
+        # Plain rows, inserted below with one executemany per table: the ORM unit of work
+        # (an object graph per event, flushed one INSERT at a time) was most of the hot path.
+        feedback_rows.append(
+            {
+                "id": feedback_id,
+                "project_id": project_id,
+                "session_id": session_id,
+                "interaction_id": data.interaction_id or None,
+                "thumb": data.thumb,
+                "rating": data.rating,
+                "comment": data.comment,
+                "correction": data.correction,
+                "implicit": data.implicit,
+                "implicit_text": data.implicit_text,
+                "source": data.source,
+                "user_id": data.user_id,
+                "user_role": data.user_role,
+                "model_confidence": data.model_confidence,
+                "attributes": data.attributes,
+                "idempotency_key": data.idempotency_key,
+                "payload_hash": data.payload_hash,
+                "origin_policy": data.origin_policy,
+                "trace_id": ids.trace_id,
+                "span_id": ids.span_id,
+                "occurred_at": data.occurred_at,
+                "received_at": received,
+            }
         )
-        session.add(feedback)
-        session.add(
-            PipelineJob(
-                project_id=project_id,
-                feedback_id=feedback_id,
-                traceparent=ids.traceparent,
-                next_attempt_at=received,
-                created_at=received,
-                updated_at=received,
-            )
+        category_rows.extend(
+            {"feedback_id": feedback_id, "category": c, "position": i} for i, c in enumerate(data.categories)
+        )
+        job_rows.append(
+            {
+                "project_id": project_id,
+                "feedback_id": feedback_id,
+                "traceparent": ids.traceparent,
+                "next_attempt_at": received,
+                "created_at": received,
+                "updated_at": received,
+            }
         )
         if data.idempotency_key:
             known[data.idempotency_key] = (feedback_id, data.payload_hash)
         outcomes.append(Stored(feedback_id, True))
-    session.flush()
+    if feedback_rows:
+        session.execute(insert(_table(Feedback)), feedback_rows)
+        if category_rows:
+            session.execute(insert(_table(FeedbackCategory)), category_rows)
+        session.execute(insert(_table(PipelineJob)), job_rows)
     return outcomes
+
+
+def _table(model: type[Feedback | FeedbackCategory | PipelineJob]) -> Table:
+    return cast(Table, model.__table__)
 
 
 def _interaction_sessions(session: Session, project_id: str, interaction_ids: list[str]) -> dict[str, str]:

@@ -1,0 +1,112 @@
+"""auth.py (tested here with the ingestion code that relies on it): bearer parsing, scopes, projects."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from feedbackloop import auth
+from feedbackloop.auth import Principal, Scope
+from feedbackloop.errors import PermissionDenied, Unauthenticated
+
+BAD_HEADER = "authorization metadata must be 'Bearer <key>'"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        ((("authorization", "Bearer abc"),), "abc"),
+        ((("authorization", "bearer abc"),), "abc"),
+        ((("Authorization", "BEARER  abc  "),), "abc"),
+        ((("authorization", b"Bearer xyz"),), "xyz"),
+        ((("x-other", "1"), ("authorization", "Bearer k2")), "k2"),
+        ((("x-other", "1"),), None),
+        ((), None),
+        (None, None),
+    ],
+)
+def test_bearer_token(metadata, expected) -> None:  # type: ignore[no-untyped-def]
+    assert auth.bearer_token(metadata) == expected
+
+
+@pytest.mark.parametrize("value", ["Basic abc", "Bearer", "Bearer   ", "abc", "Token abc", ""])
+def test_bearer_token_refuses_other_schemes(value: str) -> None:
+    with pytest.raises(Unauthenticated) as raised:
+        auth.bearer_token((("authorization", value),))
+    assert raised.value.message == BAD_HEADER
+
+
+@pytest.mark.parametrize(
+    ("scopes", "required", "allowed"),
+    [
+        ({Scope.INGEST}, Scope.INGEST, True),
+        ({Scope.INGEST}, Scope.READ, False),
+        ({Scope.INGEST}, Scope.ADMIN, False),
+        ({Scope.READ}, Scope.READ, True),
+        ({Scope.READ}, Scope.INGEST, False),
+        ({Scope.INGEST, Scope.READ}, Scope.READ, True),
+        ({Scope.INGEST, Scope.READ}, Scope.ADMIN, False),
+        ({Scope.ADMIN}, Scope.INGEST, True),
+        ({Scope.ADMIN}, Scope.READ, True),
+        ({Scope.ADMIN}, Scope.ADMIN, True),
+        (set(), Scope.READ, False),
+    ],
+)
+def test_require(scopes: set[Scope], required: Scope, allowed: bool) -> None:
+    principal = Principal("p", frozenset(scopes), key_id="k")
+    if allowed:
+        principal.require(required)
+        return
+    with pytest.raises(PermissionDenied) as raised:
+        principal.require(required)
+    assert raised.value.message == f"this API key lacks the '{required}' scope"
+
+
+def test_project_for() -> None:
+    principal = Principal("acme", frozenset({Scope.READ}), key_id="k")
+    assert principal.project_for("") == "acme"
+    assert principal.project_for("acme") == "acme"
+    with pytest.raises(PermissionDenied) as raised:
+        principal.project_for("globex")
+    assert raised.value.message == "project: this API key belongs to project 'acme', not 'globex'"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("ingest", {Scope.INGEST}),
+        ("ingest read", {Scope.INGEST, Scope.READ}),
+        (["admin", "read", "admin"], {Scope.ADMIN, Scope.READ}),
+        ("", set()),
+    ],
+)
+def test_parse_scopes(raw: str | list[str], expected: set[Scope]) -> None:
+    assert auth.parse_scopes(raw) == frozenset(expected)
+
+
+def test_parse_scopes_names_the_bad_one() -> None:
+    with pytest.raises(ValueError, match=r"^unknown scope 'write' \(valid: ingest, read, admin\)$"):
+        auth.parse_scopes("read write")
+
+
+def test_generated_keys_and_hashes() -> None:
+    key_id, key = auth.generate_key()
+    assert re.fullmatch(r"[0-9a-f]{12}", key_id)
+    assert key.startswith(f"fbl_{key_id}_")
+    assert auth.generate_key()[1] != key
+    digest = auth.hash_key(key)
+    assert re.fullmatch(r"[0-9a-f]{64}", digest)
+    assert key not in digest and auth.hash_key(key) == digest
+
+
+def test_current_principal_is_per_context() -> None:
+    with pytest.raises(Unauthenticated):
+        auth.current_principal()
+    principal = Principal("p", frozenset({Scope.READ}), key_id="k")
+    token = auth.set_principal(principal)
+    try:
+        assert auth.current_principal() is principal
+    finally:
+        auth.reset_principal(token)
+    with pytest.raises(Unauthenticated):
+        auth.current_principal()
