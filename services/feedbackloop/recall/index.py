@@ -1,0 +1,414 @@
+"""`FeedbackIndex`: feedback vectors and their filterable metadata in one Milvus collection.
+
+One code path for Milvus Lite (a local `.db` path: pymilvus starts the in-process Lite server)
+and a Milvus server (`http://host:port`, optional token and db_name): everything goes through
+`pymilvus.MilvusClient`. Milvus is a derived index; SQL stays the source of truth, so `drop()`
+followed by re-upserting from SQL must give the same results (the tests check it does).
+
+Tenancy: `project_id` is the collection's partition key, and every read goes through
+`filters.tenant_expression`, which puts `project_id == "<p>"` first in the server-side filter.
+There is no method that searches or reads without a project.
+
+Consistency is Strong on every request: the pipeline upserts and routing searches for similar
+feedback straight after, which must see the write.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pymilvus import DataType, MilvusClient
+
+from feedbackloop.recall.filters import RecallFilter, quote, shadow_text, tenant_expression
+from feedbackloop.recall.text import epoch_ms, feedback_signals, is_negative
+from feedbackloop.store.models import Feedback, Interaction
+
+log = logging.getLogger(__name__)
+
+CONSISTENCY = "Strong"
+METRIC = "COSINE"
+# Milvus caps offset + limit of one query at 16,384 rows; pages stay under that.
+QUERY_PAGE = 4096
+MAX_TOP_K = 1024
+ID_MAX = 128
+SHORT_MAX = 256
+ARRAY_CAPACITY = 64
+SHADOW_MAX = 65_535  # Milvus' VARCHAR limit; 64 values of 256 chars, encoded, may exceed it
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """Vector index and its search-time parameters.
+
+    HNSW by default on both backends. On Milvus Lite it is FAISS HNSW per sealed segment with a
+    bitmap of rows that pass the filter; on 100k vectors, 2 cores, one metadata filter it measured
+    recall@10 ~0.99 and p99 well under 50 ms (bench/recall_bench.py). FLAT (brute force) is exact
+    but scans every row per query; IVF loses recall under restrictive filters.
+    """
+
+    index_type: str = "HNSW"
+    build_params: dict[str, Any] = field(default_factory=lambda: {"M": 16, "efConstruction": 200})
+    search_params: dict[str, Any] = field(default_factory=lambda: {"ef": 128})
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One feedback as stored in Milvus. `vector` must already be L2-normalized."""
+
+    id: str
+    project_id: str
+    vector: Sequence[float] | np.ndarray
+    signals: Sequence[str] = ()
+    categories: Sequence[str] = ()
+    model_version: str = ""
+    prompt_name: str = ""
+    user_role: str = ""
+    source: str = ""
+    occurred_at: int = 0  # epoch milliseconds
+    negative: bool = False
+
+    @classmethod
+    def from_feedback(
+        cls, feedback: Feedback, interaction: Interaction | None, vector: Sequence[float] | np.ndarray
+    ) -> IndexRow:
+        """The row for a stored feedback; metadata the feedback lacks comes from its interaction."""
+        return cls(
+            id=feedback.id,
+            project_id=feedback.project_id,
+            vector=vector,
+            signals=feedback_signals(feedback),
+            categories=feedback.category_names,
+            model_version=interaction.model_version if interaction else "",
+            prompt_name=interaction.prompt_name if interaction else "",
+            user_role=feedback.user_role or (interaction.user_role if interaction else ""),
+            source=feedback.source,
+            occurred_at=epoch_ms(feedback.occurred_at),
+            negative=is_negative(feedback),
+        )
+
+    def to_entity(self, dim: int) -> dict[str, Any]:
+        vector = np.asarray(self.vector, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != dim:
+            raise ValueError(f"feedback {self.id}: vector has {vector.shape[0]} dimensions, index has {dim}")
+        if not self.id or not self.project_id:
+            raise ValueError("an index row needs an id and a project_id")
+        return {
+            "id": self.id,
+            "project_id": self.project_id,
+            "vector": vector.tolist(),
+            # Oversize values are cut, not refused: the row is still worth recalling, and SQL
+            # keeps the full value. Dedupe keeps arrays small and the order stable.
+            "signals": [s[:SHORT_MAX] for s in dict.fromkeys(self.signals)][:ARRAY_CAPACITY],
+            "categories": [c[:SHORT_MAX] for c in dict.fromkeys(self.categories)][:ARRAY_CAPACITY],
+            "signals_text": shadow_text(list(dict.fromkeys(self.signals))[:ARRAY_CAPACITY]),
+            "categories_text": shadow_text(list(dict.fromkeys(self.categories))[:ARRAY_CAPACITY]),
+            "model_version": self.model_version[:SHORT_MAX],
+            "prompt_name": self.prompt_name[:SHORT_MAX],
+            "user_role": self.user_role[:SHORT_MAX],
+            "source": self.source[:SHORT_MAX],
+            "occurred_at": int(self.occurred_at),
+            "negative": bool(self.negative),
+        }
+
+
+def _server_upsert_is_safe(version: str) -> bool:
+    """Milvus servers before 2.3.10 compute the partition of an *upsert* from the wrong field
+    (milvus-io/milvus#30607, fixed by #30772), so upserted rows land outside their project's
+    partition and partition-key filters miss them. Those servers get delete + insert instead."""
+    match = re.search(r"(\d+)\.(\d+)\.(\d+)", version)
+    if not match:
+        return True  # unknown (e.g. a managed service): assume current
+    return tuple(int(x) for x in match.groups()) >= (2, 3, 10)
+
+
+class FeedbackIndex:
+    """The feedback collection in Milvus Lite or a Milvus server."""
+
+    def __init__(
+        self,
+        uri: str,
+        collection: str = "feedback",
+        *,
+        token: str | None = None,
+        db_name: str | None = None,
+        spec: IndexSpec | None = None,
+        timeout: float | None = 30.0,
+    ) -> None:
+        self.uri = uri
+        self.collection = collection
+        self.spec = spec or IndexSpec()
+        self._timeout = timeout
+        kwargs: dict[str, Any] = {"uri": uri}
+        if token:
+            kwargs["token"] = token
+        if db_name:
+            kwargs["db_name"] = db_name
+        self._client = MilvusClient(**kwargs)
+        self._dim: int | None = None
+        self._lock = threading.Lock()
+        self._upsert_safe = self.is_lite or _server_upsert_is_safe(self._server_version())
+
+    @classmethod
+    def from_settings(cls, settings: Any, spec: IndexSpec | None = None) -> FeedbackIndex:
+        """Build from `feedbackloop.config.Settings` (typed loosely to keep this module light)."""
+        return cls(
+            settings.effective_milvus_uri,
+            settings.milvus_collection,
+            token=settings.milvus_token,
+            db_name=settings.milvus_db_name,
+            spec=spec,
+        )
+
+    @property
+    def is_lite(self) -> bool:
+        return not re.match(r"^[a-z][a-z0-9+.-]*://", self.uri) or self.uri.startswith("file:")
+
+    def _server_version(self) -> str:
+        try:
+            return str(self._client.get_server_version())
+        except Exception:  # a server without the RPC is new enough not to matter
+            return ""
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> FeedbackIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- collection lifecycle ---
+
+    def ensure_collection(self, dim: int) -> None:
+        """Create the collection (schema, index, loaded) if absent; check the dimension if present."""
+        with self._lock:
+            if self._client.has_collection(self.collection, timeout=self._timeout):
+                existing = self._existing_dim()
+                if existing != dim:
+                    raise ValueError(
+                        f"collection {self.collection!r} holds {existing}-dimensional vectors, the model "
+                        f"gives {dim}: drop and rebuild the index (Reindex) after changing the model"
+                    )
+                self._client.load_collection(self.collection, timeout=self._timeout)
+            else:
+                self._create(dim)
+            self._dim = dim
+
+    def _existing_dim(self) -> int:
+        info = self._client.describe_collection(self.collection, timeout=self._timeout)
+        for f in info["fields"]:
+            if f["name"] == "vector":
+                return int(f["params"]["dim"])
+        raise ValueError(f"collection {self.collection!r} has no vector field: not a feedback collection")
+
+    def _create(self, dim: int) -> None:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX)
+        schema.add_field("project_id", DataType.VARCHAR, max_length=ID_MAX, is_partition_key=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        for name in ("signals", "categories"):
+            schema.add_field(
+                name,
+                DataType.ARRAY,
+                element_type=DataType.VARCHAR,
+                max_capacity=ARRAY_CAPACITY,
+                max_length=SHORT_MAX,
+            )
+        for name in ("signals_text", "categories_text"):
+            # Shadows of the arrays for Milvus Lite's fast filter path (filters.shadow_text).
+            schema.add_field(name, DataType.VARCHAR, max_length=SHADOW_MAX)
+        for name in ("model_version", "prompt_name", "user_role", "source"):
+            schema.add_field(name, DataType.VARCHAR, max_length=SHORT_MAX)
+        schema.add_field("occurred_at", DataType.INT64)
+        schema.add_field("negative", DataType.BOOL)
+        index_params = self._client.prepare_index_params()
+        index_params.add_index(
+            field_name="vector",
+            index_type=self.spec.index_type,
+            metric_type=METRIC,
+            params=dict(self.spec.build_params),
+        )
+        self._client.create_collection(
+            self.collection,
+            schema=schema,
+            index_params=index_params,
+            consistency_level=CONSISTENCY,
+            timeout=self._timeout,
+        )
+        self._client.load_collection(self.collection, timeout=self._timeout)
+
+    def drop(self) -> None:
+        """Drop the collection (all projects); `ensure_collection` recreates it empty."""
+        with self._lock:
+            if self._client.has_collection(self.collection, timeout=self._timeout):
+                self._client.drop_collection(self.collection, timeout=self._timeout)
+            self._dim = None
+
+    def _require_dim(self) -> int:
+        if self._dim is None:
+            if not self._client.has_collection(self.collection, timeout=self._timeout):
+                raise RuntimeError(f"collection {self.collection!r} does not exist: call ensure_collection")
+            self._dim = self._existing_dim()
+        return self._dim
+
+    # --- writes ---
+
+    def upsert(self, rows: Sequence[IndexRow]) -> int:
+        """Insert or replace rows by feedback id; returns how many were written.
+
+        Idempotent: the pipeline may retry a batch, and a retried row replaces itself.
+        """
+        if not rows:
+            return 0
+        dim = self._require_dim()
+        by_id = {row.id: row.to_entity(dim) for row in rows}  # last one wins within a batch
+        entities = list(by_id.values())
+        if self._upsert_safe:
+            self._client.upsert(self.collection, entities, timeout=self._timeout)
+        else:
+            ids = list(by_id)
+            self._client.delete(self.collection, filter=f"id in {_quoted_list(ids)}", timeout=self._timeout)
+            self._client.insert(self.collection, entities, timeout=self._timeout)
+        return len(entities)
+
+    def delete(self, project_id: str, ids: Sequence[str]) -> None:
+        if ids:
+            expr = tenant_expression(project_id) + f" and id in {_quoted_list(ids)}"
+            self._client.delete(self.collection, filter=expr, timeout=self._timeout)
+
+    # --- reads ---
+
+    def search(
+        self,
+        project_id: str,
+        vector: Sequence[float] | np.ndarray,
+        top_k: int = 10,
+        min_score: float | None = None,
+        filter: RecallFilter | None = None,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[tuple[str, float]]:
+        """Nearest feedback in `project_id` by cosine similarity, best first.
+
+        `min_score` drops hits below that cosine similarity (applied here, not as a Milvus range
+        search, whose radius semantics differ between Lite and server versions).
+        """
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}")
+        dim = self._require_dim()
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if query.shape[0] != dim:
+            raise ValueError(f"query vector has {query.shape[0]} dimensions, index has {dim}")
+        expr = self._expr(project_id, filter)
+        if exclude_ids:
+            expr += f" and not (id in {_quoted_list(exclude_ids)})"
+        result = self._client.search(
+            self.collection,
+            data=[query.tolist()],
+            anns_field="vector",
+            filter=expr,
+            limit=top_k,
+            output_fields=["id"],
+            search_params={"metric_type": METRIC, "params": self._search_params(top_k)},
+            consistency_level=CONSISTENCY,
+            timeout=self._timeout,
+        )
+        hits: list[tuple[str, float]] = []
+        for hit in result[0] if result else []:
+            score = float(hit["distance"])  # COSINE: Milvus reports similarity, higher is closer
+            if min_score is not None and score < min_score:
+                continue
+            hits.append((str(hit["id"]), score))
+        # Sort by (-score, id): equal scores come back in a stable order on every backend.
+        hits.sort(key=lambda h: (-h[1], h[0]))
+        return hits
+
+    def _expr(self, project_id: str, recall_filter: RecallFilter | None) -> str:
+        # Lite: shadow columns (vectorized LIKE); a server evaluates array_contains natively and
+        # a 2.3 server's LIKE only matches prefixes, so it keeps the ARRAY form.
+        return tenant_expression(project_id, recall_filter, array_shadows=self.is_lite)
+
+    def _search_params(self, top_k: int) -> dict[str, Any]:
+        params = dict(self.spec.search_params)
+        if "ef" in params:
+            params["ef"] = max(int(params["ef"]), top_k)  # HNSW requires ef >= k
+        return params
+
+    def fetch_vectors(self, project_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Vectors of the given feedback ids that belong to `project_id` (others are absent)."""
+        out: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), QUERY_PAGE):
+            chunk = unique[start : start + QUERY_PAGE]
+            expr = tenant_expression(project_id) + f" and id in {_quoted_list(chunk)}"
+            rows = self._client.query(
+                self.collection,
+                filter=expr,
+                output_fields=["id", "vector"],
+                limit=len(chunk),
+                consistency_level=CONSISTENCY,
+                timeout=self._timeout,
+            )
+            for row in rows:
+                out[str(row["id"])] = np.asarray(row["vector"], dtype=np.float32)
+        return out
+
+    def query_ids(self, project_id: str, filter: RecallFilter | None = None, limit: int = 1000) -> list[str]:
+        """Ids of rows matching the filter, sorted, at most `limit` (<= 16,384, a Milvus cap)."""
+        if not 1 <= limit <= 16_384:
+            raise ValueError("limit must be between 1 and 16384")
+        rows = self._client.query(
+            self.collection,
+            filter=self._expr(project_id, filter),
+            output_fields=["id"],
+            limit=limit,
+            consistency_level=CONSISTENCY,
+            timeout=self._timeout,
+        )
+        return sorted(str(r["id"]) for r in rows)
+
+    def iter_vectors(
+        self, project_id: str, filter: RecallFilter | None = None, page_size: int = QUERY_PAGE
+    ) -> Iterator[tuple[str, np.ndarray]]:
+        """Every (id, vector) matching the filter, any number of rows (past the 16,384 query cap).
+
+        Uses pymilvus' query iterator, which pages by primary key on both Lite and a 2.3+ server
+        (checked in the tests), so a large window is read in bounded memory.
+        """
+        iterator = self._client.query_iterator(
+            self.collection,
+            batch_size=page_size,
+            filter=self._expr(project_id, filter),
+            output_fields=["id", "vector"],
+            consistency_level=CONSISTENCY,
+            timeout=self._timeout,
+        )
+        try:
+            while True:
+                page = iterator.next()
+                if not page:
+                    return
+                for row in page:
+                    yield str(row["id"]), np.asarray(row["vector"], dtype=np.float32)
+        finally:
+            iterator.close()
+
+    def count(self, project_id: str, filter: RecallFilter | None = None) -> int:
+        rows = self._client.query(
+            self.collection,
+            filter=self._expr(project_id, filter),
+            output_fields=["count(*)"],
+            consistency_level=CONSISTENCY,
+            timeout=self._timeout,
+        )
+        return int(rows[0]["count(*)"]) if rows else 0
+
+
+def _quoted_list(values: Sequence[str]) -> str:
+    return "[" + ", ".join(quote(str(v)) for v in values) + "]"

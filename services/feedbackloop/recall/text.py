@@ -1,0 +1,131 @@
+"""The text embedded for one feedback event, and the scalar metadata indexed beside it.
+
+What goes into the embedded text, in this fixed order (absent parts are left out):
+
+1. ``Feedback: <comment>`` — the user's own words are the strongest signal of the cause.
+2. ``Correction: <correction>`` — what the answer should have said; it names the fault's topic.
+3. ``Categories: <words>`` — picked categories rendered as words (``wrong_tone`` -> ``wrong tone``)
+   so that a category-only feedback lands near comments that describe the same problem.
+4. ``User edited answer to: <text>`` / ``User rephrased question: <text>`` — implicit edit and
+   rephrase texts, which carry what the user actually wanted.
+5. ``Question: <excerpt>`` — the first 300 characters of the user's last input message. A bare
+   thumbs-down has no words of its own; with this it still lands near feedback on similar
+   questions, and for worded feedback it adds topic without drowning the comment (it comes last
+   and is short, and MiniLM truncates at 256 word pieces, so the feedback's own words come first).
+
+Left out on purpose: the model's response (long, and similar answers are not similar faults),
+ids, user ids, ratings and thumbs as numbers (they are filterable metadata instead: the `signals`
+and `negative` fields), and free attributes (unbounded, often secrets or noise).
+
+The result is deterministic: the same feedback and interaction always give the same text
+(whitespace is collapsed, no clock or randomness), so a rebuild from SQL reproduces the index.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from feedbackloop.store.models import Feedback, Interaction
+
+QUESTION_EXCERPT_CHARS = 300
+PART_MAX_CHARS = 1000
+NEGATIVE_IMPLICIT = frozenset({"regenerate", "abandon", "rephrase", "edit"})
+NEGATIVE_RATING_MAX = 2  # ratings are 1..5; 1 and 2 are complaints
+
+_WS = re.compile(r"\s+")
+
+
+def _clean(text: str, limit: int) -> str:
+    text = _WS.sub(" ", text).strip()
+    if len(text) > limit:
+        text = text[:limit].rstrip() + "…"
+    return text
+
+
+def category_words(category: str) -> str:
+    """``wrong_tone`` / ``wrong-tone`` / ``WrongTone`` -> ``wrong tone``."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", category)
+    return _clean(re.sub(r"[_\-./:]+", " ", spaced).lower(), 100)
+
+
+def last_user_message(interaction: Interaction | None) -> str:
+    """Text of the last message with role ``user`` (OpenAI-style dicts, or plain strings)."""
+    if interaction is None:
+        return ""
+    for message in reversed(interaction.input_messages or []):
+        if isinstance(message, str):
+            return message
+        if isinstance(message, dict) and message.get("role", "user") == "user":
+            return _content_text(message.get("content", ""))
+    return ""
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # multi-part content: keep the text parts, in order
+        texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type", "text") == "text"]
+        return " ".join(t for t in texts if isinstance(t, str))
+    return ""
+
+
+def feedback_text(feedback: Feedback, interaction: Interaction | None) -> str:
+    """The text embedded for `feedback` (see the module docstring for what and why)."""
+    parts: list[str] = []
+    if feedback.comment.strip():
+        parts.append("Feedback: " + _clean(feedback.comment, PART_MAX_CHARS))
+    if feedback.correction.strip():
+        parts.append("Correction: " + _clean(feedback.correction, PART_MAX_CHARS))
+    words = [w for w in (category_words(c) for c in feedback.category_names) if w]
+    if words:
+        parts.append("Categories: " + ", ".join(words))
+    if feedback.implicit_text.strip():
+        label = {"edit": "User edited answer to", "rephrase": "User rephrased question"}.get(
+            feedback.implicit, "User action text"
+        )
+        parts.append(f"{label}: " + _clean(feedback.implicit_text, PART_MAX_CHARS))
+    question = _clean(last_user_message(interaction), QUESTION_EXCERPT_CHARS)
+    if question:
+        parts.append("Question: " + question)
+    if not parts:
+        # Nothing worded at all (e.g. a bare regenerate on a turn with no input): describe the
+        # signal, so the row still embeds to something stable rather than an empty string.
+        parts.append("Feedback signal: " + (" ".join(feedback_signals(feedback)) or "none"))
+    return "\n".join(parts)
+
+
+def feedback_signals(feedback: Feedback) -> list[str]:
+    """Signal names for the `signals` filter field, in a fixed order."""
+    signals: list[str] = []
+    if feedback.thumb in ("up", "down"):
+        signals.append(f"thumb_{feedback.thumb}")
+    if feedback.rating is not None:
+        signals.append("rating")
+    if feedback.comment.strip():
+        signals.append("comment")
+    if feedback.correction.strip():
+        signals.append("correction")
+    if feedback.implicit:
+        signals.append(feedback.implicit)
+    if feedback.categories:
+        signals.append("category")
+    return signals
+
+
+def is_negative(feedback: Feedback) -> bool:
+    """Whether the event is a complaint: what TopIssues clusters and `negative_only` keeps."""
+    if feedback.thumb == "down":
+        return True
+    if feedback.thumb == "up":
+        return False
+    if feedback.rating is not None:
+        return feedback.rating <= NEGATIVE_RATING_MAX
+    return bool(feedback.correction.strip()) or feedback.implicit in NEGATIVE_IMPLICIT
+
+
+def epoch_ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # the store hands back aware datetimes; tests may not
+    return int(moment.timestamp() * 1000)

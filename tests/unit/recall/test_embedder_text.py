@@ -1,0 +1,118 @@
+"""Embedder (real bundled model) and the embedded-text builder."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import numpy as np
+from feedbackloop.recall.embedder import Embedder
+from feedbackloop.recall.filters import RecallFilter, quote, shadow_text, tenant_expression
+from feedbackloop.recall.text import feedback_signals, feedback_text, is_negative
+from feedbackloop.store.models import Feedback, FeedbackCategory, Interaction
+
+
+def test_encode_shape_dtype_and_norm(embedder: Embedder) -> None:
+    vectors = embedder.encode(["the price is outdated", "the bot was rude", "the price is old"])
+    assert embedder.dimension == 384
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[2] > vectors[0] @ vectors[1]  # same cause is closer
+    assert embedder.encode([]).shape == (0, 384)
+
+
+def test_encode_is_deterministic_per_text_regardless_of_batch(embedder: Embedder) -> None:
+    alone = embedder.encode(["answer too long"])[0]
+    batched = embedder.encode(["x", "answer too long", "y"])[1]
+    np.testing.assert_allclose(alone, batched, atol=1e-5)
+
+
+def test_lazy_load_is_thread_safe() -> None:
+    fresh = Embedder()
+    assert not fresh.loaded
+    seen: list[int] = []
+    threads = [threading.Thread(target=lambda: seen.append(id(fresh.load()._model))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(seen)) == 1 and fresh.dimension == 384
+
+
+def _feedback(**kw: object) -> Feedback:
+    fields: dict[str, object] = {
+        "id": "fb_1",
+        "project_id": "p",
+        "session_id": "s",
+        "thumb": "",
+        "rating": None,
+        "comment": "",
+        "correction": "",
+        "implicit": "",
+        "implicit_text": "",
+        "source": "web",
+        "user_role": "",
+        "occurred_at": datetime(2026, 1, 1, tzinfo=UTC),
+    }
+    fields.update(kw)
+    return Feedback(**fields)
+
+
+def _interaction(messages: list[object]) -> Interaction:
+    return Interaction(id="in_1", project_id="p", session_id="s", turn_index=0, input_messages=messages)
+
+
+def test_feedback_text_parts_and_order() -> None:
+    fb = _feedback(
+        thumb="down",
+        comment="  Price is\n wrong ",
+        correction="It costs $15",
+        implicit="edit",
+        implicit_text="Pro costs $15/month",
+    )
+    fb.categories = [
+        FeedbackCategory(category="outdated_info", position=0),
+        FeedbackCategory(category="WrongTone"),
+    ]
+    it = _interaction(
+        [
+            {"role": "system", "content": "be nice"},
+            {"role": "user", "content": "How much is Pro?"},
+            {"role": "assistant", "content": "$10"},
+            {"role": "user", "content": [{"type": "text", "text": "and per year?"}]},
+        ]
+    )
+    assert feedback_text(fb, it) == (
+        "Feedback: Price is wrong\n"
+        "Correction: It costs $15\n"
+        "Categories: outdated info, wrong tone\n"
+        "User edited answer to: Pro costs $15/month\n"
+        "Question: and per year?"
+    )
+    assert feedback_text(fb, it) == feedback_text(fb, it)
+    assert feedback_signals(fb) == ["thumb_down", "comment", "correction", "edit", "category"]
+
+
+def test_bare_thumb_down_uses_the_question() -> None:
+    text = feedback_text(_feedback(thumb="down"), _interaction([{"role": "user", "content": "q" * 500}]))
+    assert text == "Question: " + "q" * 300 + "…"
+    assert feedback_text(_feedback(implicit="regenerate"), None) == "Feedback signal: regenerate"
+
+
+def test_is_negative() -> None:
+    assert is_negative(_feedback(thumb="down"))
+    assert not is_negative(_feedback(thumb="up", implicit="regenerate"))
+    assert is_negative(_feedback(rating=2)) and not is_negative(_feedback(rating=4))
+    assert is_negative(_feedback(implicit="abandon")) and not is_negative(_feedback(implicit="copy"))
+    assert is_negative(_feedback(correction="x"))
+
+
+def test_quote_and_expression_escaping() -> None:
+    assert quote('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
+    assert quote("it's") == '"it\'s"'
+    expr = tenant_expression('p" or "1"=="1', RecallFilter(sources=['x" or true or "'], negative_only=True))
+    assert expr == (
+        'project_id == "p\\" or \\"1\\"==\\"1" and (source in ["x\\" or true or \\""]) and (negative == true)'
+    )
+    # Shadow encoding leaves no LIKE wildcard, quote or delimiter in the pattern.
+    assert shadow_text(["thumb_down", "a|%b"]) == "|thumb~005Fdown|a~007C~0025b|"

@@ -1,0 +1,211 @@
+"""FeedbackIndex contract: the same tests run on Milvus Lite here and on a real Milvus server from
+tests/integration/test_milvus_server.py (which imports them with a server-backed `index` fixture).
+Vectors are small synthetic unit vectors, so these tests need no model."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from feedbackloop.recall.filters import FilterError, RecallFilter
+from feedbackloop.recall.index import FeedbackIndex, IndexRow
+
+DIM = 8
+T0 = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
+
+
+def unit(*xs: float) -> np.ndarray:
+    v = np.zeros(DIM, dtype=np.float32)
+    v[: len(xs)] = xs
+    return v / np.linalg.norm(v)
+
+
+def row(i: int, project: str = "p1", **kw: object) -> IndexRow:
+    rng = np.random.default_rng(i)
+    vec = kw.pop("vector", None)
+    if vec is None:
+        vec = rng.normal(size=DIM).astype(np.float32)
+        vec /= np.linalg.norm(vec)
+    fields: dict[str, object] = {
+        "signals": ("thumb_down",),
+        "categories": (),
+        "model_version": "m1",
+        "prompt_name": "support",
+        "user_role": "customer",
+        "source": "web",
+        "occurred_at": T0 + i * 1000,
+        "negative": True,
+    }
+    fields.update(kw)
+    return IndexRow(id=f"fb_{i:04d}", project_id=project, vector=vec, **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def filled(index: FeedbackIndex) -> FeedbackIndex:
+    index.ensure_collection(DIM)
+    rows = [
+        row(0, vector=unit(1, 0), signals=("thumb_down", "comment"), categories=("wrong_tone",)),
+        row(1, vector=unit(1, 0.1), signals=("thumb_up",), negative=False, model_version="m2"),
+        row(2, vector=unit(1, 0.2), categories=("pricing", "outdated"), prompt_name="sales"),
+        row(3, vector=unit(1, 0.3), user_role="admin", source="api"),
+        row(4, vector=unit(0, 1), signals=("regenerate",), occurred_at=T0 + 3_600_000),
+        row(5, vector=unit(0, 0, 1), signals=("edit",), negative=False),
+    ]
+    assert index.upsert(rows) == len(rows)
+    return index
+
+
+def ids(hits: list[tuple[str, float]]) -> list[str]:
+    return [h[0] for h in hits]
+
+
+def test_round_trip_is_searchable_at_once_and_ordered(filled: FeedbackIndex) -> None:
+    hits = filled.search("p1", unit(1, 0), top_k=3)
+    assert ids(hits) == ["fb_0000", "fb_0001", "fb_0002"]
+    assert hits[0][1] == pytest.approx(1.0, abs=1e-4)
+    assert hits[0][1] >= hits[1][1] >= hits[2][1]
+    assert filled.count("p1") == 6
+
+
+def test_upsert_replaces_by_id(filled: FeedbackIndex) -> None:
+    filled.upsert([row(0, vector=unit(0, 0, 0, 1), signals=("copy",))])
+    assert filled.count("p1") == 6
+    assert ids(filled.search("p1", unit(0, 0, 0, 1), top_k=1)) == ["fb_0000"]
+    assert ids(filled.search("p1", unit(1, 0), top_k=6, filter=RecallFilter(signals=["copy"]))) == ["fb_0000"]
+    assert "fb_0000" not in ids(filled.search("p1", unit(1, 0), 6, filter=RecallFilter(signals=["comment"])))
+
+
+@pytest.mark.parametrize(
+    ("recall_filter", "expected"),
+    [
+        (RecallFilter(signals=["thumb_up"]), {"fb_0001"}),
+        (RecallFilter(signals=["regenerate", "edit"]), {"fb_0004", "fb_0005"}),
+        (RecallFilter(categories=["outdated"]), {"fb_0002"}),
+        (RecallFilter(categories=["wrong_tone", "pricing"]), {"fb_0000", "fb_0002"}),
+        (RecallFilter(model_versions=["m2"]), {"fb_0001"}),
+        (RecallFilter(prompt_names=["sales"]), {"fb_0002"}),
+        (RecallFilter(user_roles=["admin"]), {"fb_0003"}),
+        (RecallFilter(sources=["api"]), {"fb_0003"}),
+        (RecallFilter(occurred_after=T0 + 3_600_000), {"fb_0004"}),
+        (RecallFilter(occurred_before=T0 + 1000), {"fb_0000"}),
+        (
+            RecallFilter(
+                occurred_after=datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC),
+                occurred_before=datetime(2026, 1, 1, 0, 0, 3, tzinfo=UTC),
+            ),
+            {"fb_0001", "fb_0002"},
+        ),
+        (RecallFilter(negative_only=True), {"fb_0000", "fb_0002", "fb_0003", "fb_0004"}),
+        (
+            RecallFilter(signals=["thumb_down"], model_versions=["m1"], sources=["web"]),
+            {"fb_0000", "fb_0002"},
+        ),
+        (RecallFilter(signals=["no_such_signal"]), set()),
+    ],
+)
+def test_each_filter_field(filled: FeedbackIndex, recall_filter: RecallFilter, expected: set[str]) -> None:
+    assert set(ids(filled.search("p1", unit(1, 0), top_k=10, filter=recall_filter))) == expected
+    assert set(filled.query_ids("p1", recall_filter)) == expected
+    assert filled.count("p1", recall_filter) == len(expected)
+
+
+def test_min_score_drops_weak_hits(filled: FeedbackIndex) -> None:
+    scores = dict(filled.search("p1", unit(1, 0), top_k=10))
+    hits = filled.search("p1", unit(1, 0), top_k=10, min_score=0.97)
+    assert hits and all(score >= 0.97 for _, score in hits)
+    assert set(ids(hits)) == {i for i, s in scores.items() if s >= 0.97}
+    assert "fb_0004" not in ids(hits)  # orthogonal: cosine 0
+
+
+def test_exclude_ids(filled: FeedbackIndex) -> None:
+    assert ids(filled.search("p1", unit(1, 0), 2, exclude_ids=["fb_0000"])) == ["fb_0001", "fb_0002"]
+
+
+ADVERSARIAL = [
+    'p1" or project_id != "',
+    "p1' or project_id != '",
+    'x" or true or "',
+    "p1\\",
+    '\\" or 1==1 or \\"',
+    "p1) or (true",
+    "%",
+    "_",
+    "p1\n",
+]
+
+
+@pytest.mark.parametrize("evil", ADVERSARIAL)
+def test_tenancy_with_adversarial_values(filled: FeedbackIndex, evil: str) -> None:
+    filled.upsert([row(100, project="p2", vector=unit(1, 0), categories=(evil,), source=evil)])
+    # Project B's row is the best match for the query, yet project A never sees it...
+    for f in (None, RecallFilter(categories=[evil]), RecallFilter(sources=[evil, "web"])):
+        assert "fb_0100" not in ids(filled.search("p1", unit(1, 0), top_k=10, filter=f))
+        assert "fb_0100" not in filled.query_ids("p1", f)
+    assert "fb_0100" not in filled.fetch_vectors("p1", ["fb_0100"])
+    # ...not even through a project id that tries to close the quote.
+    assert filled.search(evil, unit(1, 0), top_k=10) == []
+    assert filled.count(evil) == 0
+    # And the escaped value still matches itself exactly, inside its own project.
+    assert ids(filled.search("p2", unit(1, 0), 10, filter=RecallFilter(categories=[evil]))) == ["fb_0100"]
+    assert ids(filled.search("p2", unit(1, 0), 10, filter=RecallFilter(sources=[evil]))) == ["fb_0100"]
+    assert filled.count("p2") == 1
+
+
+def test_control_characters_are_refused(filled: FeedbackIndex) -> None:
+    with pytest.raises(FilterError):
+        filled.search("p1", unit(1, 0), 5, filter=RecallFilter(sources=["a\x00b"]))
+    with pytest.raises(FilterError):
+        filled.search("", unit(1, 0), 5)
+
+
+def test_fetch_vectors_and_iterate_window(filled: FeedbackIndex) -> None:
+    got = filled.fetch_vectors("p1", ["fb_0000", "fb_0004", "missing"])
+    assert set(got) == {"fb_0000", "fb_0004"}
+    np.testing.assert_allclose(got["fb_0004"], unit(0, 1), atol=1e-6)
+    window = RecallFilter(negative_only=True).within(T0, T0 + 10_000)
+    assert sorted(i for i, _ in filled.iter_vectors("p1", window, page_size=2)) == [
+        "fb_0000",
+        "fb_0002",
+        "fb_0003",
+    ]
+
+
+def test_iterate_past_one_page(index: FeedbackIndex) -> None:
+    index.ensure_collection(DIM)
+    index.upsert([row(i) for i in range(250)])
+    seen = [i for i, _ in index.iter_vectors("p1", page_size=64)]
+    assert len(seen) == len(set(seen)) == 250
+
+
+def test_drop_and_reupsert_gives_identical_results(filled: FeedbackIndex) -> None:
+    queries = [unit(1, 0), unit(0, 1), unit(1, 1, 1)]
+    before = [filled.search("p1", q, top_k=4) for q in queries]
+    rows = [filled.fetch_vectors("p1", [f"fb_{i:04d}"]) for i in range(6)]
+    assert all(rows)
+    filled.drop()
+    with pytest.raises(RuntimeError):
+        filled.search("p1", queries[0], 4)
+    # Rebuild from the same source rows (SQL, in production).
+    filled.ensure_collection(DIM)
+    filled.upsert(
+        [
+            row(0, vector=unit(1, 0), signals=("thumb_down", "comment"), categories=("wrong_tone",)),
+            row(1, vector=unit(1, 0.1), signals=("thumb_up",), negative=False, model_version="m2"),
+            row(2, vector=unit(1, 0.2), categories=("pricing", "outdated"), prompt_name="sales"),
+            row(3, vector=unit(1, 0.3), user_role="admin", source="api"),
+            row(4, vector=unit(0, 1), signals=("regenerate",), occurred_at=T0 + 3_600_000),
+            row(5, vector=unit(0, 0, 1), signals=("edit",), negative=False),
+        ]
+    )
+    after = [filled.search("p1", q, top_k=4) for q in queries]
+    assert [ids(h) for h in after] == [ids(h) for h in before]
+    for a, b in zip(after, before, strict=True):
+        np.testing.assert_allclose([s for _, s in a], [s for _, s in b], atol=1e-5)
+
+
+def test_dimension_mismatch_is_refused(filled: FeedbackIndex) -> None:
+    with pytest.raises(ValueError, match="8-dimensional vectors, the model gives 16"):
+        filled.ensure_collection(DIM * 2)
+    with pytest.raises(ValueError, match="dimensions"):
+        filled.search("p1", np.ones(DIM * 2, dtype=np.float32), 3)
