@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-BENCHMARKS = ("ingestion_bench", "recall_bench", "policy_bench")
+BENCHMARKS = ("ingestion_bench", "recall_bench", "pipeline_bench", "policy_bench", "aggregate_bench")
 
 
 def machine() -> str:

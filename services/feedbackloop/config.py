@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("policies_dir", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: object) -> object:
+        # FEEDBACKLOOP_POLICIES_DIR= (empty) means "no policy set", not the working directory.
+        return None if value == "" else value
+
     @classmethod
     def settings_customise_sources(
         cls,

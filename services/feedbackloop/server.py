@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from feedbackloop import auth
 from feedbackloop.config import Settings
+from feedbackloop.ingestion.group_commit import GroupCommitter
 from feedbackloop.ingestion.servicer import REQUIRED_SCOPES as INGESTION_SCOPES
 from feedbackloop.ingestion.servicer import IngestionServicer
 from feedbackloop.ingestion.taxonomy import Taxonomy
@@ -106,7 +107,8 @@ class App:
             settings.pipeline_lease_seconds,
         )
         self.recall = Recall(self.db, embedder or Embedder.from_settings(settings), settings)
-        ingestion = IngestionServicer(self.db, settings, self.taxonomy, self.wake_index.set)
+        self.committer = GroupCommitter(self.db, settings.stream_batch_size)
+        ingestion = IngestionServicer(self.db, settings, self.taxonomy, self.wake_index.set, self.committer)
         self.components: list[Component] = [
             GrpcService(
                 "feedbackloop.v1.IngestionService",
@@ -246,6 +248,7 @@ class App:
         self._health.enter_graceful_shutdown()
         if self.server is not None:
             self.server.stop(grace).wait()
+        self.committer.stop()
         for worker in self.workers:
             worker.stop()
         for component in reversed(self.components):

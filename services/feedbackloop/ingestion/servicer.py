@@ -13,6 +13,7 @@ from feedbackloop.config import Settings
 from feedbackloop.errors import FeedbackloopError, InvalidArgument, Violations
 from feedbackloop.ingestion import page_token, repository
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
+from feedbackloop.ingestion.group_commit import GroupCommitter
 from feedbackloop.ingestion.repository import FeedbackQuery, Stored, TraceIds
 from feedbackloop.ingestion.taxonomy import Taxonomy
 from feedbackloop.ingestion.validation import (
@@ -63,8 +64,10 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         settings: Settings,
         taxonomy: Taxonomy,
         on_committed: Callable[[], None] | None = None,
+        committer: GroupCommitter | None = None,
     ) -> None:
         self._db = db
+        self._committer = committer
         self._settings = settings
         self._limits = limits_from(settings)
         self._taxonomy = taxonomy
@@ -93,7 +96,10 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             request.feedback, self._limits, _now(), self._taxonomy.categories_for(project)
         )
         ids = _trace_ids()
-        stored = repository.submit_feedback(self._db, project, data, ids)
+        if self._committer is not None:
+            stored = self._committer.submit(project, data, ids)
+        else:
+            stored = repository.submit_feedback(self._db, project, data, ids)
         if stored.created:
             self._on_committed()
         return ingestion_pb2.SubmitFeedbackResponse(
