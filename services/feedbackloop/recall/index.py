@@ -341,22 +341,26 @@ class FeedbackIndex:
         return params
 
     def fetch_vectors(self, project_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """Vectors of the given feedback ids that belong to `project_id` (others are absent)."""
+        """Vectors of the given feedback ids that belong to `project_id` (others are absent).
+
+        A primary-key `get`, not a filtered `query`: Milvus Lite answers the first from its key
+        index in about a millisecond and the second by scanning every row. The project check
+        happens here on the returned rows, so another tenant's id yields nothing.
+        """
         out: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), QUERY_PAGE):
             chunk = unique[start : start + QUERY_PAGE]
-            expr = tenant_expression(project_id) + f" and id in {_quoted_list(chunk)}"
-            rows = self._client.query(
+            rows = self._client.get(
                 self.collection,
-                filter=expr,
-                output_fields=["id", "vector"],
-                limit=len(chunk),
-                consistency_level=CONSISTENCY,
+                ids=chunk,
+                output_fields=["id", "project_id", "vector"],
                 timeout=self._timeout,
+                consistency_level=CONSISTENCY,
             )
             for row in rows:
-                out[str(row["id"])] = np.asarray(row["vector"], dtype=np.float32)
+                if row.get("project_id") == project_id:
+                    out[str(row["id"])] = np.asarray(row["vector"], dtype=np.float32)
         return out
 
     def query_ids(self, project_id: str, filter: RecallFilter | None = None, limit: int = 1000) -> list[str]:
