@@ -16,6 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import insert
+
 from feedbackloop.config import Settings
 from feedbackloop.recall.index import IndexRow
 from feedbackloop.recall.service import Recall
@@ -23,7 +25,6 @@ from feedbackloop.routing.similarity import RecallSimilarFeedback
 from feedbackloop.store.db import Database
 from feedbackloop.store.keys import ensure_project
 from feedbackloop.store.models import Feedback, FeedbackCategory, Interaction, utcnow
-from sqlalchemy import insert
 
 DIM = 384
 PROJECT = "bench"

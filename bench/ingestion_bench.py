@@ -27,8 +27,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
-from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 
 UNARY_THREADS = 8
 TARGET_STREAM_EPS = 5_000.0

@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+from sqlalchemy import select
+
 from feedbackloop.config import Settings
 from feedbackloop.ingestion.repository import TraceIds, record_interaction, submit_feedback_batch
 from feedbackloop.ingestion.validation import FeedbackInput, InteractionInput
@@ -22,7 +24,6 @@ from feedbackloop.recall.text import feedback_text
 from feedbackloop.store.db import Database
 from feedbackloop.store.keys import ensure_project
 from feedbackloop.store.models import PipelineJob, utcnow
-from sqlalchemy import select
 
 COMPLAINTS = [
     "The price you quoted is from last year",

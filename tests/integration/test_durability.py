@@ -24,11 +24,12 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import select
+
 from feedbackloop.store.db import Database
 from feedbackloop.store.models import Feedback, PipelineJob
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import select
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT_THREADS = 4

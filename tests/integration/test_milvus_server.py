@@ -15,9 +15,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "recall"))
 
-from feedbackloop.recall.index import FeedbackIndex, _server_upsert_is_safe
 from milvus_server import milvus_server_uri  # noqa: F401  (fixture)
 from test_recall_index import *  # noqa: F403  (the contract's tests and fixtures)
+
+from feedbackloop.recall.index import FeedbackIndex, _server_upsert_is_safe
 
 pytestmark = pytest.mark.milvus_server
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from feedbackloop.v1 import ingestion_pb2_grpc
 
 

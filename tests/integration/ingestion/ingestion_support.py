@@ -7,13 +7,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from feedbackloop.store.db import Database
-from feedbackloop.store.models import Feedback, Interaction, PipelineJob
-from feedbackloop.v1 import common_pb2, ingestion_pb2
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import func, select
+
+from feedbackloop.store.db import Database
+from feedbackloop.store.models import Feedback, Interaction, PipelineJob
+from feedbackloop.v1 import common_pb2, ingestion_pb2
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,16 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from ingestion_support import counts, submit
+
 from feedbackloop.auth import Scope
 from feedbackloop.config import Settings
 from feedbackloop.server import App, StartupError
 from feedbackloop.store import keys
 from feedbackloop.store.db import Database
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from ingestion_support import counts, submit
 
 S = common_pb2
 REPO = Path(__file__).resolve().parents[3]

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from ingestion_support import bad_request, counts, record, submit, ts
+
 from feedbackloop.ingestion.taxonomy import DEFAULT_CATEGORIES
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
-from ingestion_support import bad_request, counts, record, submit, ts
 
 S = common_pb2
 I = ingestion_pb2  # noqa: E741

@@ -7,8 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
-from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 from ingestion_support import counts, feedback_ids, job_feedback_ids, record, submit
+
+from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 
 S = common_pb2
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from feedbackloop.v1 import common_pb2, ingestion_pb2
 from ingestion_support import list_all, record, submit, ts
+
+from feedbackloop.v1 import common_pb2, ingestion_pb2
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 S = common_pb2

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from feedbackloop.v1 import common_pb2, ingestion_pb2
 from google.protobuf import struct_pb2
 from ingestion_support import record, submit, ts
+
+from feedbackloop.v1 import common_pb2, ingestion_pb2
 
 OCCURRED = datetime(2024, 5, 17, 9, 30, 15, 123456, tzinfo=UTC)
 

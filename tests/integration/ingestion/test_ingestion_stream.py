@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 from ingestion_support import counts, feedback_ids, job_feedback_ids, record, submit
+
+from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 
 S = common_pb2
 EVENTS = 100

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from feedbackloop.v1 import common_pb2, ingestion_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ingestion_support import record
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
+
+from feedbackloop.v1 import common_pb2, ingestion_pb2
 
 S = common_pb2
 SUBMIT = "feedbackloop.v1.IngestionService/SubmitFeedback"

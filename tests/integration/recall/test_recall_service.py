@@ -15,6 +15,8 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
+
 from feedbackloop.v1 import (
     common_pb2,
     ingestion_pb2,
@@ -24,7 +26,6 @@ from feedbackloop.v1 import (
     recall_pb2,
     recall_pb2_grpc,
 )
-from google.protobuf import timestamp_pb2
 
 PRICING = [
     "The bot quoted last year's price for the Pro plan.",

@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import timestamp_pb2
+from sqlalchemy import func, select
+
 from feedbackloop.config import Settings
 from feedbackloop.pipeline.jobs import JobQueue, RetryPolicy
 from feedbackloop.routing.component import RoutingComponent
@@ -22,8 +25,6 @@ from feedbackloop.v1 import (
     routing_pb2,
     routing_pb2_grpc,
 )
-from google.protobuf import timestamp_pb2
-from sqlalchemy import func, select
 
 
 def ts(when: datetime) -> timestamp_pb2.Timestamp:

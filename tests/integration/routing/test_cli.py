@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from feedbackloop.routing import cli
 from routing_support import Harness
+
+from feedbackloop.routing import cli
 
 
 def run(*argv: str) -> int:

@@ -8,6 +8,8 @@ from typing import Any
 
 import grpc
 import pytest
+from routing_support import Harness, policy_files
+
 from conftest import code_of
 from feedbackloop import auth
 from feedbackloop.store import keys
@@ -21,7 +23,6 @@ from feedbackloop.v1 import (
     routing_pb2,
     routing_pb2_grpc,
 )
-from routing_support import Harness, policy_files
 
 HEAD = "apiVersion: feedbackloop/v1\n"
 QUEUE = HEAD + "kind: ReviewQueue\nmetadata:\n  name: q\nspec:\n  sla: 24h\n"

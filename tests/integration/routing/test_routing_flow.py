@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import grpc
+from routing_support import Harness, files_of
+from sqlalchemy import delete, select
+
 from conftest import code_of
 from feedbackloop.policy import sample_bucket
 from feedbackloop.store.models import Feedback
@@ -16,8 +19,6 @@ from feedbackloop.v1 import (
     reviews_pb2,
     routing_pb2,
 )
-from routing_support import Harness, files_of
-from sqlalchemy import delete, select
 
 DOWN, UP = common_pb2.THUMB_DOWN, common_pb2.THUMB_UP
 

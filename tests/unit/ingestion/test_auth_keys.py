@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from feedbackloop import auth
 from feedbackloop.auth import Principal, Scope
 from feedbackloop.errors import PermissionDenied, Unauthenticated

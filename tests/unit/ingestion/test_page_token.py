@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+
 from feedbackloop.errors import InvalidArgument
 from feedbackloop.ingestion import page_token
 from feedbackloop.v1 import common_pb2 as S

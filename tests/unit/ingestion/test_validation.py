@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from google.protobuf import timestamp_pb2
+
 from feedbackloop.errors import InvalidArgument
 from feedbackloop.ingestion.validation import (
     MAX_CATEGORIES,
@@ -17,7 +19,6 @@ from feedbackloop.ingestion.validation import (
     validate_interaction,
 )
 from feedbackloop.v1 import common_pb2 as S
-from google.protobuf import timestamp_pb2
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 LIMITS = Limits(max_text_chars=20, max_attributes=2, max_future_skew=timedelta(seconds=300))

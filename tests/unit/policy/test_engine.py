@@ -4,6 +4,7 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+
 from feedbackloop.policy.engine import (
     CompiledPolicySet,
     Decision,

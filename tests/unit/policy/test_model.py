@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from feedbackloop.policy.model import PolicySet, allowed_categories
 from feedbackloop.policy.validate import validate_dir
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import jsonschema
+
 from feedbackloop.policy.schema import load_schema, schema_text, validate_document
 
 from .conftest import REPO_ROOT

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from feedbackloop.policy.model import Dataset, HumanReview, ReviewQueue, RoutingPolicy
 from feedbackloop.policy.validate import validate_dir
 

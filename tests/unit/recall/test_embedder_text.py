@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, datetime
 
 import numpy as np
+
 from feedbackloop.recall.embedder import Embedder
 from feedbackloop.recall.filters import RecallFilter, quote, shadow_text, tenant_expression
 from feedbackloop.recall.text import feedback_signals, feedback_text, is_negative

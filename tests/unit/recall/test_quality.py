@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from feedbackloop.recall.clustering import top_issues
 from feedbackloop.recall.embedder import Embedder
 from feedbackloop.recall.index import FeedbackIndex, IndexRow

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+
 from feedbackloop.recall.filters import FilterError, RecallFilter
 from feedbackloop.recall.index import FeedbackIndex, IndexRow
 

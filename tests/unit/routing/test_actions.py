@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from feedbackloop.routing.actions import patched_template, render
 from feedbackloop.routing.similarity import best_match
 
