@@ -3,7 +3,7 @@
 (a) bare `SentenceTransformer.encode` throughput, batch size 64, over ~2,000 feedback-like texts;
 (b) 100,000 stored 384-d vectors (the model's dimension) in Milvus Lite with the production
     schema and index (`FeedbackIndex`), top-10 searches with one metadata filter
-    (`signals` contains "thumb_down", ~40% of rows) through `FeedbackIndex.search`, timed per
+    (`signals` contains "thumbs_down", ~40% of rows) through `FeedbackIndex.search`, timed per
     query (p50/p99), and recall@10 against exact NumPy search over the same filtered rows.
 
 The stored vectors are synthetic: unit vectors drawn around 2,000 random centres (real feedback
@@ -27,7 +27,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 DIM = 384
 TOPK = 10
-SIGNALS = ("thumb_down", "thumb_up", "regenerate", "comment", "edit")
+SIGNALS = ("thumbs_down", "thumbs_up", "regenerate", "comment", "edit")
 SIGNAL_P = (0.4, 0.3, 0.1, 0.15, 0.05)
 
 
@@ -92,7 +92,7 @@ def bench_search(n_vectors: int, n_queries: int) -> dict[str, float]:
                             vector=stored[i],
                             signals=(SIGNALS[signals[i]],),
                             occurred_at=1_700_000_000_000 + i,
-                            negative=SIGNALS[signals[i]] == "thumb_down",
+                            negative=SIGNALS[signals[i]] == "thumbs_down",
                         )
                         for i in range(lo, min(lo + 5000, n_vectors))
                     ]
@@ -100,10 +100,10 @@ def bench_search(n_vectors: int, n_queries: int) -> dict[str, float]:
             load_s = time.perf_counter() - start
             # Let Lite seal and index what it holds, as a long-running server would have.
             index._client.flush(index.collection)
-            recall_filter = RecallFilter(signals=["thumb_down"])
+            recall_filter = RecallFilter(signals=["thumbs_down"])
             index.search("bench", queries[0], TOPK, filter=recall_filter)  # warm-up (loads segments)
 
-            mask = signals == SIGNALS.index("thumb_down")
+            mask = signals == SIGNALS.index("thumbs_down")
             masked_ids = np.asarray(ids)[mask]
             masked = stored[mask]
             latencies: list[float] = []

@@ -47,15 +47,15 @@ def signals_of(feedback: Feedback) -> list[str]:
 
 
 def is_negative(feedback: Feedback) -> bool:
-    """A complaint: thumbs down, a low rating, a category, a correction or a negative action.
+    """A complaint: what TopIssues groups and policies see as `feedback.negative`.
 
-    Categories count as complaints because the taxonomy lists what went wrong; a comment alone
-    is neutral (users also write thanks).
+    An explicit thumb decides; else a rating (2 or less is a complaint); else a correction, a
+    negative implicit action (regenerate, edit, abandon, rephrase) or a category. Categories
+    alone are not enough when a thumb up or a good rating comes with them: a schema may offer
+    positive categories too ("accurate", "clear").
     """
-    return (
-        feedback.thumb == "down"
-        or (feedback.rating is not None and feedback.rating <= LOW_RATING)
-        or bool(feedback.categories)
-        or bool(feedback.correction)
-        or feedback.implicit in NEGATIVE_IMPLICIT
-    )
+    if feedback.thumb:
+        return feedback.thumb == "down"
+    if feedback.rating is not None:
+        return feedback.rating <= LOW_RATING
+    return bool(feedback.correction.strip() or feedback.implicit in NEGATIVE_IMPLICIT or feedback.categories)

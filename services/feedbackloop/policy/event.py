@@ -63,19 +63,7 @@ EVENT_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 TOP_LEVEL_VARIABLES: frozenset[str] = frozenset(EVENT_DEFAULTS)
 
-SIGNAL_NAMES: tuple[str, ...] = (
-    "thumbs_up",
-    "thumbs_down",
-    "rating",
-    "category",
-    "comment",
-    "correction",
-    "regenerate",
-    "copy",
-    "edit",
-    "abandon",
-    "rephrase",
-)
+# The signal names are the ones filters and the recall index use (feedbackloop.signals).
 
 
 class EventError(ValueError):

@@ -26,7 +26,8 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 
 from feedbackloop.recall.filters import RecallFilter, quote, shadow_text, tenant_expression
-from feedbackloop.recall.text import epoch_ms, feedback_signals, is_negative
+from feedbackloop.recall.text import epoch_ms
+from feedbackloop.signals import is_negative, signals_of
 from feedbackloop.store.models import Feedback, Interaction
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class IndexRow:
             id=feedback.id,
             project_id=feedback.project_id,
             vector=vector,
-            signals=feedback_signals(feedback),
+            signals=signals_of(feedback),
             categories=feedback.category_names,
             model_version=interaction.model_version if interaction else "",
             prompt_name=interaction.prompt_name if interaction else "",

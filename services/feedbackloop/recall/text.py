@@ -27,12 +27,11 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from feedbackloop.signals import signals_of
 from feedbackloop.store.models import Feedback, Interaction
 
 QUESTION_EXCERPT_CHARS = 300
 PART_MAX_CHARS = 1000
-NEGATIVE_IMPLICIT = frozenset({"regenerate", "abandon", "rephrase", "edit"})
-NEGATIVE_RATING_MAX = 2  # ratings are 1..5; 1 and 2 are complaints
 
 _WS = re.compile(r"\s+")
 
@@ -92,37 +91,8 @@ def feedback_text(feedback: Feedback, interaction: Interaction | None) -> str:
     if not parts:
         # Nothing worded at all (e.g. a bare regenerate on a turn with no input): describe the
         # signal, so the row still embeds to something stable rather than an empty string.
-        parts.append("Feedback signal: " + (" ".join(feedback_signals(feedback)) or "none"))
+        parts.append("Feedback signal: " + (" ".join(signals_of(feedback)) or "none"))
     return "\n".join(parts)
-
-
-def feedback_signals(feedback: Feedback) -> list[str]:
-    """Signal names for the `signals` filter field, in a fixed order."""
-    signals: list[str] = []
-    if feedback.thumb in ("up", "down"):
-        signals.append(f"thumb_{feedback.thumb}")
-    if feedback.rating is not None:
-        signals.append("rating")
-    if feedback.comment.strip():
-        signals.append("comment")
-    if feedback.correction.strip():
-        signals.append("correction")
-    if feedback.implicit:
-        signals.append(feedback.implicit)
-    if feedback.categories:
-        signals.append("category")
-    return signals
-
-
-def is_negative(feedback: Feedback) -> bool:
-    """Whether the event is a complaint: what TopIssues clusters and `negative_only` keeps."""
-    if feedback.thumb == "down":
-        return True
-    if feedback.thumb == "up":
-        return False
-    if feedback.rating is not None:
-        return feedback.rating <= NEGATIVE_RATING_MAX
-    return bool(feedback.correction.strip()) or feedback.implicit in NEGATIVE_IMPLICIT
 
 
 def epoch_ms(moment: datetime) -> int:

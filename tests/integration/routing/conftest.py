@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from routing_support import Harness
 
@@ -38,11 +37,3 @@ def make_harness(store_url: str, tmp_path: Path, embedder: Any) -> Iterator[Call
 @pytest.fixture
 def h(make_harness: Callable[..., Harness]) -> Harness:
     return make_harness()
-
-
-def code_of(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
-    try:
-        call()
-    except grpc.RpcError as error:
-        return error.code(), error.details()  # type: ignore[attr-defined]
-    raise AssertionError("the call succeeded")

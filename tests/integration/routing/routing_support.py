@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,11 @@ class Harness:
     def review_items(self) -> list[ReviewItemRow]:
         with self.db.read() as session:
             return list(session.scalars(select(ReviewItemRow).order_by(ReviewItemRow.created_at)))
+
+
+def code_of(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
+    try:
+        call()
+    except grpc.RpcError as error:
+        return error.code(), error.details()  # type: ignore[attr-defined]
+    raise AssertionError("the call succeeded")

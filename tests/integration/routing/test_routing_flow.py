@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import grpc
-from routing_support import Harness, files_of
+from routing_support import Harness, code_of, files_of
 from sqlalchemy import delete, select
 
-from conftest import code_of
 from feedbackloop.policy import sample_bucket
 from feedbackloop.store.models import Feedback
 from feedbackloop.store.routing_models import DecisionRecord, ReviewItemRow

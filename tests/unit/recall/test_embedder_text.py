@@ -9,7 +9,8 @@ import numpy as np
 
 from feedbackloop.recall.embedder import Embedder
 from feedbackloop.recall.filters import RecallFilter, quote, shadow_text, tenant_expression
-from feedbackloop.recall.text import feedback_signals, feedback_text, is_negative
+from feedbackloop.recall.text import feedback_text
+from feedbackloop.signals import is_negative, signals_of
 from feedbackloop.store.models import Feedback, FeedbackCategory, Interaction
 
 
@@ -91,7 +92,8 @@ def test_feedback_text_parts_and_order() -> None:
         "Question: and per year?"
     )
     assert feedback_text(fb, it) == feedback_text(fb, it)
-    assert feedback_signals(fb) == ["thumb_down", "comment", "correction", "edit", "category"]
+    # The same names the FeedbackFilter signals map to, so recall filters match what is indexed.
+    assert signals_of(fb) == ["thumbs_down", "category", "comment", "correction", "edit"]
 
 
 def test_bare_thumb_down_uses_the_question() -> None:
@@ -106,6 +108,11 @@ def test_is_negative() -> None:
     assert is_negative(_feedback(rating=2)) and not is_negative(_feedback(rating=4))
     assert is_negative(_feedback(implicit="abandon")) and not is_negative(_feedback(implicit="copy"))
     assert is_negative(_feedback(correction="x"))
+    assert is_negative(_feedback(categories=[FeedbackCategory(category="outdated_info", position=0)]))
+    # A positive category under a thumb up (the example schema offers "accurate") is praise.
+    assert not is_negative(
+        _feedback(thumb="up", categories=[FeedbackCategory(category="accurate", position=0)])
+    )
 
 
 def test_quote_and_expression_escaping() -> None:
@@ -116,4 +123,4 @@ def test_quote_and_expression_escaping() -> None:
         'project_id == "p\\" or \\"1\\"==\\"1" and (source in ["x\\" or true or \\""]) and (negative == true)'
     )
     # Shadow encoding leaves no LIKE wildcard, quote or delimiter in the pattern.
-    assert shadow_text(["thumb_down", "a|%b"]) == "|thumb~005Fdown|a~007C~0025b|"
+    assert shadow_text(["thumbs_down", "a|%b"]) == "|thumbs~005Fdown|a~007C~0025b|"

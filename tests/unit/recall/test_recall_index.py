@@ -29,7 +29,7 @@ def row(i: int, project: str = "p1", **kw: object) -> IndexRow:
         vec = rng.normal(size=DIM).astype(np.float32)
         vec /= np.linalg.norm(vec)
     fields: dict[str, object] = {
-        "signals": ("thumb_down",),
+        "signals": ("thumbs_down",),
         "categories": (),
         "model_version": "m1",
         "prompt_name": "support",
@@ -46,8 +46,8 @@ def row(i: int, project: str = "p1", **kw: object) -> IndexRow:
 def filled(index: FeedbackIndex) -> FeedbackIndex:
     index.ensure_collection(DIM)
     rows = [
-        row(0, vector=unit(1, 0), signals=("thumb_down", "comment"), categories=("wrong_tone",)),
-        row(1, vector=unit(1, 0.1), signals=("thumb_up",), negative=False, model_version="m2"),
+        row(0, vector=unit(1, 0), signals=("thumbs_down", "comment"), categories=("wrong_tone",)),
+        row(1, vector=unit(1, 0.1), signals=("thumbs_up",), negative=False, model_version="m2"),
         row(2, vector=unit(1, 0.2), categories=("pricing", "outdated"), prompt_name="sales"),
         row(3, vector=unit(1, 0.3), user_role="admin", source="api"),
         row(4, vector=unit(0, 1), signals=("regenerate",), occurred_at=T0 + 3_600_000),
@@ -80,7 +80,7 @@ def test_upsert_replaces_by_id(filled: FeedbackIndex) -> None:
 @pytest.mark.parametrize(
     ("recall_filter", "expected"),
     [
-        (RecallFilter(signals=["thumb_up"]), {"fb_0001"}),
+        (RecallFilter(signals=["thumbs_up"]), {"fb_0001"}),
         (RecallFilter(signals=["regenerate", "edit"]), {"fb_0004", "fb_0005"}),
         (RecallFilter(categories=["outdated"]), {"fb_0002"}),
         (RecallFilter(categories=["wrong_tone", "pricing"]), {"fb_0000", "fb_0002"}),
@@ -99,7 +99,7 @@ def test_upsert_replaces_by_id(filled: FeedbackIndex) -> None:
         ),
         (RecallFilter(negative_only=True), {"fb_0000", "fb_0002", "fb_0003", "fb_0004"}),
         (
-            RecallFilter(signals=["thumb_down"], model_versions=["m1"], sources=["web"]),
+            RecallFilter(signals=["thumbs_down"], model_versions=["m1"], sources=["web"]),
             {"fb_0000", "fb_0002"},
         ),
         (RecallFilter(signals=["no_such_signal"]), set()),
@@ -191,8 +191,8 @@ def test_drop_and_reupsert_gives_identical_results(filled: FeedbackIndex) -> Non
     filled.ensure_collection(DIM)
     filled.upsert(
         [
-            row(0, vector=unit(1, 0), signals=("thumb_down", "comment"), categories=("wrong_tone",)),
-            row(1, vector=unit(1, 0.1), signals=("thumb_up",), negative=False, model_version="m2"),
+            row(0, vector=unit(1, 0), signals=("thumbs_down", "comment"), categories=("wrong_tone",)),
+            row(1, vector=unit(1, 0.1), signals=("thumbs_up",), negative=False, model_version="m2"),
             row(2, vector=unit(1, 0.2), categories=("pricing", "outdated"), prompt_name="sales"),
             row(3, vector=unit(1, 0.3), user_role="admin", source="api"),
             row(4, vector=unit(0, 1), signals=("regenerate",), occurred_at=T0 + 3_600_000),
