@@ -153,6 +153,31 @@ def test_min_score_and_metadata_filters(recall_server: Any) -> None:
     assert strict == []
 
 
+def test_signal_filters_match_what_the_pipeline_indexed(recall_server: Any) -> None:
+    client = Client(recall_server)
+    down = client.complain(PRICING[0])
+    interaction_id = client.interaction(QUESTIONS[PRICING[1]])
+    up = client.ingest.SubmitFeedback(
+        ingestion_pb2.SubmitFeedbackRequest(
+            feedback=common_pb2.Feedback(
+                interaction_id=interaction_id, thumb=common_pb2.THUMB_UP, comment=PRICING[1]
+            )
+        )
+    ).feedback_id
+    client.wait_indexed()
+
+    thumbs_down = client.search(
+        "price", filter=common_pb2.FeedbackFilter(signals=[common_pb2.SIGNAL_THUMBS_DOWN])
+    )
+    assert [fid for fid, _ in thumbs_down] == [down]
+    thumbs_up = client.search(
+        "price", filter=common_pb2.FeedbackFilter(signals=[common_pb2.SIGNAL_THUMBS_UP])
+    )
+    assert [fid for fid, _ in thumbs_up] == [up]
+    commented = client.search("price", filter=common_pb2.FeedbackFilter(signals=[common_pb2.SIGNAL_COMMENT]))
+    assert {fid for fid, _ in commented} == {down, up}
+
+
 def test_tenants_never_see_each_other(make_server: Callable[..., Any], embedder: Any, store_url: str) -> None:
     from feedbackloop.auth import Scope
     from feedbackloop.store import keys
