@@ -205,7 +205,9 @@ def test_review_lease_expires(h: Harness, example_policies) -> None:
     finally:
         servicer.clock = real
     with h.db.read() as session:
-        assert session.scalar(select(ReviewItemRow.reviews_done)) == 1
+        assert (
+            session.scalar(select(ReviewItemRow.reviews_done).where(ReviewItemRow.id == claim.item.id)) == 1
+        )
 
 
 def test_dataset_export_openai_chat(h: Harness, example_policies) -> None:
