@@ -146,6 +146,7 @@ class App:
         self.server: grpc.Server | None = None
         self.port: int = 0
         self._health = health.HealthServicer()
+        self._stopping = threading.Event()
 
     def add_component(self, component: Component) -> None:
         self.components.append(component)
@@ -229,6 +230,9 @@ class App:
 
     def start_pipeline(self, route_stage: Stage | None = None) -> None:
         """Start the stage workers; routing is added by the routing component when present."""
+        # Load the model and open the index now, not on the first feedback: that would make the
+        # first events wait seconds for their embedding.
+        threading.Thread(target=self._warm_up_recall, name="recall-warm-up", daemon=True).start()
         poll = self.settings.pipeline_poll_seconds
         self.workers.append(
             StageWorker(
@@ -244,7 +248,16 @@ class App:
         for worker in self.workers:
             worker.start()
 
+    def _warm_up_recall(self) -> None:
+        try:
+            self.recall.embedder.load()
+            if not self._stopping.is_set():
+                self.recall.index  # noqa: B018 - opening it is the point
+        except Exception as error:  # the pipeline retries; warming up is only an optimisation
+            log.warning("recall warm-up failed (the pipeline will retry): %s", error)
+
     def stop(self, grace: float = 5.0) -> None:
+        self._stopping.set()
         self._health.enter_graceful_shutdown()
         if self.server is not None:
             self.server.stop(grace).wait()
