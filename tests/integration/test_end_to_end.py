@@ -151,3 +151,55 @@ def test_feedback_flows_through_the_pipeline_to_the_actions_the_policies_name(
     quality = loop.reviews.ListReviewItems(reviews_pb2.ListReviewItemsRequest(queue="quality-review")).items
     sampled_in = [f for f in outdated if loop.outcomes(f).get("thumbs-down-comment-review") == MATCHED]
     assert sorted(i.feedback_id for i in quality) == sorted(sampled_in)
+
+
+def test_one_trace_follows_a_feedback_through_ingestion_indexing_routing_and_its_action(
+    make_server: Callable[..., Any], embedder: Any, spans: Any
+) -> None:
+    server = make_server(
+        embedder=embedder,
+        policies_dir=REPO / "policies",
+        pipeline_enabled=True,
+        pipeline_poll_seconds=0.05,
+        embedding_batch_max_wait_ms=0,
+    )
+    loop = Loop(server)
+    client_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    client_span = "00f067aa0ba902b7"
+    interaction_id = loop.ingest.RecordInteraction(
+        ingestion_pb2.RecordInteractionRequest(
+            interaction=common_pb2.Interaction(
+                session_id="traced",
+                input_messages=[common_pb2.ChatMessage(role="user", content="How much is the Pro plan?")],
+            )
+        )
+    ).interaction_id
+    feedback_id = loop.ingest.SubmitFeedback(
+        ingestion_pb2.SubmitFeedbackRequest(
+            feedback=common_pb2.Feedback(interaction_id=interaction_id, correction="It costs $12.")
+        ),
+        metadata=(("traceparent", f"00-{client_trace}-{client_span}-01"),),
+    ).feedback_id
+    loop.wait_done(expected=1)
+
+    in_trace = [s for s in spans.get_finished_spans() if format(s.context.trace_id, "032x") == client_trace]
+    by_id = {s.context.span_id: s for s in in_trace}
+
+    def parent_name(span: Any) -> str:
+        if span.parent is None:
+            return ""
+        parent = by_id.get(span.parent.span_id)
+        return parent.name if parent else f"remote:{span.parent.span_id:016x}"
+
+    edges = {(parent_name(s), s.name) for s in in_trace}
+    assert edges >= {
+        (f"remote:{client_span}", "feedbackloop.v1.IngestionService/SubmitFeedback"),
+        ("feedbackloop.v1.IngestionService/SubmitFeedback", "pipeline.index"),
+        ("pipeline.index", "recall.embed"),
+        ("pipeline.index", "milvus.upsert"),
+        ("feedbackloop.v1.IngestionService/SubmitFeedback", "pipeline.route"),
+        ("pipeline.route", "routing.evaluate"),
+        ("pipeline.route", "routing.action.dataset_add"),
+    }, edges
+    stored = loop.ingest.GetFeedback(ingestion_pb2.GetFeedbackRequest(feedback_id=feedback_id)).feedback
+    assert stored.trace_id == client_trace

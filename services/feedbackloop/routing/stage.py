@@ -39,7 +39,7 @@ class RouteStage:
                 with tracer().start_as_current_span(
                     "pipeline.route",
                     kind=SpanKind.CONSUMER,
-                    attributes={"feedback.id": job.feedback_id, "pipeline.job_id": job.id},
+                    attributes={"feedbackloop.feedback_id": job.feedback_id, "pipeline.job_id": job.id},
                     record_exception=False,
                     set_status_on_exception=False,
                 ) as span:
