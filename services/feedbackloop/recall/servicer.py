@@ -15,7 +15,7 @@ from feedbackloop.errors import InvalidArgument, Violations
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
 from feedbackloop.ingestion.repository import get_feedback_many
 from feedbackloop.ingestion.servicer import feedback_query_from
-from feedbackloop.recall.clustering import top_issues
+from feedbackloop.recall.clustering import DEFAULT_THRESHOLD, top_issues
 from feedbackloop.recall.filters import RecallFilter
 from feedbackloop.recall.service import MAX_TOP_K, Recall, link_to_feedback_trace
 from feedbackloop.recall.text import feedback_text
@@ -29,7 +29,7 @@ REQUIRED_SCOPES = {
     SERVICE + "Reindex": Scope.ADMIN,
 }
 DEFAULT_TOP_K = 10
-DEFAULT_MIN_SIMILARITY = 0.55
+DEFAULT_MIN_SIMILARITY = DEFAULT_THRESHOLD  # tuned on tests/testdata/recall/labeled_feedback.yaml
 DEFAULT_MIN_SIZE = 2
 DEFAULT_MAX_ISSUES = 10
 MAX_ISSUES = 100
