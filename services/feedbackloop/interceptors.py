@@ -1,7 +1,7 @@
 """Server interceptors, installed in this order: tracing, then auth, then error mapping.
 
 Each wraps the RPC's behaviour function; `_WrappingInterceptor` does the plumbing for the four
-RPC shapes so every concern is one `around` method.
+RPC shapes so every concern is one `scope` context manager.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import grpc
@@ -25,7 +26,6 @@ from feedbackloop.telemetry import tracer
 log = logging.getLogger(__name__)
 
 Metadata = tuple[tuple[str, str | bytes], ...]
-Call = Callable[[], Any]
 
 # Methods anyone may call: discovery and health checks.
 OPEN_SERVICES = (
@@ -69,10 +69,15 @@ def abort_with(context: grpc.ServicerContext, error: FeedbackloopError) -> None:
 
 
 class _WrappingInterceptor(grpc.ServerInterceptor):
+    """Runs `scope` around each RPC: around the call for a unary response, and around the whole
+    iteration for a streamed one, so messages still go out as the servicer yields them."""
+
     def applies_to(self, method: str) -> bool:
         return True
 
-    def around(self, method: str, metadata: Metadata, context: grpc.ServicerContext, call: Call) -> Any:
+    def scope(
+        self, method: str, metadata: Metadata, context: grpc.ServicerContext
+    ) -> AbstractContextManager[None]:
         raise NotImplementedError
 
     def intercept_service(
@@ -85,11 +90,12 @@ class _WrappingInterceptor(grpc.ServerInterceptor):
         if handler is None or not self.applies_to(method):
             return handler
         metadata: Metadata = tuple(handler_call_details.invocation_metadata or ())
-        around = self.around
+        scope = self.scope
 
         def unary_response(behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-                return around(method, metadata, context, lambda: behavior(request, context))
+                with scope(method, metadata, context):
+                    return behavior(request, context)
 
             return wrapped
 
@@ -97,11 +103,10 @@ class _WrappingInterceptor(grpc.ServerInterceptor):
             behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
         ) -> Callable[..., Any]:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                # Run the concern around the whole iteration, not just the generator's creation.
-                def drain() -> list[Any]:
-                    return list(behavior(request, context))
-
-                yield from around(method, metadata, context, drain)
+                # gRPC iterates this generator on the RPC's own thread, so the scope (span,
+                # principal) stays current while each message is produced and sent.
+                with scope(method, metadata, context):
+                    yield from behavior(request, context)
 
             return wrapped
 
@@ -132,7 +137,8 @@ class TracingInterceptor(_WrappingInterceptor):
         # stream whose client waits for each answer (grpcurl) that deadlocks.
         return not is_open_method(method)
 
-    def around(self, method: str, metadata: Metadata, context: grpc.ServicerContext, call: Call) -> Any:
+    @contextmanager
+    def scope(self, method: str, metadata: Metadata, context: grpc.ServicerContext) -> Iterator[None]:
         carrier = {k.lower(): (v.decode() if isinstance(v, bytes) else v) for k, v in metadata}
         parent = propagate.extract(carrier)
         service, _, rpc = method.lstrip("/").partition("/")
@@ -146,7 +152,7 @@ class TracingInterceptor(_WrappingInterceptor):
             set_status_on_exception=False,
         ) as span:
             try:
-                result = call()
+                yield
             except BaseException as exc:
                 code = _context_code(context) or grpc.StatusCode.UNKNOWN
                 span.set_attribute("rpc.grpc.status_code", code.value[0])
@@ -155,7 +161,6 @@ class TracingInterceptor(_WrappingInterceptor):
                     span.set_status(Status(StatusCode.ERROR, code.name))
                 raise
             span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.OK.value[0])
-            return result
 
 
 def _context_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
@@ -179,7 +184,8 @@ class AuthInterceptor(_WrappingInterceptor):
     def applies_to(self, method: str) -> bool:
         return not is_open_method(method)
 
-    def around(self, method: str, metadata: Metadata, context: grpc.ServicerContext, call: Call) -> Any:
+    @contextmanager
+    def scope(self, method: str, metadata: Metadata, context: grpc.ServicerContext) -> Iterator[None]:
         try:
             principal = self._authenticate(metadata)
             scope = self._required.get(method)
@@ -191,7 +197,7 @@ class AuthInterceptor(_WrappingInterceptor):
             abort_with(context, error)
         token = auth.set_principal(principal)
         try:
-            return call()
+            yield
         finally:
             auth.reset_principal(token)
 
@@ -213,9 +219,10 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
     def applies_to(self, method: str) -> bool:
         return not is_open_method(method)
 
-    def around(self, method: str, metadata: Metadata, context: grpc.ServicerContext, call: Call) -> Any:
+    @contextmanager
+    def scope(self, method: str, metadata: Metadata, context: grpc.ServicerContext) -> Iterator[None]:
         try:
-            return call()
+            yield
         except FeedbackloopError as error:
             abort_with(context, error)
         except Exception as exc:
