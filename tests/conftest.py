@@ -137,3 +137,16 @@ def embedder() -> Any:
 def server(make_server: Callable[..., RunningServer], store_url: str) -> RunningServer:
     """A server on each store backend, loopback, keyless default project, no pipeline."""
     return make_server(database_url=store_url)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the figures tests record (e.g. recall quality on the labeled data) in every run."""
+    lines = []
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "") == "call":
+                lines.extend(f"{report.nodeid}: {name} = {value}" for name, value in report.user_properties)
+    if lines:
+        terminalreporter.write_sep("-", "figures recorded by tests")
+        for line in lines:
+            terminalreporter.write_line(line)
