@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +17,8 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2
 
+from feedbackloop.client import add_connection_args
+from feedbackloop.policy.durations import DurationError, parse_positive_duration
 from feedbackloop.v1 import (
     datasets_pb2,
     datasets_pb2_grpc,
@@ -30,16 +30,14 @@ from feedbackloop.v1 import (
     routing_pb2_grpc,
 )
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 PLAN_FORMAT = "feedbackloop-plan/1"
 
 
 def _duration(text: str) -> duration_pb2.Duration:
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 30m, 24h, 7d)")
-    return duration_pb2.Duration(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        return duration_pb2.Duration(seconds=int(parse_positive_duration(text)))
+    except DurationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _files(path: str) -> list[routing_pb2.PolicyFile]:
@@ -55,8 +53,7 @@ def _files(path: str) -> list[routing_pb2.PolicyFile]:
 
 
 def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
-    key = args.key or os.environ.get("FEEDBACKLOOP_API_KEY", "")
-    return (("authorization", f"Bearer {key}"),) if key else ()
+    return (("authorization", f"Bearer {args.key}"),) if args.key else ()
 
 
 def _call(args: argparse.Namespace, stub_class: Any, method: str, request: Any) -> Any:
@@ -371,9 +368,7 @@ def cmd_review_resolve(args: argparse.Namespace) -> int:
 
 
 def _client(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", default="127.0.0.1:50051", help="server host:port")
-    parser.add_argument("--key", default=None, help="API key (default: $FEEDBACKLOOP_API_KEY)")
-    parser.add_argument("--project", default="", help="project (default: the key's)")
+    add_connection_args(parser)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server")
 
 
