@@ -149,7 +149,10 @@ class Recall:
 
     def query_vector_for_feedback(self, project_id: str, feedback_id: str) -> tuple[np.ndarray, Feedback]:
         feedback = repository.get_feedback(self.db, project_id, feedback_id)
-        stored = self.index.fetch_vectors(project_id, [feedback_id]).get(feedback_id)
+        # Linked to the trace ingestion stored for that feedback, so the search shows up from
+        # the complaint's own trace (and the complaint from the search's).
+        with tracer().start_as_current_span("milvus.fetch_vector", links=_links_to(feedback)):
+            stored = self.index.fetch_vectors(project_id, [feedback_id]).get(feedback_id)
         if stored is not None:
             return stored, feedback
         # Not indexed yet (the pipeline is behind): embed it now, the same way the pipeline will.
@@ -190,7 +193,13 @@ class Recall:
             return list(self.index.iter_vectors(project_id, recall_filter.within(start, end)))
 
 
-def link_to_feedback_trace(feedback: Feedback) -> None:
-    """Note on the current span which stored trace the searched feedback came from."""
-    if feedback.trace_id:
-        trace.get_current_span().set_attribute("feedbackloop.feedback.trace_id", feedback.trace_id)
+def _links_to(feedback: Feedback) -> list[trace.Link]:
+    if not (feedback.trace_id and feedback.span_id):
+        return []
+    context = trace.SpanContext(
+        trace_id=int(feedback.trace_id, 16),
+        span_id=int(feedback.span_id, 16),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+    )
+    return [trace.Link(context, {"feedbackloop.feedback_id": feedback.id})]

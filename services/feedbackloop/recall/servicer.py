@@ -17,7 +17,7 @@ from feedbackloop.ingestion.repository import get_feedback_many
 from feedbackloop.ingestion.servicer import feedback_query_from
 from feedbackloop.recall.clustering import DEFAULT_THRESHOLD, top_issues
 from feedbackloop.recall.filters import RecallFilter
-from feedbackloop.recall.service import MAX_TOP_K, Recall, link_to_feedback_trace
+from feedbackloop.recall.service import MAX_TOP_K, Recall
 from feedbackloop.recall.text import feedback_text
 from feedbackloop.telemetry import tracer
 from feedbackloop.v1 import common_pb2, recall_pb2, recall_pb2_grpc
@@ -100,7 +100,6 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
             vector = self._recall.query_vector_for_text(request.text)
         else:
             vector, source = self._recall.query_vector_for_feedback(project, request.feedback_id)
-            link_to_feedback_trace(source)
             query_text = feedback_text(source, source.interaction)
             exclude = [request.feedback_id]
         hits = self._recall.search(

@@ -423,3 +423,51 @@ def test_index_spans_continue_the_ingestion_trace(recall_server: Any, spans: Any
         and s.context.span_id == index_spans[0].parent.span_id
     )
     assert format(server_span.context.trace_id, "032x") == stored.trace_id
+
+
+class CountingEmbedder:
+    """The real model, counting how often it is called."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.calls: list[int] = []
+
+    @property
+    def dimension(self) -> int:
+        return int(self._inner.dimension)
+
+    def load(self) -> CountingEmbedder:
+        return self
+
+    def encode(self, texts: list[str]) -> Any:
+        self.calls.append(len(texts))
+        return self._inner.encode(texts)
+
+
+def test_the_index_stage_calls_the_model_once_per_batch(
+    make_server: Callable[..., Any], embedder: Any
+) -> None:
+    counting = CountingEmbedder(embedder)
+    server = make_server(embedder=counting, pipeline_enabled=False, embedding_batch_size=8)
+    client = Client(server)
+    for text in PRICING + TONE + PRICING[:2]:  # 8 events
+        client.complain(text)
+    app = server.app
+    jobs = app.queue.claim("index", app.index_stage.batch_size)
+    outcomes = app.index_stage.process(jobs)
+    assert len(jobs) == 8 and all(error is None for error in outcomes.values())
+    assert counting.calls == [8]
+
+
+def test_search_by_feedback_links_to_the_feedbacks_own_trace(recall_server: Any, spans: Any) -> None:
+    client = Client(recall_server)
+    feedback_id = client.complain(PRICING[0])
+    client.wait_indexed()
+    stored = client.ingest.GetFeedback(ingestion_pb2.GetFeedbackRequest(feedback_id=feedback_id)).feedback
+    spans.clear()
+    client.recall.SearchSimilar(recall_pb2.SearchSimilarRequest(feedback_id=feedback_id))
+    fetch = [s for s in spans.get_finished_spans() if s.name == "milvus.fetch_vector"]
+    assert len(fetch) == 1
+    (link,) = fetch[0].links
+    assert format(link.context.trace_id, "032x") == stored.trace_id
+    assert link.attributes["feedbackloop.feedback_id"] == feedback_id
