@@ -159,7 +159,8 @@ class Router:
         if live is None:
             return RouteResult(feedback_id, 0, False)
         with tracer().start_as_current_span(
-            "routing.evaluate", attributes={"feedbackloop.feedback_id": feedback_id, "policy.revision": live.revision}
+            "routing.evaluate",
+            attributes={"feedbackloop.feedback_id": feedback_id, "policy.revision": live.revision},
         ):
             with self.db.read() as session:
                 if self._already_routed(session, project_id, feedback_id, live.revision):
@@ -314,7 +315,11 @@ class Router:
     def _run_action(session: Session, ctx: actions.ActionContext, index: int, action: Any) -> dict[str, Any]:
         with tracer().start_as_current_span(
             f"routing.action.{action.type}",
-            attributes={"policy": ctx.policy.name, "action.index": index, "feedbackloop.feedback_id": ctx.feedback.id},
+            attributes={
+                "policy": ctx.policy.name,
+                "action.index": index,
+                "feedbackloop.feedback_id": ctx.feedback.id,
+            },
         ) as span:
             try:
                 res = actions.run_action(session, ctx, index, action)
