@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, exists, insert, or_, select
+from sqlalchemy import Connection, Select, Table, and_, exists, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -139,12 +139,12 @@ def submit_feedback_batch(
     event by event so each outcome is exact.
     """
     try:
-        with db.write() as session:
-            return _store_batch(session, project_id, events)
+        with db.write_connection() as connection:
+            return _store_batch(connection, project_id, events)
     except IntegrityError:
         if len(events) == 1:
-            with db.write() as session:
-                return _store_batch(session, project_id, events)
+            with db.write_connection() as connection:
+                return _store_batch(connection, project_id, events)
         outcomes: list[Stored | FeedbackloopError] = []
         for event in events:
             outcomes.extend(submit_feedback_batch(db, project_id, [event]))
@@ -152,7 +152,7 @@ def submit_feedback_batch(
 
 
 def _store_batch(
-    session: Session, project_id: str, events: Sequence[tuple[FeedbackInput, TraceIds]]
+    session: Connection, project_id: str, events: Sequence[tuple[FeedbackInput, TraceIds]]
 ) -> list[Stored | FeedbackloopError]:
     keys = [data.idempotency_key for data, _ in events if data.idempotency_key]
     known: dict[str, tuple[str, str]] = {}
@@ -247,7 +247,7 @@ def _table(model: type[Feedback | FeedbackCategory | PipelineJob]) -> Table:
     return cast(Table, model.__table__)
 
 
-def _interaction_sessions(session: Session, project_id: str, interaction_ids: list[str]) -> dict[str, str]:
+def _interaction_sessions(session: Connection, project_id: str, interaction_ids: list[str]) -> dict[str, str]:
     wanted = sorted({i for i in interaction_ids if i})
     if not wanted:
         return {}
@@ -259,7 +259,7 @@ def _interaction_sessions(session: Session, project_id: str, interaction_ids: li
     return {row.id: row.session_id for row in rows}
 
 
-def _known_sessions(session: Session, project_id: str, session_ids: list[str]) -> set[str]:
+def _known_sessions(session: Connection, project_id: str, session_ids: list[str]) -> set[str]:
     wanted = sorted(set(session_ids))
     if not wanted:
         return set()
