@@ -84,7 +84,9 @@ class Settings(BaseSettings):
     default_page_size: int = Field(50, gt=0, description="Page size when a list request sets none.")
     max_page_size: int = Field(500, gt=0, description="Largest page a list request may ask for.")
     stream_batch_size: int = Field(
-        256, gt=0, description="Events committed per transaction in SubmitFeedbackStream."
+        256,
+        gt=0,
+        description="Most events per transaction: per SubmitFeedbackStream batch and per unary group commit.",
     )
 
     # --- pipeline ---
