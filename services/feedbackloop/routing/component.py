@@ -18,8 +18,8 @@ from feedbackloop.config import Settings
 from feedbackloop.errors import Aborted
 from feedbackloop.ingestion.taxonomy import Taxonomy
 from feedbackloop.policy import validate_dir
+from feedbackloop.routing import dataset_service, prompt_service, review_service
 from feedbackloop.routing import servicer as routing_servicer
-from feedbackloop.routing import sinks
 from feedbackloop.routing.revisions import KIND_BOOTSTRAP, LivePolicies
 from feedbackloop.routing.router import Router
 from feedbackloop.routing.similarity import Embed, SimilarFeedback, SqlSimilarFeedback
@@ -58,7 +58,12 @@ class RoutingComponent:
         reviews_pb2.DESCRIPTOR.services_by_name["ReviewService"].full_name,
     )
     required_scopes: dict[str, auth.Scope] = field(
-        default_factory=lambda: {**routing_servicer.REQUIRED_SCOPES, **sinks.REQUIRED_SCOPES}
+        default_factory=lambda: {
+            **routing_servicer.REQUIRED_SCOPES,
+            **prompt_service.REQUIRED_SCOPES,
+            **dataset_service.REQUIRED_SCOPES,
+            **review_service.REQUIRED_SCOPES,
+        }
     )
 
     def __post_init__(self) -> None:
@@ -67,9 +72,11 @@ class RoutingComponent:
         self.router = Router(self.db, self.live, similar, self.embed)
         self.route_stage = RouteStage(self.router)
         self.routing_servicer = routing_servicer.RoutingServicer(self.router)
-        self.prompt_servicer = sinks.PromptServicer(self.db)
-        self.dataset_servicer = sinks.DatasetServicer(self.db)
-        self.review_servicer = sinks.ReviewServicer(self.db, self.settings, self.taxonomy, self.on_committed)
+        self.prompt_servicer = prompt_service.PromptServicer(self.db)
+        self.dataset_servicer = dataset_service.DatasetServicer(self.db)
+        self.review_servicer = review_service.ReviewServicer(
+            self.db, self.settings, self.taxonomy, self.on_committed
+        )
 
     def register(self, server: grpc.Server) -> None:
         routing_pb2_grpc.add_RoutingServiceServicer_to_server(self.routing_servicer, server)

@@ -1,0 +1,243 @@
+"""ReviewService: human review queues (list, claim with a lease, resolve).
+
+A resolution re-enters the pipeline as feedback from the reviewer; `ingest` keys cannot change
+policies or approve patches (those need `admin`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+from sqlalchemy import select
+
+from feedbackloop import auth
+from feedbackloop.auth import Scope
+from feedbackloop.config import Settings
+from feedbackloop.errors import Conflict, InvalidArgument, NotFound
+from feedbackloop.ingestion import repository
+from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto, timestamp
+from feedbackloop.ingestion.repository import TraceIds
+from feedbackloop.ingestion.servicer import limits_from
+from feedbackloop.ingestion.taxonomy import Taxonomy
+from feedbackloop.ingestion.validation import validate_feedback
+from feedbackloop.routing.events import load_feedback
+from feedbackloop.routing.sink_common import page_size, required
+from feedbackloop.store.db import Database
+from feedbackloop.store.models import new_id
+from feedbackloop.store.routing_models import (
+    ReviewClaim,
+    ReviewItemRow,
+)
+from feedbackloop.telemetry import current_ids, current_traceparent
+from feedbackloop.v1 import (
+    common_pb2,
+    reviews_pb2,
+    reviews_pb2_grpc,
+)
+
+SERVICE = "/feedbackloop.v1.ReviewService/"
+# Reviewers claim and resolve with `ingest`: a resolution is feedback (source REVIEWER) and goes
+# through ingestion's own submit path, so it gets its pipeline job in the same transaction.
+REQUIRED_SCOPES = {
+    SERVICE + "ListReviewItems": Scope.READ,
+    SERVICE + "ClaimReviewItem": Scope.INGEST,
+    SERVICE + "ResolveReviewItem": Scope.INGEST,
+}
+
+
+# --- reviews ---
+
+ITEM_STATUS = {"open": reviews_pb2.REVIEW_ITEM_STATUS_OPEN, "done": reviews_pb2.REVIEW_ITEM_STATUS_DONE}
+
+
+class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        taxonomy: Taxonomy,
+        on_committed: Callable[[], None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._db = db
+        self._limits = limits_from(settings)
+        self._taxonomy = taxonomy
+        self._on_committed = on_committed or (lambda: None)
+        self.clock = clock
+
+    def _item_to_proto(self, session: Any, row: ReviewItemRow) -> reviews_pb2.ReviewItem:
+        out = reviews_pb2.ReviewItem(
+            id=row.id,
+            queue=row.queue,
+            policy=row.policy,
+            feedback_id=row.feedback_id,
+            group_key=row.group_key,
+            evidence_feedback_ids=list(row.evidence or []),
+            priority=row.priority,
+            due_at=timestamp(row.due_at),
+            status=ITEM_STATUS[row.status],
+            reviews_required=row.reviews_required,
+            reviews_done=row.reviews_done,
+            created_at=timestamp(row.created_at),
+        )
+        fb = load_feedback(session, row.project_id, [row.feedback_id]).get(row.feedback_id)
+        if fb is not None:
+            out.feedback.CopyFrom(feedback_to_proto(fb))
+            if fb.interaction is not None:
+                out.interaction.CopyFrom(interaction_to_proto(fb.interaction))
+        return out
+
+    def ListReviewItems(
+        self, request: reviews_pb2.ListReviewItemsRequest, context: grpc.ServicerContext
+    ) -> reviews_pb2.ListReviewItemsResponse:
+        project = auth.current_principal().project_for(request.project)
+        status = "done" if request.status == reviews_pb2.REVIEW_ITEM_STATUS_DONE else "open"
+        stmt = select(ReviewItemRow).where(
+            ReviewItemRow.project_id == project, ReviewItemRow.status == status
+        )
+        if request.queue:
+            stmt = stmt.where(ReviewItemRow.queue == request.queue)
+        stmt = stmt.order_by(
+            ReviewItemRow.priority.desc(), ReviewItemRow.due_at, ReviewItemRow.created_at, ReviewItemRow.id
+        ).limit(page_size(request.page_size))
+        with self._db.read() as session:
+            return reviews_pb2.ListReviewItemsResponse(
+                items=[self._item_to_proto(session, r) for r in session.scalars(stmt).all()]
+            )
+
+    def ClaimReviewItem(
+        self, request: reviews_pb2.ClaimReviewItemRequest, context: grpc.ServicerContext
+    ) -> reviews_pb2.ClaimReviewItemResponse:
+        principal = auth.current_principal()
+        project = principal.project_for(request.project)
+        queue = required("queue", request.queue)
+        reviewer = request.reviewer or principal.key_id
+        now = self.clock()
+        with self._db.write() as session:
+            candidates = session.scalars(
+                select(ReviewItemRow)
+                .where(
+                    ReviewItemRow.project_id == project,
+                    ReviewItemRow.queue == queue,
+                    ReviewItemRow.status == "open",
+                )
+                .order_by(
+                    ReviewItemRow.priority.desc(),
+                    ReviewItemRow.due_at,
+                    ReviewItemRow.created_at,
+                    ReviewItemRow.id,
+                )
+                .limit(200)
+            ).all()
+            for item in candidates:
+                if not self._db.is_sqlite:
+                    session.refresh(item, with_for_update=True)
+                claims = session.scalars(select(ReviewClaim).where(ReviewClaim.item_id == item.id)).all()
+                mine = next((c for c in claims if c.reviewer == reviewer), None)
+                if mine is not None and mine.status == "resolved":
+                    continue
+                active_others = sum(
+                    1
+                    for c in claims
+                    if c.reviewer != reviewer and c.status == "claimed" and c.lease_expires_at > now
+                )
+                if mine is None and item.reviews_done + active_others >= item.reviews_required:
+                    continue
+                lease = now + timedelta(seconds=item.lease_seconds)
+                if mine is None:
+                    mine = ReviewClaim(
+                        id=new_id("rc"),
+                        project_id=project,
+                        item_id=item.id,
+                        reviewer=reviewer,
+                        status="claimed",
+                        lease_expires_at=lease,
+                        claimed_at=now,
+                    )
+                    session.add(mine)
+                elif mine.lease_expires_at <= now:
+                    if item.reviews_done + active_others >= item.reviews_required:
+                        continue
+                    mine.lease_expires_at = lease
+                    mine.claimed_at = now
+                return reviews_pb2.ClaimReviewItemResponse(
+                    item=self._item_to_proto(session, item),
+                    claim_id=mine.id,
+                    lease_expires_at=timestamp(mine.lease_expires_at),
+                )
+        return reviews_pb2.ClaimReviewItemResponse()
+
+    def ResolveReviewItem(
+        self, request: reviews_pb2.ResolveReviewItemRequest, context: grpc.ServicerContext
+    ) -> reviews_pb2.ResolveReviewItemResponse:
+        principal = auth.current_principal()
+        project = principal.project_for(request.project)
+        claim_id = required("claim_id", request.claim_id)
+        thumbs = {
+            reviews_pb2.REVIEW_VERDICT_ACCEPT: common_pb2.THUMB_UP,
+            reviews_pb2.REVIEW_VERDICT_REJECT: common_pb2.THUMB_DOWN,
+        }
+        if request.verdict not in thumbs:
+            raise InvalidArgument.single("verdict", "must be REVIEW_VERDICT_ACCEPT or REVIEW_VERDICT_REJECT")
+        now = self.clock()
+        with self._db.read() as session:
+            claim = session.scalar(
+                select(ReviewClaim).where(ReviewClaim.project_id == project, ReviewClaim.id == claim_id)
+            )
+            if claim is None:
+                raise NotFound("claim_id", f"no claim {claim_id}")
+            item = session.get(ReviewItemRow, claim.item_id)
+            assert item is not None
+            if claim.status == "resolved":
+                return reviews_pb2.ResolveReviewItemResponse(
+                    feedback_id=claim.feedback_id,
+                    reviews_done=item.reviews_done,
+                    item_done=item.status == "done",
+                )
+            if claim.lease_expires_at <= now:
+                raise Conflict(
+                    f"claim_id: the lease on item {item.id} expired at {claim.lease_expires_at.isoformat()}; "
+                    "claim the item again"
+                )
+            source = load_feedback(session, project, [item.feedback_id])[item.feedback_id]
+        message = common_pb2.Feedback(
+            session_id=source.session_id,
+            interaction_id=source.interaction_id or "",
+            thumb=thumbs[request.verdict],
+            categories=list(request.categories),
+            correction=request.correction,
+            comment=request.comment,
+            source=common_pb2.FEEDBACK_SOURCE_REVIEWER,
+            user=common_pb2.User(id=claim.reviewer, role="reviewer"),
+            attributes={"review_item_id": item.id, "review_queue": item.queue, "review_claim_id": claim.id},
+            idempotency_key=f"review:{claim.id}",
+        )
+        data = validate_feedback(
+            message, self._limits, now, self._taxonomy.categories_for(project), prefix="review"
+        )
+        data.origin_policy = item.policy
+        trace_id, span_id = current_ids()
+        stored = repository.submit_feedback(
+            self._db, project, data, TraceIds(trace_id, span_id, current_traceparent())
+        )
+        with self._db.write() as session:
+            claim = session.get(ReviewClaim, claim_id)
+            item = session.get(ReviewItemRow, claim.item_id) if claim is not None else None
+            assert claim is not None and item is not None
+            if claim.status != "resolved":
+                claim.status = "resolved"
+                claim.verdict = "accept" if request.verdict == reviews_pb2.REVIEW_VERDICT_ACCEPT else "reject"
+                claim.feedback_id = stored.id
+                claim.resolved_at = now
+                item.reviews_done += 1
+                if item.reviews_done >= item.reviews_required:
+                    item.status = "done"
+            done, count = item.status == "done", item.reviews_done
+        if stored.created:
+            self._on_committed()
+        return reviews_pb2.ResolveReviewItemResponse(
+            feedback_id=stored.id, reviews_done=count, item_done=done
+        )
