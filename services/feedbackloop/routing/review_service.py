@@ -26,7 +26,7 @@ from feedbackloop.ingestion.validation import validate_feedback
 from feedbackloop.routing.events import load_feedback
 from feedbackloop.routing.sink_common import page_size, required
 from feedbackloop.store.db import Database
-from feedbackloop.store.models import new_id
+from feedbackloop.store.models import Feedback, new_id
 from feedbackloop.store.routing_models import (
     ReviewClaim,
     ReviewItemRow,
@@ -68,7 +68,10 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
         self._on_committed = on_committed or (lambda: None)
         self.clock = clock
 
-    def _item_to_proto(self, session: Any, row: ReviewItemRow) -> reviews_pb2.ReviewItem:
+    def _item_to_proto(
+        self, session: Any, row: ReviewItemRow, feedback: dict[str, Feedback] | None = None
+    ) -> reviews_pb2.ReviewItem:
+        """The wire item with its feedback; `feedback` is preloaded for a whole page, else read."""
         out = reviews_pb2.ReviewItem(
             id=row.id,
             queue=row.queue,
@@ -83,7 +86,9 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
             reviews_done=row.reviews_done,
             created_at=timestamp(row.created_at),
         )
-        fb = load_feedback(session, row.project_id, [row.feedback_id]).get(row.feedback_id)
+        if feedback is None:
+            feedback = load_feedback(session, row.project_id, [row.feedback_id])
+        fb = feedback.get(row.feedback_id)
         if fb is not None:
             out.feedback.CopyFrom(feedback_to_proto(fb))
             if fb.interaction is not None:
@@ -104,8 +109,11 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
             ReviewItemRow.priority.desc(), ReviewItemRow.due_at, ReviewItemRow.created_at, ReviewItemRow.id
         ).limit(page_size(request.page_size))
         with self._db.read() as session:
+            rows = session.scalars(stmt).all()
+            # One query for the whole page's feedback, not one per item.
+            feedback = load_feedback(session, project, [r.feedback_id for r in rows])
             return reviews_pb2.ListReviewItemsResponse(
-                items=[self._item_to_proto(session, r) for r in session.scalars(stmt).all()]
+                items=[self._item_to_proto(session, r, feedback) for r in rows]
             )
 
     def ClaimReviewItem(
