@@ -63,7 +63,11 @@ EVENT_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 TOP_LEVEL_VARIABLES: frozenset[str] = frozenset(EVENT_DEFAULTS)
 
-# The signal names are the ones filters and the recall index use (feedbackloop.signals).
+
+def field_value(event: Mapping[str, Any], path: str) -> str:
+    """The value at "var.name" (e.g. "interaction.prompt_name") as text, "" when absent."""
+    var, _, name = path.partition(".")
+    return str((event.get(var) or {}).get(name, ""))
 
 
 class EventError(ValueError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -62,6 +63,10 @@ def allowed_categories(schema: FeedbackSchema | None) -> set[str]:
     if schema is None:
         return set()
     return {c.name for _, cats in schema.signals for c in cats}
+
+
+# A `{{name}}` placeholder in a Prompt or patch template.
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,11 @@ class PromptPatch:
     generator_target: str = ""  # host:port, only for strategy generator
     approval: str = "required"  # required | auto
 
+    @property
+    def target(self) -> str:
+        """The resource the action acts on."""
+        return self.prompt
+
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"prompt": self.prompt, "strategy": self.strategy}
         if self.template:
@@ -142,6 +152,11 @@ class DatasetAdd:
     type: ClassVar[str] = "dataset_add"
     dataset: str
 
+    @property
+    def target(self) -> str:
+        """The resource the action acts on."""
+        return self.dataset
+
     def to_dict(self) -> dict[str, Any]:
         return {self.type: {"dataset": self.dataset}}
 
@@ -152,6 +167,11 @@ class HumanReview:
     queue: str
     priority: int = 50
     due: str = ""
+
+    @property
+    def target(self) -> str:
+        """The resource the action acts on."""
+        return self.queue
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"queue": self.queue, "priority": self.priority}

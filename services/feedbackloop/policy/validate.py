@@ -7,7 +7,6 @@ the whole set is clean, so a file with an error can never be half-applied.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,9 @@ from feedbackloop.policy.durations import DurationError, parse_positive_duration
 from feedbackloop.policy.errors import PolicyError
 from feedbackloop.policy.event import EVENT_DEFAULTS
 from feedbackloop.policy.loader import Document, Mark, load_path
-from feedbackloop.policy.model import PolicySet, Resource, resource_from_document
+from feedbackloop.policy.model import PLACEHOLDER, PolicySet, Resource, resource_from_document
 from feedbackloop.policy.schema import validate_document
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 # Where each action refers to another resource: action key -> (field, referenced kind).
 _REFERENCES = {
     "prompt_patch": ("prompt", "Prompt"),
@@ -56,7 +54,7 @@ def _durations(doc: Document) -> list[PolicyError]:
 
 def _prompt_checks(doc: Document) -> list[PolicyError]:
     spec = doc.data["spec"]
-    used = _PLACEHOLDER.findall(spec["template"])
+    used = PLACEHOLDER.findall(spec["template"])
     declared: list[str] = spec["variables"]
     errors = []
     for i, name in enumerate(declared):

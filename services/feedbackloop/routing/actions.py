@@ -7,7 +7,6 @@ group), so running the same decision again finds the effect and reports it as ex
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,7 +16,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from feedbackloop.policy.durations import parse_positive_duration
-from feedbackloop.policy.model import DatasetAdd, HumanReview, PolicySet, PromptPatch, RoutingPolicy
+from feedbackloop.policy.model import (
+    PLACEHOLDER,
+    DatasetAdd,
+    HumanReview,
+    PolicySet,
+    PromptPatch,
+    RoutingPolicy,
+)
 from feedbackloop.recall.text import category_words, last_user_message
 from feedbackloop.routing.similarity import best_match
 from feedbackloop.store.models import Feedback, new_id, utcnow
@@ -30,7 +36,6 @@ from feedbackloop.store.routing_models import (
 )
 
 CREATED, EXISTING, SKIPPED, FAILED, WOULD_RUN = "created", "existing", "skipped", "failed", "would_run"
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
 @dataclass
@@ -60,13 +65,10 @@ class ActionContext:
 
 
 def result(index: int, action: Any, status: str, resource_id: str = "", detail: str = "") -> dict[str, Any]:
-    target = (
-        getattr(action, "prompt", None) or getattr(action, "dataset", None) or getattr(action, "queue", "")
-    )
     return {
         "index": index,
         "type": action.type,
-        "target": target,
+        "target": action.target,
         "status": status,
         "resource_id": resource_id,
         "detail": detail,
@@ -101,7 +103,7 @@ def template_variables(fb: Feedback, evidence: Sequence[str]) -> dict[str, str]:
 
 
 def render(template: str, variables: Mapping[str, str]) -> str:
-    return _PLACEHOLDER.sub(lambda m: variables.get(m.group(1), m.group(0)), template).strip()
+    return PLACEHOLDER.sub(lambda m: variables.get(m.group(1), m.group(0)), template).strip()
 
 
 def patched_template(base: str, strategy: str, content: str) -> str:

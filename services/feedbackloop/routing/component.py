@@ -1,6 +1,6 @@
 """RoutingComponent: the routing, prompt, dataset and review services plus the route stage.
 
-component = RoutingComponent(app.db, settings, app.taxonomy, similar=None)
+component = RoutingComponent(app.db, settings, app.taxonomy, similar=RecallSimilarFeedback(...))
 app.add_component(component)          # services + scopes
 stage = component.route_stage         # a pipeline Stage named "route"
 """
@@ -22,7 +22,7 @@ from feedbackloop.routing import dataset_service, prompt_service, review_service
 from feedbackloop.routing import servicer as routing_servicer
 from feedbackloop.routing.revisions import KIND_BOOTSTRAP, LivePolicies
 from feedbackloop.routing.router import Router
-from feedbackloop.routing.similarity import Embed, SimilarFeedback, SqlSimilarFeedback
+from feedbackloop.routing.similarity import Embed, SimilarFeedback
 from feedbackloop.routing.stage import RouteStage
 from feedbackloop.store.db import Database
 from feedbackloop.v1 import (
@@ -68,8 +68,7 @@ class RoutingComponent:
 
     def __post_init__(self) -> None:
         self.live = LivePolicies(self.db, self.taxonomy)
-        similar = self.similar if self.similar is not None else SqlSimilarFeedback(self.db, self.embed)
-        self.router = Router(self.db, self.live, similar, self.embed)
+        self.router = Router(self.db, self.live, self.similar, self.embed)
         self.route_stage = RouteStage(self.router)
         self.routing_servicer = routing_servicer.RoutingServicer(self.router)
         self.prompt_servicer = prompt_service.PromptServicer(self.db)

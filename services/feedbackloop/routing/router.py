@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
 from feedbackloop.policy import Decision, Outcome
 from feedbackloop.policy.engine import EvaluationState
+from feedbackloop.policy.event import field_value
 from feedbackloop.policy.model import DatasetAdd, PromptPatch, RoutingPolicy
 from feedbackloop.routing import actions
 from feedbackloop.routing.events import build_event, load_feedback
@@ -43,11 +44,9 @@ MAX_GENERATOR_EVIDENCE = 20
 
 
 def group_of(policy: RoutingPolicy, event: Mapping[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for path in policy.aggregate.group_by if policy.aggregate else ():
-        var, _, name = path.partition(".")
-        out[path] = str((event.get(var) or {}).get(name, ""))
-    return out
+    return {
+        path: field_value(event, path) for path in (policy.aggregate.group_by if policy.aggregate else ())
+    }
 
 
 class StoreState(EvaluationState):
@@ -404,14 +403,13 @@ def render_backtest(backtest: Mapping[str, Any]) -> str:
         for index in sorted(s["actions"]):
             a = s["actions"][index]
             action = a["action"]
-            target = getattr(action, "prompt", None) or getattr(action, "dataset", None) or action.queue
             noun = {
                 "prompt_patch": "patch(es)",
                 "dataset_add": "dataset item(s)",
                 "human_review": "review item(s)",
             }
             lines.append(
-                f"    actions[{index}] {action.type} {target}: would create {len(a['subjects'])} "
+                f"    actions[{index}] {action.type} {action.target}: would create {len(a['subjects'])} "
                 f"{noun[action.type]} (e.g. {', '.join(a['samples'])})"
             )
     return "\n".join(lines) + "\n"

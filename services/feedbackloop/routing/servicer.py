@@ -20,7 +20,7 @@ from feedbackloop.policy import diff_policy_sets, render_json, render_text
 from feedbackloop.policy.event import EventError, make_event
 from feedbackloop.policy.model import resource_to_document
 from feedbackloop.routing import convert
-from feedbackloop.routing.actions import WOULD_RUN
+from feedbackloop.routing.actions import WOULD_RUN, result
 from feedbackloop.routing.events import build_event, load_feedback
 from feedbackloop.routing.revisions import LiveSet, get_revision, list_revisions
 from feedbackloop.routing.router import Router, render_backtest
@@ -239,17 +239,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         decisions = self._router.dry_run(project, live, event)
         out = routing_pb2.EvaluateResponse(revision=live.revision)
         for d in decisions:
-            results = [
-                {
-                    "index": i,
-                    "type": a.type,
-                    "target": getattr(a, "prompt", None)
-                    or getattr(a, "dataset", None)
-                    or getattr(a, "queue", ""),
-                    "status": WOULD_RUN,
-                }
-                for i, a in enumerate(d.actions)
-            ]
+            results = [result(i, a, WOULD_RUN) for i, a in enumerate(d.actions)]
             out.decisions.append(convert.decision_to_proto(d, results))
         struct = struct_pb2.Struct()
         struct.update(json.loads(json.dumps(event, default=str)))
@@ -295,7 +285,7 @@ def _backtest_to_proto(backtest: dict[str, Any]) -> routing_pb2.Backtest:
             policy.actions.add(
                 index=index,
                 type=action.type,
-                target=getattr(action, "prompt", None) or getattr(action, "dataset", None) or action.queue,
+                target=action.target,
                 count=len(a["subjects"]),
                 sample_feedback_ids=a["samples"],
             )

@@ -74,14 +74,8 @@ class Harness:
         values.update(overrides)
         settings = Settings(**values)
         app = App(settings, embedder=embedder)
-        existing = [c for c in app.components if isinstance(c, RoutingComponent)]
-        if existing:
-            component = existing[0]
-        else:
-            component = RoutingComponent(app.db, settings, app.taxonomy)
-            app.add_component(component)
         app.start()
-        return cls(app, component)
+        return cls(app, app.routing)
 
     def close(self) -> None:
         self.channel.close()
