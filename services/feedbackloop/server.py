@@ -108,7 +108,7 @@ class App:
         )
         self.recall = Recall(self.db, embedder or Embedder.from_settings(settings), settings)
         self.committer = GroupCommitter(self.db, settings.stream_batch_size)
-        ingestion = IngestionServicer(self.db, settings, self.taxonomy, self.wake_index.set, self.committer)
+        ingestion = IngestionServicer(self.db, settings, self.taxonomy, self.committer, self.wake_index.set)
         self.components: list[Component] = [
             GrpcService(
                 "feedbackloop.v1.IngestionService",
@@ -147,9 +147,6 @@ class App:
         self.port: int = 0
         self._health = health.HealthServicer()
         self._stopping = threading.Event()
-
-    def add_component(self, component: Component) -> None:
-        self.components.append(component)
 
     # --- lifecycle ---
 

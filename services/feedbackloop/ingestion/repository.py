@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Select, Table, and_, exists, insert, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, Table, and_, exists, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -369,7 +369,7 @@ def feedback_query(project_id: str, query: FeedbackQuery) -> Select[Feedback]:
     return stmt
 
 
-def _signal_predicate(signal: str):  # type: ignore[no-untyped-def]
+def _signal_predicate(signal: str) -> ColumnElement[bool]:
     if signal == "thumbs_up":
         return Feedback.thumb == "up"
     if signal == "thumbs_down":

@@ -63,8 +63,8 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         db: Database,
         settings: Settings,
         taxonomy: Taxonomy,
+        committer: GroupCommitter,
         on_committed: Callable[[], None] | None = None,
-        committer: GroupCommitter | None = None,
     ) -> None:
         self._db = db
         self._committer = committer
@@ -96,10 +96,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             request.feedback, self._limits, _now(), self._taxonomy.categories_for(project)
         )
         ids = _trace_ids()
-        if self._committer is not None:
-            stored = self._committer.submit(project, data, ids)
-        else:
-            stored = repository.submit_feedback(self._db, project, data, ids)
+        stored = self._committer.submit(project, data, ids)
         if stored.created:
             self._on_committed()
         return ingestion_pb2.SubmitFeedbackResponse(

@@ -1,8 +1,7 @@
 """RoutingComponent: the routing, prompt, dataset and review services plus the route stage.
 
-component = RoutingComponent(app.db, settings, app.taxonomy, similar=RecallSimilarFeedback(...))
-app.add_component(component)          # services + scopes
-stage = component.route_stage         # a pipeline Stage named "route"
+The server (feedbackloop.server.App) builds one with the recall-backed similarity hook, hosts its
+services and scopes like any other component, and runs `component.route_stage` in the pipeline.
 """
 
 from __future__ import annotations
