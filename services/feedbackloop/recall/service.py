@@ -43,13 +43,11 @@ class Hit:
 
 
 class Recall:
-    def __init__(
-        self, db: Database, embedder: Embedder, settings: Settings, *, index: FeedbackIndex | None = None
-    ) -> None:
+    def __init__(self, db: Database, embedder: Embedder, settings: Settings) -> None:
         self.db = db
         self.embedder = embedder
         self._settings = settings
-        self._index = index
+        self._index: FeedbackIndex | None = None
         self._lock = threading.Lock()
 
     # --- lazily opened parts ---

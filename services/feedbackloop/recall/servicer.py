@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC
@@ -140,7 +141,7 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         if request.filter.HasField("time_range"):
             raise InvalidArgument.single("filter.time_range", "use the request's time_range for TopIssues")
         base = recall_filter_from(request.filter)
-        negative = RecallFilter(**{**base.__dict__, "negative_only": True})
+        negative = dataclasses.replace(base, negative_only=True)
         start = window.start.ToDatetime(tzinfo=UTC)
         end = window.end.ToDatetime(tzinfo=UTC)
         previous_start = start - (end - start)
