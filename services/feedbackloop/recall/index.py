@@ -130,6 +130,11 @@ def _server_upsert_is_safe(version: str) -> bool:
     return tuple(int(x) for x in match.groups()) >= (2, 3, 10)
 
 
+def is_lite_uri(uri: str) -> bool:
+    """A local file (Milvus Lite) rather than a server address."""
+    return not re.match(r"^[a-z][a-z0-9+.-]*://", uri) or uri.startswith("file:")
+
+
 class FeedbackIndex:
     """The feedback collection in Milvus Lite or a Milvus server."""
 
@@ -170,7 +175,7 @@ class FeedbackIndex:
 
     @property
     def is_lite(self) -> bool:
-        return not re.match(r"^[a-z][a-z0-9+.-]*://", self.uri) or self.uri.startswith("file:")
+        return is_lite_uri(self.uri)
 
     def _server_version(self) -> str:
         try:

@@ -24,7 +24,7 @@ from feedbackloop.errors import InvalidArgument, Unavailable
 from feedbackloop.ingestion import repository
 from feedbackloop.recall.embedder import Embedder
 from feedbackloop.recall.filters import RecallFilter
-from feedbackloop.recall.index import FeedbackIndex, IndexRow
+from feedbackloop.recall.index import FeedbackIndex, IndexRow, is_lite_uri
 from feedbackloop.recall.text import feedback_text
 from feedbackloop.store.db import Database
 from feedbackloop.store.models import Feedback
@@ -59,7 +59,7 @@ class Recall:
             if self._index is None:
                 uri = self._settings.effective_milvus_uri
                 try:
-                    if "://" not in uri:  # a Milvus Lite file: its directory must exist
+                    if is_lite_uri(uri):  # a Milvus Lite file: its directory must exist
                         Path(uri).parent.mkdir(parents=True, exist_ok=True)
                     index = FeedbackIndex.from_settings(self._settings)
                     index.ensure_collection(self.embedder.dimension)
