@@ -25,6 +25,7 @@ from feedbackloop.v1 import (
 )
 
 SERVICE = "/feedbackloop.v1.DatasetService/"
+EXPORT_PAGE = 500  # items read per query while streaming an export
 REQUIRED_SCOPES = {
     SERVICE + "ListItems": Scope.READ,
     SERVICE + "ExportDataset": Scope.READ,
@@ -87,14 +88,7 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
             if not request.page_token.isdigit():
                 raise InvalidArgument.single("page_token", "is not a token from a previous response")
             offset = int(request.page_token)
-        with self._db.read() as session:
-            rows = session.scalars(
-                select(DatasetItemRow)
-                .where(DatasetItemRow.project_id == project, DatasetItemRow.dataset == dataset)
-                .order_by(DatasetItemRow.created_at, DatasetItemRow.id)
-                .offset(offset)
-                .limit(size + 1)
-            ).all()
+        rows = self._items(project, dataset, offset, size + 1)
         more = len(rows) > size
         return datasets_pb2.ListItemsResponse(
             items=[item_to_proto(r) for r in rows[:size]], next_page_token=str(offset + size) if more else ""
@@ -113,18 +107,24 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
             raise InvalidArgument.single("format", f"unknown value {request.format}")
         offset = 0
         while True:
-            with self._db.read() as session:
-                rows = session.scalars(
-                    select(DatasetItemRow)
-                    .where(DatasetItemRow.project_id == project, DatasetItemRow.dataset == dataset)
-                    .order_by(DatasetItemRow.created_at, DatasetItemRow.id)
-                    .offset(offset)
-                    .limit(500)
-                ).all()
+            rows = self._items(project, dataset, offset, EXPORT_PAGE)
             for row in rows:
                 yield datasets_pb2.ExportDatasetResponse(
                     line=export_line(row, request.format), item_id=row.id
                 )
-            if len(rows) < 500:
+            if len(rows) < EXPORT_PAGE:
                 return
-            offset += 500
+            offset += EXPORT_PAGE
+
+    def _items(self, project: str, dataset: str, offset: int, limit: int) -> list[DatasetItemRow]:
+        """A page of a dataset's items in insertion order (the order both list and export use)."""
+        with self._db.read() as session:
+            return list(
+                session.scalars(
+                    select(DatasetItemRow)
+                    .where(DatasetItemRow.project_id == project, DatasetItemRow.dataset == dataset)
+                    .order_by(DatasetItemRow.created_at, DatasetItemRow.id)
+                    .offset(offset)
+                    .limit(limit)
+                )
+            )
