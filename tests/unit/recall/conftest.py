@@ -1,24 +1,13 @@
-"""Recall fixtures: the real bundled model (loaded once per session) and Milvus Lite in tmp dirs."""
+"""Recall fixtures: Milvus Lite in tmp dirs (the real model is tests/conftest.py's `embedder`)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# Before anything imports sentence_transformers / huggingface_hub: nothing may download.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-from feedbackloop.recall.embedder import Embedder
 from feedbackloop.recall.index import FeedbackIndex
-
-
-@pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    return Embedder().load()
 
 
 @pytest.fixture(scope="module")
