@@ -135,7 +135,7 @@ class Feedback(Base):
     __table_args__ = (
         UniqueConstraint("project_id", "idempotency_key", name="uq_feedback_idempotency"),
         Index("ix_feedback_project_occurred", "project_id", "occurred_at", "id"),
-        Index("ix_feedback_project_session", "project_id", "session_id"),
+        Index("ix_feedback_project_session_occurred", "project_id", "session_id", "occurred_at"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
