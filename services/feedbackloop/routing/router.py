@@ -28,7 +28,7 @@ from feedbackloop.policy.engine import EvaluationState
 from feedbackloop.policy.event import field_value
 from feedbackloop.policy.model import DatasetAdd, PromptPatch, RoutingPolicy
 from feedbackloop.routing import actions
-from feedbackloop.routing.events import build_event, load_feedback
+from feedbackloop.routing.events import build_event, build_events, load_feedback
 from feedbackloop.routing.revisions import LivePolicies, LiveSet
 from feedbackloop.routing.similarity import Embed, SimilarFeedback
 from feedbackloop.store.db import Database
@@ -369,10 +369,10 @@ class Router:
             state = StoreState(session, project_id, "", self.similar, track_cooldown_in_memory=True)
             for chunk_start in range(0, len(ids), 200):
                 rows = load_feedback(session, project_id, ids[chunk_start : chunk_start + 200])
+                events = build_events(session, list(rows.values()))
                 for fid in ids[chunk_start : chunk_start + 200]:
-                    fb = rows[fid]
                     state.for_feedback(fid)
-                    for d in live.compiled.evaluate(build_event(session, fb), state=state):
+                    for d in live.compiled.evaluate(events[fid], state=state):
                         s = stats[d.policy]
                         s["outcomes"][d.outcome.value] = s["outcomes"].get(d.outcome.value, 0) + 1
                         if d.outcome != Outcome.MATCHED:

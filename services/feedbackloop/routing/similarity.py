@@ -17,7 +17,7 @@ import numpy as np
 
 from feedbackloop.policy.celcheck import check_expression
 from feedbackloop.policy.event import field_value
-from feedbackloop.routing.events import build_event
+from feedbackloop.routing.events import build_events
 from feedbackloop.store.db import Database
 
 # texts -> unit-length vectors, shape (len(texts), dim); cosine similarity is a dot product.
@@ -130,8 +130,9 @@ class RecallSimilarFeedback:
         )
         similar = [feedback_id]
         with self._db.read() as session:
+            events = build_events(session, [hit.feedback for hit in hits])
             for hit in hits:
-                event = build_event(session, hit.feedback)
+                event = events[hit.feedback.id]
                 if any(field_value(event, path) != value for path, value in group.items()):
                     continue
                 try:

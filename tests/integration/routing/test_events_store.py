@@ -1,0 +1,138 @@
+"""Policy events built from stored rows: session stats at the feedback's own time, batched."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, insert
+
+from feedbackloop.routing.events import build_event, build_events, load_feedback
+from feedbackloop.store.db import Database
+from feedbackloop.store.keys import ensure_project
+from feedbackloop.store.models import Feedback, FeedbackCategory, Interaction, utcnow
+
+T0 = utcnow() - timedelta(hours=1)
+
+
+def _interaction(project: str, session: str, turn: int) -> dict[str, Any]:
+    return dict(
+        id=f"int_{project}_{session}_{turn}",
+        project_id=project,
+        session_id=session,
+        turn_index=turn,
+        payload_hash="x",
+        occurred_at=T0,
+        received_at=T0,
+        model_parameters={},
+        input_messages=[],
+        context_documents=[],
+        attributes={},
+    )
+
+
+def _feedback(project: str, fid: str, session: str, minute: int, **fields: Any) -> dict[str, Any]:
+    return dict(
+        id=fid,
+        project_id=project,
+        session_id=session,
+        interaction_id=f"int_{project}_{session}_0",
+        source="end_user",
+        payload_hash=fid,
+        attributes={},
+        occurred_at=T0 + timedelta(minutes=minute),
+        received_at=T0,
+        **fields,
+    )
+
+
+@pytest.fixture
+def seeded(db: Database) -> Database:
+    for project in ("p1", "p2"):
+        ensure_project(db, project)
+    with db.write() as session:
+        session.execute(
+            insert(Interaction),
+            [_interaction("p1", "a", t) for t in range(3)]
+            + [_interaction("p1", "b", 0), _interaction("p2", "a", 0)],
+        )
+        session.execute(
+            insert(Feedback),
+            [
+                _feedback("p1", "fb_a1", "a", 1, thumb="down"),
+                _feedback("p1", "fb_a2", "a", 2, thumb="up"),
+                _feedback("p1", "fb_a3", "a", 3),  # categories only: a complaint
+                _feedback("p1", "fb_a4", "a", 4, thumb="down"),
+                _feedback("p1", "fb_b1", "b", 1, thumb="up"),
+                # Same session id in another project: never counted for p1.
+                _feedback("p2", "fb_x1", "a", 0, thumb="down"),
+            ],
+        )
+        session.execute(
+            insert(FeedbackCategory), [{"feedback_id": "fb_a3", "category": "wrong", "position": 0}]
+        )
+    return db
+
+
+def _session_stats(events: dict[str, Any], fid: str) -> tuple[int, int, int]:
+    s = events[fid]["session"]
+    return s["turn_count"], s["feedback_count"], s["negative_count"]
+
+
+def test_session_stats_count_what_the_store_held_at_each_feedbacks_time(seeded: Database) -> None:
+    with seeded.read() as session:
+        rows = load_feedback(session, "p1", ["fb_a3", "fb_a1", "fb_b1"])
+        events = build_events(session, [rows["fb_a3"], rows["fb_a1"], rows["fb_b1"]])
+    assert set(events) == {"fb_a1", "fb_a3", "fb_b1"}
+    assert _session_stats(events, "fb_a1") == (3, 1, 1)
+    assert _session_stats(events, "fb_a3") == (3, 3, 2)  # a1 down, a2 up, a3 categories
+    assert _session_stats(events, "fb_b1") == (1, 1, 0)
+    assert events["fb_a3"]["feedback"]["categories"] == ["wrong"]
+
+
+def test_one_event_equals_its_entry_in_a_batch(seeded: Database) -> None:
+    with seeded.read() as session:
+        rows = load_feedback(session, "p1", ["fb_a1", "fb_a2", "fb_a3", "fb_a4", "fb_b1"])
+        batch = build_events(session, list(rows.values()))
+        for fid, fb in rows.items():
+            assert build_event(session, fb) == batch[fid]
+    assert build_events(session, []) == {}
+
+
+def test_a_batch_must_hold_one_project(seeded: Database) -> None:
+    with seeded.read() as session:
+        mixed = [
+            *load_feedback(session, "p1", ["fb_a1"]).values(),
+            *load_feedback(session, "p2", ["fb_x1"]).values(),
+        ]
+        with pytest.raises(ValueError, match="one project"):
+            build_events(session, mixed)
+
+
+def test_session_queries_use_the_session_index_not_the_projects_history(seeded: Database) -> None:
+    """SQLite once chose (project_id, occurred_at) for the session query and walked every earlier
+    feedback of the project per event; the plan must search by session."""
+    if seeded.read_engine.dialect.name != "sqlite":
+        pytest.skip("query plans are checked on SQLite, whose planner made the bad choice")
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        statements.append((statement, parameters))
+
+    with seeded.read() as session:
+        fb = load_feedback(session, "p1", ["fb_a3"])["fb_a3"]
+        event.listen(seeded.read_engine, "before_cursor_execute", capture)
+        try:
+            build_events(session, [fb])
+        finally:
+            event.remove(seeded.read_engine, "before_cursor_execute", capture)
+        session_query = [(s, p) for s, p in statements if "FROM feedback" in s and "session_id IN" in s]
+        assert len(session_query) == 1
+        statement, parameters = session_query[0]
+        plan = " ".join(
+            str(row[-1])
+            for row in session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+        )
+    assert "ix_feedback_project_session_occurred" in plan, plan
+    assert "ix_feedback_project_occurred" not in plan, plan
