@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         "NORMAL",
         description="SQLite fsync policy: NORMAL survives a killed process, FULL also a power loss (slower).",
     )
+    sqlite_analyze_interval_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="How often the server refreshes SQLite's query-planner statistics (0: never).",
+    )
     auto_migrate: bool = Field(
         True, description="`serve` upgrades the schema to the latest migration at start."
     )

@@ -39,6 +39,7 @@ from feedbackloop.routing.component import PolicyBootstrapError, RoutingComponen
 from feedbackloop.routing.similarity import RecallSimilarFeedback
 from feedbackloop.store import keys
 from feedbackloop.store.db import Database
+from feedbackloop.store.statistics import StatisticsRefresher
 from feedbackloop.telemetry import setup_tracing
 from feedbackloop.v1 import ingestion_pb2_grpc, pipeline_pb2_grpc, recall_pb2_grpc
 
@@ -108,6 +109,7 @@ class App:
         )
         self.recall = Recall(self.db, embedder or Embedder.from_settings(settings), settings)
         self.committer = GroupCommitter(self.db, settings.stream_batch_size)
+        self.statistics = StatisticsRefresher(self.db, settings.sqlite_analyze_interval_seconds)
         ingestion = IngestionServicer(self.db, settings, self.taxonomy, self.committer, self.wake_index.set)
         self.components: list[Component] = [
             GrpcService(
@@ -217,6 +219,7 @@ class App:
         except PolicyBootstrapError as error:
             raise StartupError(str(error)) from error
         self.server.start()
+        self.statistics.start()
         if self.settings.pipeline_enabled:
             self.start_pipeline(self.routing.route_stage)
         for name in names:
@@ -259,6 +262,7 @@ class App:
         if self.server is not None:
             self.server.stop(grace).wait()
         self.committer.stop()
+        self.statistics.stop()
         for worker in self.workers:
             worker.stop()
         for component in reversed(self.components):

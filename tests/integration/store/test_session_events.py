@@ -2,49 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import event, insert
+from store_support import feedback_row, interaction_row
 
 from feedbackloop.routing.events import build_event, build_events, load_feedback
 from feedbackloop.store.db import Database
 from feedbackloop.store.keys import ensure_project
-from feedbackloop.store.models import Feedback, FeedbackCategory, Interaction, utcnow
-
-T0 = utcnow() - timedelta(hours=1)
-
-
-def _interaction(project: str, session: str, turn: int) -> dict[str, Any]:
-    return dict(
-        id=f"int_{project}_{session}_{turn}",
-        project_id=project,
-        session_id=session,
-        turn_index=turn,
-        payload_hash="x",
-        occurred_at=T0,
-        received_at=T0,
-        model_parameters={},
-        input_messages=[],
-        context_documents=[],
-        attributes={},
-    )
-
-
-def _feedback(project: str, fid: str, session: str, minute: int, **fields: Any) -> dict[str, Any]:
-    return dict(
-        id=fid,
-        project_id=project,
-        session_id=session,
-        interaction_id=f"int_{project}_{session}_0",
-        source="end_user",
-        payload_hash=fid,
-        attributes={},
-        occurred_at=T0 + timedelta(minutes=minute),
-        received_at=T0,
-        **fields,
-    )
+from feedbackloop.store.models import Feedback, FeedbackCategory, Interaction
 
 
 @pytest.fixture
@@ -54,19 +21,19 @@ def seeded(db: Database) -> Database:
     with db.write() as session:
         session.execute(
             insert(Interaction),
-            [_interaction("p1", "a", t) for t in range(3)]
-            + [_interaction("p1", "b", 0), _interaction("p2", "a", 0)],
+            [interaction_row("p1", "a", t) for t in range(3)]
+            + [interaction_row("p1", "b", 0), interaction_row("p2", "a", 0)],
         )
         session.execute(
             insert(Feedback),
             [
-                _feedback("p1", "fb_a1", "a", 1, thumb="down"),
-                _feedback("p1", "fb_a2", "a", 2, thumb="up"),
-                _feedback("p1", "fb_a3", "a", 3),  # categories only: a complaint
-                _feedback("p1", "fb_a4", "a", 4, thumb="down"),
-                _feedback("p1", "fb_b1", "b", 1, thumb="up"),
+                feedback_row("p1", "fb_a1", "a", 1, thumb="down"),
+                feedback_row("p1", "fb_a2", "a", 2, thumb="up"),
+                feedback_row("p1", "fb_a3", "a", 3),  # categories only: a complaint
+                feedback_row("p1", "fb_a4", "a", 4, thumb="down"),
+                feedback_row("p1", "fb_b1", "b", 1, thumb="up"),
                 # Same session id in another project: never counted for p1.
-                _feedback("p2", "fb_x1", "a", 0, thumb="down"),
+                feedback_row("p2", "fb_x1", "a", 0, thumb="down"),
             ],
         )
         session.execute(

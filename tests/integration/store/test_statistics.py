@@ -1,0 +1,96 @@
+"""SQLite planner statistics: id lookups stay key lookups once a project holds many rows."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import event, insert, text
+from store_support import feedback_row, interaction_row
+
+from feedbackloop.ingestion.repository import get_feedback_many
+from feedbackloop.store.db import Database
+from feedbackloop.store.keys import ensure_project
+from feedbackloop.store.models import Feedback, Interaction
+from feedbackloop.store.statistics import StatisticsRefresher
+
+ROWS = 300
+
+
+@pytest.fixture
+def seeded(db: Database) -> Database:
+    for project in ("p1", "p2"):
+        ensure_project(db, project)
+    with db.write() as session:
+        session.execute(insert(Interaction), [interaction_row("p1", "s", 0), interaction_row("p2", "s", 0)])
+        session.execute(
+            insert(Feedback),
+            [feedback_row("p1", f"fb_{i:04d}", "s", i % 50) for i in range(ROWS)]
+            + [feedback_row("p2", "fb_other", "s", 0)],
+        )
+    return db
+
+
+def _plans_of(db: Database, call: Any) -> list[str]:
+    """The SQLite query plan of every SELECT that `call` runs."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    event.listen(db.read_engine, "before_cursor_execute", capture)
+    try:
+        call()
+    finally:
+        event.remove(db.read_engine, "before_cursor_execute", capture)
+    with db.read_engine.connect() as conn:
+        return [
+            " ".join(str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + s, p))
+            for s, p in statements
+        ]
+
+
+def test_id_lookups_use_the_primary_key_after_a_refresh(seeded: Database) -> None:
+    wanted = [f"fb_{i:04d}" for i in range(0, ROWS, 15)] + ["fb_other"]
+    if not seeded.is_sqlite:
+        assert seeded.refresh_statistics() is False  # PostgreSQL keeps its own statistics
+        assert set(get_feedback_many(seeded, "p1", wanted)) == set(wanted) - {"fb_other"}
+        return
+    assert seeded.refresh_statistics() is True
+    found: dict[str, Feedback] = {}
+    plans = _plans_of(seeded, lambda: found.update(get_feedback_many(seeded, "p1", wanted)))
+    assert set(found) == set(wanted) - {"fb_other"}  # another project's id is never returned
+    feedback_plan = next(p for p in plans if "SEARCH feedback " in p)
+    assert "sqlite_autoindex_feedback_1 (id=?)" in feedback_plan, plans
+
+
+def test_refresher_runs_at_start_and_stops_without_waiting_out_its_interval(seeded: Database) -> None:
+    refresher = StatisticsRefresher(seeded, interval_seconds=3600)
+    if not seeded.is_sqlite:
+        assert not refresher.enabled
+        return
+    refresher.start()
+    try:
+        deadline = time.monotonic() + 10
+        stats = 0
+        while time.monotonic() < deadline and not stats:
+            with seeded.read() as session:
+                tables = session.execute(
+                    text("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'")
+                ).all()
+                if tables:
+                    stats = session.execute(
+                        text("SELECT count(*) FROM sqlite_stat1 WHERE tbl = 'feedback'")
+                    ).scalar_one()
+            time.sleep(0.05)
+        assert stats > 0
+    finally:
+        started = time.monotonic()
+        refresher.stop()
+    assert time.monotonic() - started < 5
+
+
+def test_an_interval_of_zero_turns_it_off(db: Database) -> None:
+    assert not StatisticsRefresher(db, interval_seconds=0).enabled
