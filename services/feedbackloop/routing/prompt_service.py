@@ -92,6 +92,18 @@ class PromptServicer(prompts_pb2_grpc.PromptServiceServicer):
             raise NotFound("name", f'no prompt "{name}"')
         return state
 
+    @classmethod
+    def _served_state(cls, session: Any, project: str, name: str, field: str = "name") -> PromptState:
+        """The prompt's state, refused once the live policy set no longer defines the prompt."""
+        state = cls._state(session, project, name)
+        if state.removed_in_revision is not None:
+            raise NotFound(
+                field,
+                f'prompt "{name}" was removed by policy revision {state.removed_in_revision}; '
+                "apply a policy set that defines it to serve it again",
+            )
+        return state
+
     @staticmethod
     def _version(session: Any, project: str, name: str, version: int) -> PromptVersion | None:
         return session.scalar(
@@ -109,7 +121,7 @@ class PromptServicer(prompts_pb2_grpc.PromptServiceServicer):
         name = required("name", request.name)
         label = request.label or "production"
         with self._db.read() as session:
-            state = self._state(session, project, name)
+            state = self._served_state(session, project, name)
             if label == "production":
                 number = state.production_version
             elif label == "latest":
@@ -162,6 +174,7 @@ class PromptServicer(prompts_pb2_grpc.PromptServiceServicer):
                 raise Conflict(
                     f"patch_id: patch {patch.id} is {patch.status}; only a proposed patch can be approved"
                 )
+            self._served_state(session, project, patch.prompt, field="patch_id")
             version = apply_patch(session, patch, principal.key_id)
             session.flush()
             state = self._state(session, project, patch.prompt)
@@ -196,7 +209,7 @@ class PromptServicer(prompts_pb2_grpc.PromptServiceServicer):
         if request.version < 0:
             raise InvalidArgument.single("version", "must not be negative")
         with self._db.write() as session:
-            state = self._state(session, project, name)
+            state = self._served_state(session, project, name)
             target = request.version or state.production_version - 1
             if target < 1:
                 raise Conflict(

@@ -104,7 +104,13 @@ def list_revisions(db: Database, project_id: str, limit: int) -> list[RevisionIn
 
 def _sync_prompts(session: Session, project_id: str, policy_set: PolicySet, revision: int) -> None:
     """Version 1 of a prompt is its policy template; a changed policy template is a new version
-    that becomes production (patches made on the old template stay in the history)."""
+    that becomes production (patches made on the old template stay in the history). A prompt
+    the set no longer defines is marked removed (no longer served); defining it again restores it."""
+    for existing in session.scalars(select(PromptState).where(PromptState.project_id == project_id)):
+        removed = existing.name not in policy_set.prompts
+        if removed != (existing.removed_in_revision is not None):
+            existing.removed_in_revision = revision if removed else None
+            existing.updated_at = utcnow()
     for name, prompt in policy_set.prompts.items():
         state = session.scalar(
             select(PromptState).where(PromptState.project_id == project_id, PromptState.name == name)

@@ -72,6 +72,8 @@ class PromptState(Base):
     name: Mapped[str] = mapped_column(String(128))
     production_version: Mapped[int] = mapped_column(Integer, default=1)
     latest_version: Mapped[int] = mapped_column(Integer, default=1)
+    # The policy revision whose set no longer defines this prompt; None while it is served.
+    removed_in_revision: Mapped[int | None] = mapped_column(Integer, default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

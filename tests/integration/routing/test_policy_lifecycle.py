@@ -257,6 +257,32 @@ def test_prompt_patches_approve_reject_rollback(h: Harness) -> None:
     assert latest.version == 2 and not latest.production
 
 
+def test_a_prompt_the_applied_set_drops_is_no_longer_served_until_defined_again(h: Harness) -> None:
+    first = h.apply(policy_files(prompt=PROMPT, routing=patch_policy("append_guideline", "required")))
+    i = h.interaction()
+    h.feedback(i, comment="prices from 2022")
+    h.route_pending()
+    proposed = h.prompts.ListPatches(prompts_pb2.ListPatchesRequest()).patches[0]
+    dropped = h.apply(policy_files(queue=QUEUE, routing=DOWN_TO_Q)).revision.revision
+    get = prompts_pb2.GetPromptRequest(name="support-answer")
+    code, message = code_of(lambda: h.prompts.GetPrompt(get))
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert f'name: prompt "support-answer" was removed by policy revision {dropped}' in message
+    for call in (
+        lambda: h.prompts.GetPrompt(prompts_pb2.GetPromptRequest(name="support-answer", label="1")),
+        lambda: h.prompts.ApprovePatch(prompts_pb2.ApprovePatchRequest(patch_id=proposed.id)),
+        lambda: h.prompts.RollbackPrompt(prompts_pb2.RollbackPromptRequest(name="support-answer", version=1)),
+    ):
+        assert code_of(call)[0] == grpc.StatusCode.NOT_FOUND
+    # Refused calls changed nothing: the patch is still proposed, its history still listed.
+    assert h.prompts.ListPatches(prompts_pb2.ListPatchesRequest()).patches[0].status == proposed.status
+    h.routing.Rollback(routing_pb2.RollbackRequest(revision=first.revision.revision))
+    served = h.prompts.GetPrompt(get).prompt
+    assert (served.version, served.template) == (1, "You help with {{product}}.")
+    approved = h.prompts.ApprovePatch(prompts_pb2.ApprovePatchRequest(patch_id=proposed.id))
+    assert approved.prompt.version == 2
+
+
 class _Generator(patch_generator_pb2_grpc.PatchGeneratorServiceServicer):
     def __init__(self) -> None:
         self.requests: list[patch_generator_pb2.GeneratePatchRequest] = []
