@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 from feedbackloop.errors import AlreadyExists, Conflict, FeedbackloopError, InvalidArgument, NotFound
 from feedbackloop.ingestion.validation import FeedbackInput, InteractionInput
 from feedbackloop.store.db import Database
+from feedbackloop.store.lookups import feedback_by_ids
 from feedbackloop.store.models import (
     Feedback,
     FeedbackCategory,
@@ -251,12 +252,13 @@ def _interaction_sessions(session: Connection, project_id: str, interaction_ids:
     wanted = sorted({i for i in interaction_ids if i})
     if not wanted:
         return {}
+    # By primary key, project checked on the rows: see feedbackloop.store.lookups for why.
     rows = session.execute(
-        select(Interaction.id, Interaction.session_id).where(
-            Interaction.project_id == project_id, Interaction.id.in_(wanted)
+        select(Interaction.id, Interaction.session_id, Interaction.project_id).where(
+            Interaction.id.in_(wanted)
         )
     )
-    return {row.id: row.session_id for row in rows}
+    return {row.id: row.session_id for row in rows if row.project_id == project_id}
 
 
 def _known_sessions(session: Connection, project_id: str, session_ids: list[str]) -> set[str]:
@@ -308,12 +310,7 @@ def get_feedback_many(db: Database, project_id: str, feedback_ids: Sequence[str]
     if not feedback_ids:
         return {}
     with db.read() as session:
-        rows = session.scalars(
-            select(Feedback)
-            .where(Feedback.project_id == project_id, Feedback.id.in_(list(feedback_ids)))
-            .options(selectinload(Feedback.categories), selectinload(Feedback.interaction))
-        )
-        return {row.id: row for row in rows}
+        return feedback_by_ids(session, project_id, feedback_ids)
 
 
 def get_session(db: Database, project_id: str, session_id: str) -> tuple[list[Interaction], list[Feedback]]:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from feedbackloop.policy import make_event
 from feedbackloop.signals import is_negative, signals_of
+from feedbackloop.store.lookups import feedback_by_ids
 from feedbackloop.store.models import Feedback, Interaction
 
 
@@ -67,12 +68,7 @@ def interaction_section(it: Interaction | None) -> dict[str, Any]:
 
 
 def load_feedback(session: Session, project_id: str, feedback_ids: Sequence[str]) -> dict[str, Feedback]:
-    rows = session.scalars(
-        select(Feedback)
-        .where(Feedback.project_id == project_id, Feedback.id.in_(list(feedback_ids)))
-        .options(selectinload(Feedback.categories), selectinload(Feedback.interaction))
-    )
-    return {row.id: row for row in rows}
+    return feedback_by_ids(session, project_id, feedback_ids)
 
 
 def build_event(session: Session, fb: Feedback) -> dict[str, dict[str, Any]]:

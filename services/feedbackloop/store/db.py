@@ -93,8 +93,9 @@ class Database:
         """SQLite: refresh the planner's statistics (a bounded ANALYZE); True when it ran.
 
         Without statistics SQLite assumes an equality on an index's first column picks about ten
-        rows, so `project_id = ? AND id IN (...)` walks the project's index instead of looking
-        the ids up. PostgreSQL keeps its own statistics (autovacuum's ANALYZE): nothing to do.
+        rows, so it may walk a whole project's index where another index would do (the id lookups
+        in `store.lookups` avoid depending on this). PostgreSQL keeps its own statistics
+        (autovacuum's ANALYZE): nothing to do.
         """
         if not self.is_sqlite:
             return False
