@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,16 @@ def _call(args: argparse.Namespace, stub_class: Any, method: str, request: Any) 
     with grpc.insecure_channel(args.server) as channel:
         result = getattr(stub_class(channel), method)(request, metadata=_metadata(args), timeout=args.timeout)
         return list(result) if hasattr(result, "__iter__") and not hasattr(result, "ListFields") else result
+
+
+def _pages(args: argparse.Namespace, stub_class: Any, method: str, request: Any) -> Iterator[Any]:
+    """Every page of a list call, following next_page_token to the end."""
+    while True:
+        response = _call(args, stub_class, method, request)
+        yield response
+        if not response.next_page_token:
+            return
+        request.page_token = response.next_page_token
 
 
 def _run(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -167,14 +177,14 @@ def _revision_line(r: routing_pb2.PolicyRevision) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    response = _call(
+    for response in _pages(
         args,
         routing_pb2_grpc.RoutingServiceStub,
         "ListRevisions",
         routing_pb2.ListRevisionsRequest(project=args.project),
-    )
-    for r in response.revisions:
-        print(_revision_line(r) + ("  (live)" if r.revision == response.live_revision else ""))
+    ):
+        for r in response.revisions:
+            print(_revision_line(r) + ("  (live)" if r.revision == response.live_revision else ""))
     return 0
 
 
@@ -239,13 +249,13 @@ def cmd_prompt_get(args: argparse.Namespace) -> int:
 
 
 def cmd_prompt_patches(args: argparse.Namespace) -> int:
-    response = _call(
+    pages = _pages(
         args,
         prompts_pb2_grpc.PromptServiceStub,
         "ListPatches",
         prompts_pb2.ListPatchesRequest(project=args.project, prompt=args.prompt or ""),
     )
-    for p in response.patches:
+    for p in (patch for response in pages for patch in response.patches):
         status = prompts_pb2.PatchStatus.Name(p.status).removeprefix("PATCH_STATUS_").lower()
         print(
             f"{p.id}  {p.prompt}  {status}  {p.strategy}  by {p.policy}  evidence {','.join(p.evidence_feedback_ids)}"
@@ -307,13 +317,13 @@ def cmd_dataset_export(args: argparse.Namespace) -> int:
 
 
 def cmd_review_list(args: argparse.Namespace) -> int:
-    response = _call(
+    pages = _pages(
         args,
         reviews_pb2_grpc.ReviewServiceStub,
         "ListReviewItems",
         reviews_pb2.ListReviewItemsRequest(project=args.project, queue=args.queue or ""),
     )
-    for i in response.items:
+    for i in (item for response in pages for item in response.items):
         due = i.due_at.ToDatetime().isoformat(timespec="minutes")
         print(
             f"{i.id}  {i.queue}  p{i.priority}  due {due}Z  {i.reviews_done}/{i.reviews_required}  {i.policy}  {i.feedback_id}"

@@ -12,6 +12,7 @@ from feedbackloop.auth import Scope
 from feedbackloop.errors import Conflict, InvalidArgument, NotFound
 from feedbackloop.ingestion.convert import timestamp
 from feedbackloop.routing.actions import apply_patch
+from feedbackloop.routing.paging import SortKey, filter_digest, page
 from feedbackloop.routing.sink_common import page_size, required
 from feedbackloop.store.db import Database
 from feedbackloop.store.models import utcnow
@@ -40,6 +41,7 @@ PATCH_STATUS = {
     "rolled_back": prompts_pb2.PATCH_STATUS_ROLLED_BACK,
 }
 PATCH_STATUS_NAME = {v: k for k, v in PATCH_STATUS.items()}
+PATCH_ORDER = (SortKey(PromptPatchRow.created_at, descending=True), SortKey(PromptPatchRow.id))
 
 
 # --- prompts ---
@@ -148,11 +150,18 @@ class PromptServicer(prompts_pb2_grpc.PromptServiceServicer):
             if request.status not in PATCH_STATUS_NAME:
                 raise InvalidArgument.single("status", f"unknown value {request.status}")
             stmt = stmt.where(PromptPatchRow.status == PATCH_STATUS_NAME[request.status])
-        stmt = stmt.order_by(PromptPatchRow.created_at.desc(), PromptPatchRow.id).limit(
-            page_size(request.page_size)
-        )
         with self._db.read() as session:
-            return prompts_pb2.ListPatchesResponse(patches=[patch_to_proto(p) for p in session.scalars(stmt)])
+            patches, next_token = page(
+                session,
+                stmt,
+                PATCH_ORDER,
+                size=page_size(request.page_size),
+                token=request.page_token,
+                digest=filter_digest(request),
+            )
+            return prompts_pb2.ListPatchesResponse(
+                patches=[patch_to_proto(p) for p in patches], next_page_token=next_token
+            )
 
     def _patch(self, session: Any, project: str, patch_id: str) -> PromptPatchRow:
         patch = session.scalar(

@@ -24,6 +24,7 @@ from feedbackloop.ingestion.servicer import limits_from
 from feedbackloop.ingestion.taxonomy import Taxonomy
 from feedbackloop.ingestion.validation import validate_feedback
 from feedbackloop.routing.events import load_feedback
+from feedbackloop.routing.paging import SortKey, filter_digest, page
 from feedbackloop.routing.sink_common import page_size, required
 from feedbackloop.store.db import Database
 from feedbackloop.store.models import Feedback, new_id
@@ -51,6 +52,13 @@ REQUIRED_SCOPES = {
 # --- reviews ---
 
 ITEM_STATUS = {"open": reviews_pb2.REVIEW_ITEM_STATUS_OPEN, "done": reviews_pb2.REVIEW_ITEM_STATUS_DONE}
+# Highest priority first, then earliest due; creation time and id break ties.
+ITEM_ORDER = (
+    SortKey(ReviewItemRow.priority, descending=True),
+    SortKey(ReviewItemRow.due_at),
+    SortKey(ReviewItemRow.created_at),
+    SortKey(ReviewItemRow.id),
+)
 
 
 class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
@@ -105,15 +113,19 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
         )
         if request.queue:
             stmt = stmt.where(ReviewItemRow.queue == request.queue)
-        stmt = stmt.order_by(
-            ReviewItemRow.priority.desc(), ReviewItemRow.due_at, ReviewItemRow.created_at, ReviewItemRow.id
-        ).limit(page_size(request.page_size))
         with self._db.read() as session:
-            rows = session.scalars(stmt).all()
+            rows, next_token = page(
+                session,
+                stmt,
+                ITEM_ORDER,
+                size=page_size(request.page_size),
+                token=request.page_token,
+                digest=filter_digest(request),
+            )
             # One query for the whole page's feedback, not one per item.
             feedback = load_feedback(session, project, [r.feedback_id for r in rows])
             return reviews_pb2.ListReviewItemsResponse(
-                items=[self._item_to_proto(session, r, feedback) for r in rows]
+                items=[self._item_to_proto(session, r, feedback) for r in rows], next_page_token=next_token
             )
 
     def ClaimReviewItem(

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from feedbackloop.errors import Aborted, NotFound
 from feedbackloop.ingestion.taxonomy import Taxonomy
 from feedbackloop.policy import CompiledPolicySet, PolicySet, allowed_categories
+from feedbackloop.routing.paging import SortKey, page
 from feedbackloop.store.db import Database
 from feedbackloop.store.models import Project, new_id, utcnow
 from feedbackloop.store.routing_models import PolicyRevision, PromptState, PromptVersion
@@ -91,15 +92,23 @@ def get_revision(db: Database, project_id: str, revision: int = 0) -> RevisionIn
         return _info(row)
 
 
-def list_revisions(db: Database, project_id: str, limit: int) -> list[RevisionInfo]:
+REVISION_ORDER = (SortKey(PolicyRevision.revision, descending=True),)
+
+
+def list_revisions(
+    db: Database, project_id: str, size: int, token: str, digest: str
+) -> tuple[list[RevisionInfo], int, str]:
+    """A page of revisions, newest first: (revisions, live revision number, next page token)."""
     with db.read() as session:
-        rows = session.scalars(
-            select(PolicyRevision)
-            .where(PolicyRevision.project_id == project_id)
-            .order_by(PolicyRevision.revision.desc())
-            .limit(limit)
+        rows, next_token = page(
+            session,
+            select(PolicyRevision).where(PolicyRevision.project_id == project_id),
+            REVISION_ORDER,
+            size=size,
+            token=token,
+            digest=digest,
         )
-        return [_info(r) for r in rows]
+        return [_info(r) for r in rows], live_revision_number(session, project_id), next_token
 
 
 def _sync_prompts(session: Session, project_id: str, policy_set: PolicySet, revision: int) -> None:

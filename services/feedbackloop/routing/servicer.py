@@ -22,8 +22,10 @@ from feedbackloop.policy.model import resource_to_document
 from feedbackloop.routing import convert
 from feedbackloop.routing.actions import WOULD_RUN, result
 from feedbackloop.routing.events import build_event, load_feedback
+from feedbackloop.routing.paging import filter_digest
 from feedbackloop.routing.revisions import LiveSet, get_revision, list_revisions
 from feedbackloop.routing.router import Router, render_backtest
+from feedbackloop.routing.sink_common import page_size
 from feedbackloop.store.routing_models import DecisionRecord
 from feedbackloop.v1 import routing_pb2, routing_pb2_grpc
 
@@ -42,8 +44,6 @@ REQUIRED_SCOPES = {
 }
 DEFAULT_WINDOW = timedelta(days=7)
 MAX_WINDOW = timedelta(days=366)
-DEFAULT_PAGE = 50
-MAX_PAGE = 500
 
 
 def _window(field: str, message: Any, has: bool, default: timedelta | None) -> timedelta | None:
@@ -55,12 +55,6 @@ def _window(field: str, message: Any, has: bool, default: timedelta | None) -> t
     if window > MAX_WINDOW:
         raise InvalidArgument.single(field, f"must be at most {MAX_WINDOW.days} days")
     return window
-
-
-def _page(size: int) -> int:
-    if size < 0 or size > MAX_PAGE:
-        raise InvalidArgument.single("page_size", f"must be between 0 and {MAX_PAGE} (got {size})")
-    return size or DEFAULT_PAGE
 
 
 def _integral(value: Any) -> Any:
@@ -174,10 +168,13 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         self, request: routing_pb2.ListRevisionsRequest, context: grpc.ServicerContext
     ) -> routing_pb2.ListRevisionsResponse:
         project = auth.current_principal().project_for(request.project)
-        revisions = list_revisions(self._db, project, _page(request.page_size))
+        revisions, live, next_token = list_revisions(
+            self._db, project, page_size(request.page_size), request.page_token, filter_digest(request)
+        )
         return routing_pb2.ListRevisionsResponse(
             revisions=[convert.revision_to_proto(r) for r in revisions],
-            live_revision=revisions[0].revision if revisions else 0,
+            live_revision=live,
+            next_page_token=next_token,
         )
 
     def GetRevision(
