@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     # --- pipeline ---
     pipeline_enabled: bool = Field(True, description="Run the embedding/routing pipeline inside `serve`.")
     pipeline_poll_seconds: float = Field(0.2, gt=0, description="Idle wait between polls for new jobs.")
+    schema_refresh_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How stale ingestion's copy of a project's applied FeedbackSchema may get before it re-reads it.",
+    )
     pipeline_max_attempts: int = Field(8, gt=0, description="Attempts before a job goes to the dead letter.")
     pipeline_backoff_seconds: float = Field(1.0, gt=0, description="First retry delay; doubles per attempt.")
     pipeline_backoff_max_seconds: float = Field(300.0, gt=0, description="Longest retry delay.")

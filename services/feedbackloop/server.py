@@ -95,7 +95,7 @@ class App:
         """`embedder` lets several servers in one process (tests, benchmarks) share a loaded model."""
         self.settings = settings
         self.db = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
-        self.taxonomy = Taxonomy()
+        self.taxonomy = Taxonomy(max_age_seconds=settings.schema_refresh_seconds)
         self.wake_index = threading.Event()
         self.wake_route = threading.Event()
         self.queue = JobQueue(

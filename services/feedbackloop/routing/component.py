@@ -67,6 +67,7 @@ class RoutingComponent:
 
     def __post_init__(self) -> None:
         self.live = LivePolicies(self.db, self.taxonomy)
+        self.taxonomy.follow(self.live.refresh)
         self.router = Router(self.db, self.live, self.similar, self.embed)
         self.route_stage = RouteStage(self.router)
         self.routing_servicer = routing_servicer.RoutingServicer(self.router)
