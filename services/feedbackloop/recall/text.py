@@ -24,6 +24,7 @@ The result is deterministic: the same feedback and interaction always give the s
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,10 +51,13 @@ def category_words(category: str) -> str:
 
 
 def last_user_message(interaction: Interaction | None) -> str:
+    """Text of the interaction's last message with role ``user``."""
+    return last_user_text((interaction.input_messages or []) if interaction is not None else [])
+
+
+def last_user_text(messages: Sequence[Any]) -> str:
     """Text of the last message with role ``user`` (OpenAI-style dicts, or plain strings)."""
-    if interaction is None:
-        return ""
-    for message in reversed(interaction.input_messages or []):
+    for message in reversed(messages):
         if isinstance(message, str):
             return message
         if isinstance(message, dict) and message.get("role", "user") == "user":
@@ -72,26 +76,63 @@ def _content_text(content: Any) -> str:
 
 def feedback_text(feedback: Feedback, interaction: Interaction | None) -> str:
     """The text embedded for `feedback` (see the module docstring for what and why)."""
+    return compose_text(
+        comment=feedback.comment,
+        correction=feedback.correction,
+        categories=feedback.category_names,
+        implicit=feedback.implicit,
+        implicit_text=feedback.implicit_text,
+        question=last_user_message(interaction),
+        signals=signals_of(feedback),
+    )
+
+
+def event_text(event: Mapping[str, Any]) -> str:
+    """The same text for a policy event (feedback and interaction sections), stored or not: a
+    dry run of an event that was never submitted searches with what indexing it would embed."""
+    fb = event.get("feedback") or {}
+    interaction = event.get("interaction") or {}
+    return compose_text(
+        comment=str(fb.get("comment") or ""),
+        correction=str(fb.get("correction") or ""),
+        categories=[str(c) for c in fb.get("categories") or []],
+        implicit=str(fb.get("implicit") or ""),
+        implicit_text=str(fb.get("implicit_text") or ""),
+        question=last_user_text(interaction.get("input_messages") or []),
+        signals=[str(s) for s in fb.get("signals") or []],
+    )
+
+
+def compose_text(
+    *,
+    comment: str,
+    correction: str,
+    categories: Sequence[str],
+    implicit: str,
+    implicit_text: str,
+    question: str,
+    signals: Sequence[str],
+) -> str:
     parts: list[str] = []
-    if feedback.comment.strip():
-        parts.append("Feedback: " + _clean(feedback.comment, PART_MAX_CHARS))
-    if feedback.correction.strip():
-        parts.append("Correction: " + _clean(feedback.correction, PART_MAX_CHARS))
-    words = [w for w in (category_words(c) for c in feedback.category_names) if w]
+    if comment.strip():
+        parts.append("Feedback: " + _clean(comment, PART_MAX_CHARS))
+    if correction.strip():
+        parts.append("Correction: " + _clean(correction, PART_MAX_CHARS))
+    words = [w for w in (category_words(c) for c in categories) if w]
     if words:
         parts.append("Categories: " + ", ".join(words))
-    if feedback.implicit_text.strip():
+    if implicit_text.strip():
         label = {"edit": "User edited answer to", "rephrase": "User rephrased question"}.get(
-            feedback.implicit, "User action text"
+            implicit, "User action text"
         )
-        parts.append(f"{label}: " + _clean(feedback.implicit_text, PART_MAX_CHARS))
-    question = _clean(last_user_message(interaction), QUESTION_EXCERPT_CHARS)
+        parts.append(f"{label}: " + _clean(implicit_text, PART_MAX_CHARS))
+    question = _clean(question, QUESTION_EXCERPT_CHARS)
     if question:
         parts.append("Question: " + question)
     if not parts:
         # Nothing worded at all (e.g. a bare regenerate on a turn with no input): describe the
         # signal, so the row still embeds to something stable rather than an empty string.
-        parts.append("Feedback signal: " + (" ".join(signals_of(feedback)) or "none"))
+        parts.append("Feedback signal: " + (" ".join(signals) or "none"))
     return "\n".join(parts)
 
 

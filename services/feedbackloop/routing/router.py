@@ -96,16 +96,25 @@ class StoreState(EvaluationState):
     def similar_count(self, policy: RoutingPolicy, event: Mapping[str, Any], group_key: str) -> int:
         assert policy.aggregate is not None
         if self._similar is None:
-            ids = [self._feedback_id]
-        else:
-            ids = self._similar.similar_feedback(
-                self._project,
-                self._feedback_id,
-                group=group_of(policy, event),
-                min_similarity=policy.aggregate.min_similarity,
-                window=timedelta(seconds=policy.aggregate.window_seconds),
-                when=policy.when,
+            self.evidence[policy.name] = [self._feedback_id]
+            return 1
+        group = group_of(policy, event)
+        threshold = policy.aggregate.min_similarity
+        window = timedelta(seconds=policy.aggregate.window_seconds)
+        if not self._feedback_id:  # a dry run of an event that is not stored: it counts itself
+            neighbours = self._similar.similar_to_event(
+                self._project, event, group=group, min_similarity=threshold, window=window, when=policy.when
             )
+            self.evidence[policy.name] = neighbours
+            return 1 + len(neighbours)
+        ids = self._similar.similar_feedback(
+            self._project,
+            self._feedback_id,
+            group=group,
+            min_similarity=threshold,
+            window=window,
+            when=policy.when,
+        )
         self.evidence[policy.name] = ids
         return len(ids)
 
@@ -338,7 +347,8 @@ class Router:
         feedback_id = str((event.get("feedback") or {}).get("id", ""))
         with self.db.read() as session:
             known = bool(feedback_id) and bool(load_feedback(session, project_id, [feedback_id]))
-            state = StoreState(session, project_id, feedback_id, self.similar if known else None)
+            # An event that is not stored has its aggregates counted around its own text.
+            state = StoreState(session, project_id, feedback_id if known else "", self.similar)
             return live.compiled.evaluate(event, state=state)
 
     def feedback_in_window(self, project_id: str, start: datetime, end: datetime) -> list[str]:

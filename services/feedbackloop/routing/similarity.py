@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
 
+from feedbackloop.errors import InvalidArgument
 from feedbackloop.policy.celcheck import check_expression
 from feedbackloop.policy.event import field_value
+from feedbackloop.recall.text import event_text
 from feedbackloop.routing.events import build_events
 from feedbackloop.store.db import Database
 
@@ -38,6 +40,19 @@ class SimilarFeedback(Protocol):
         """Ids of feedback similar to `feedback_id` (itself included, first) that occurred in
         `window` before it, match every `group` field ("interaction.prompt_name" -> value)
         and satisfy the CEL condition `when`."""
+        ...
+
+    def similar_to_event(
+        self,
+        project_id: str,
+        event: Mapping[str, Any],
+        *,
+        group: Mapping[str, str],
+        min_similarity: float,
+        window: timedelta,
+        when: str,
+    ) -> list[str]:
+        """The same for an event that is not stored (a dry run): ids of stored feedback only."""
         ...
 
 
@@ -103,18 +118,55 @@ class RecallSimilarFeedback:
         window: timedelta,
         when: str,
     ) -> list[str]:
+        vector, target = self._recall.query_vector_for_feedback(project_id, feedback_id)
+        neighbours = self._neighbours(
+            project_id, vector, target.occurred_at, [feedback_id], group, min_similarity, window, when
+        )
+        return [feedback_id, *neighbours]
+
+    def similar_to_event(
+        self,
+        project_id: str,
+        event: Mapping[str, Any],
+        *,
+        group: Mapping[str, str],
+        min_similarity: float,
+        window: timedelta,
+        when: str,
+    ) -> list[str]:
+        vector = self._recall.query_vector_for_text(event_text(event))
+        occurred = field_value(event, "feedback.occurred_at")
+        try:
+            at = datetime.fromisoformat(occurred) if occurred else datetime.now(UTC)
+        except ValueError:
+            raise InvalidArgument.single(
+                "event", f"feedback.occurred_at: {occurred!r} is not an ISO 8601 time"
+            ) from None
+        return self._neighbours(project_id, vector, at, [], group, min_similarity, window, when)
+
+    def _neighbours(
+        self,
+        project_id: str,
+        vector: np.ndarray,
+        at: datetime,
+        exclude_ids: list[str],
+        group: Mapping[str, str],
+        min_similarity: float,
+        window: timedelta,
+        when: str,
+    ) -> list[str]:
+        """Stored feedback near `vector` in the window ending at `at`, in the group, meeting `when`."""
         from feedbackloop.recall.filters import RecallFilter
 
         program = compiled_condition(when)
-        vector, target = self._recall.query_vector_for_feedback(project_id, feedback_id)
         indexed: dict[str, list[str]] = {}
         for path, value in group.items():
             if path in _INDEXED_GROUP_FIELDS:
                 indexed[_INDEXED_GROUP_FIELDS[path]] = [value]
         recall_filter = RecallFilter(
-            occurred_after=target.occurred_at - window,
+            occurred_after=at - window,
             # The window ends at the feedback itself, inclusive: +1 ms on an exclusive bound.
-            occurred_before=target.occurred_at + timedelta(milliseconds=1),
+            occurred_before=at + timedelta(milliseconds=1),
             model_versions=indexed.get("model_versions", ()),
             prompt_names=indexed.get("prompt_names", ()),
             user_roles=indexed.get("user_roles", ()),
@@ -126,9 +178,9 @@ class RecallSimilarFeedback:
             top_k=MAX_SIMILAR,
             min_score=min_similarity,
             recall_filter=recall_filter,
-            exclude_ids=[feedback_id],
+            exclude_ids=exclude_ids,
         )
-        similar = [feedback_id]
+        similar: list[str] = []
         with self._db.read() as session:
             events = build_events(session, [hit.feedback for hit in hits])
             for hit in hits:

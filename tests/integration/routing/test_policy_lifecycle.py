@@ -370,6 +370,38 @@ def test_evaluate_is_a_dry_run(h: Harness) -> None:
     assert isinstance(h.routing, routing_pb2_grpc.RoutingServiceStub)
 
 
+def test_evaluate_counts_aggregates_for_an_event_that_is_not_stored(h: Harness) -> None:
+    h.apply(policy_files(queue=QUEUE, routing=AGGREGATE))
+
+    def dry_run(prompt: str, **feedback: Any) -> routing_pb2.PolicyDecision:
+        event = {
+            "feedback": {"thumb": "down", "categories": ["outdated_info"], **feedback},
+            "interaction": {
+                "prompt_name": prompt,
+                "input_messages": [{"role": "user", "content": "How much is the pro plan?"}],
+            },
+        }
+        return h.routing.Evaluate(routing_pb2.EvaluateRequest(event=event)).decisions[0]
+
+    below = routing_pb2.DECISION_OUTCOME_AGGREGATE_BELOW_THRESHOLD
+    assert dry_run("support-answer").outcome == below
+    for n in range(2):
+        i = h.interaction(f"a{n}", prompt="support-answer")
+        h.feedback(i, f"a{n}", thumb=common_pb2.THUMB_DOWN, categories=["outdated_info"])
+        h.route_pending()
+    # Two stored neighbours and the event itself reach min_count 3; nothing is stored or enqueued.
+    matched = dry_run("support-answer")
+    assert matched.outcome == routing_pb2.DECISION_OUTCOME_MATCHED, matched.reason
+    assert dry_run("other-prompt").outcome == below  # another group counts only itself
+    assert dry_run("support-answer", occurred_at="2000-01-01T00:00:00Z").outcome == below  # window
+    assert h.counts()["review_items"] == 0
+    code, details = code_of(lambda: dry_run("support-answer", occurred_at="yesterday"))
+    assert (code, details) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "event: feedback.occurred_at: 'yesterday' is not an ISO 8601 time",
+    )
+
+
 def _walk(call: Callable[[str], Any], field: str) -> list[list[Any]]:
     """The pages of a list call, following next_page_token."""
     pages, token = [], ""

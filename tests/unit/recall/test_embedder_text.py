@@ -9,7 +9,8 @@ import numpy as np
 
 from feedbackloop.recall.embedder import Embedder
 from feedbackloop.recall.filters import RecallFilter, quote, shadow_text, tenant_expression
-from feedbackloop.recall.text import feedback_text
+from feedbackloop.recall.text import event_text, feedback_text
+from feedbackloop.routing.events import feedback_section, interaction_section
 from feedbackloop.signals import is_negative, signals_of
 from feedbackloop.store.models import Feedback, FeedbackCategory, Interaction
 
@@ -94,6 +95,18 @@ def test_feedback_text_parts_and_order() -> None:
     assert feedback_text(fb, it) == feedback_text(fb, it)
     # The same names the FeedbackFilter signals map to, so recall filters match what is indexed.
     assert signals_of(fb) == ["thumbs_down", "category", "comment", "correction", "edit"]
+
+
+def test_an_events_text_is_its_stored_feedbacks_text() -> None:
+    """Evaluate's dry run searches around an unstored event with the text indexing would embed."""
+    fb = _feedback(thumb="down", comment="Price is wrong", implicit="rephrase", implicit_text="pro price?")
+    fb.categories = [FeedbackCategory(category="outdated_info", position=0)]
+    it = _interaction([{"role": "user", "content": "How much is Pro?"}])
+    with_interaction = {"feedback": feedback_section(fb), "interaction": interaction_section(it)}
+    assert event_text(with_interaction) == feedback_text(fb, it)
+    bare = _feedback(implicit="regenerate")
+    assert event_text({"feedback": feedback_section(bare)}) == feedback_text(bare, None)
+    assert event_text({}) == "Feedback signal: none"
 
 
 def test_bare_thumb_down_uses_the_question() -> None:
