@@ -41,6 +41,10 @@ ID_MAX = 128
 SHORT_MAX = 256
 ARRAY_CAPACITY = 64
 SHADOW_MAX = 65_535  # Milvus' VARCHAR limit; 64 values of 256 chars, encoded, may exceed it
+# pymilvus pings every 10 s, also while idle; Milvus Lite's in-process gRPC server allows neither,
+# and after a few idle pings answers GOAWAY "too_many_pings", which gRPC logs as an error and
+# which drops the channel. A loopback channel to a server in this process needs no keepalive.
+LITE_CHANNEL_OPTIONS = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": 0}
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,8 @@ class FeedbackIndex:
             kwargs["token"] = token
         if db_name:
             kwargs["db_name"] = db_name
+        if is_lite_uri(uri):
+            kwargs["grpc_options"] = LITE_CHANNEL_OPTIONS
         self._client = MilvusClient(**kwargs)
         self._dim: int | None = None
         self._lock = threading.Lock()
