@@ -22,6 +22,7 @@ from feedbackloop.routing import servicer as routing_servicer
 from feedbackloop.routing.revisions import KIND_BOOTSTRAP, LivePolicies
 from feedbackloop.routing.router import Router
 from feedbackloop.routing.similarity import Embed, SimilarFeedback
+from feedbackloop.routing.sink_common import PageLimits
 from feedbackloop.routing.stage import RouteStage
 from feedbackloop.store.db import Database
 from feedbackloop.v1 import (
@@ -70,9 +71,10 @@ class RoutingComponent:
         self.taxonomy.follow(self.live.refresh)
         self.router = Router(self.db, self.live, self.similar, self.embed)
         self.route_stage = RouteStage(self.router)
-        self.routing_servicer = routing_servicer.RoutingServicer(self.router)
-        self.prompt_servicer = prompt_service.PromptServicer(self.db)
-        self.dataset_servicer = dataset_service.DatasetServicer(self.db)
+        pages = PageLimits.from_settings(self.settings)
+        self.routing_servicer = routing_servicer.RoutingServicer(self.router, pages)
+        self.prompt_servicer = prompt_service.PromptServicer(self.db, pages)
+        self.dataset_servicer = dataset_service.DatasetServicer(self.db, pages)
         self.review_servicer = review_service.ReviewServicer(
             self.db, self.settings, self.taxonomy, self.on_committed
         )

@@ -13,7 +13,7 @@ from feedbackloop import auth
 from feedbackloop.auth import Scope
 from feedbackloop.errors import InvalidArgument
 from feedbackloop.ingestion.convert import timestamp
-from feedbackloop.routing.sink_common import page_size, required
+from feedbackloop.routing.sink_common import PageLimits, required
 from feedbackloop.store.db import Database
 from feedbackloop.store.routing_models import (
     DatasetItemRow,
@@ -74,15 +74,16 @@ def export_line(row: DatasetItemRow, fmt: int) -> str:
 
 
 class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, pages: PageLimits | None = None) -> None:
         self._db = db
+        self._pages = pages or PageLimits()
 
     def ListItems(
         self, request: datasets_pb2.ListItemsRequest, context: grpc.ServicerContext
     ) -> datasets_pb2.ListItemsResponse:
         project = auth.current_principal().project_for(request.project)
         dataset = required("dataset", request.dataset)
-        size = page_size(request.page_size)
+        size = self._pages.size(request.page_size)
         offset = 0
         if request.page_token:
             if not request.page_token.isdigit():

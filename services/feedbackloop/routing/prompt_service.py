@@ -13,7 +13,7 @@ from feedbackloop.errors import Conflict, InvalidArgument, NotFound
 from feedbackloop.ingestion.convert import timestamp
 from feedbackloop.routing.actions import apply_patch
 from feedbackloop.routing.paging import SortKey, filter_digest, page
-from feedbackloop.routing.sink_common import page_size, required
+from feedbackloop.routing.sink_common import PageLimits, required
 from feedbackloop.store.db import Database
 from feedbackloop.store.models import utcnow
 from feedbackloop.store.routing_models import (
@@ -82,8 +82,9 @@ def patch_to_proto(p: PromptPatchRow) -> prompts_pb2.PromptPatch:
 
 
 class PromptServicer(prompts_pb2_grpc.PromptServiceServicer):
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, pages: PageLimits | None = None) -> None:
         self._db = db
+        self._pages = pages or PageLimits()
 
     @staticmethod
     def _state(session: Any, project: str, name: str) -> PromptState:
@@ -155,7 +156,7 @@ class PromptServicer(prompts_pb2_grpc.PromptServiceServicer):
                 session,
                 stmt,
                 PATCH_ORDER,
-                size=page_size(request.page_size),
+                size=self._pages.size(request.page_size),
                 token=request.page_token,
                 digest=filter_digest(request),
             )

@@ -25,7 +25,7 @@ from feedbackloop.ingestion.taxonomy import Taxonomy
 from feedbackloop.ingestion.validation import validate_feedback
 from feedbackloop.routing.events import load_feedback
 from feedbackloop.routing.paging import SortKey, filter_digest, page
-from feedbackloop.routing.sink_common import page_size, required
+from feedbackloop.routing.sink_common import PageLimits, required
 from feedbackloop.store.db import Database
 from feedbackloop.store.models import Feedback, new_id
 from feedbackloop.store.routing_models import (
@@ -72,6 +72,7 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
     ) -> None:
         self._db = db
         self._limits = limits_from(settings)
+        self._pages = PageLimits.from_settings(settings)
         self._taxonomy = taxonomy
         self._on_committed = on_committed or (lambda: None)
         self.clock = clock
@@ -118,7 +119,7 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
                 session,
                 stmt,
                 ITEM_ORDER,
-                size=page_size(request.page_size),
+                size=self._pages.size(request.page_size),
                 token=request.page_token,
                 digest=filter_digest(request),
             )

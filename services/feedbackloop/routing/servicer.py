@@ -25,7 +25,7 @@ from feedbackloop.routing.events import build_event, load_feedback
 from feedbackloop.routing.paging import filter_digest
 from feedbackloop.routing.revisions import LiveSet, get_revision, list_revisions
 from feedbackloop.routing.router import Router, render_backtest
-from feedbackloop.routing.sink_common import page_size
+from feedbackloop.routing.sink_common import PageLimits
 from feedbackloop.store.routing_models import DecisionRecord
 from feedbackloop.v1 import routing_pb2, routing_pb2_grpc
 
@@ -69,8 +69,9 @@ def _integral(value: Any) -> Any:
 
 
 class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, pages: PageLimits | None = None) -> None:
         self._router = router
+        self._pages = pages or PageLimits()
         self._db = router.db
         self._live = router.live
 
@@ -169,7 +170,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     ) -> routing_pb2.ListRevisionsResponse:
         project = auth.current_principal().project_for(request.project)
         revisions, live, next_token = list_revisions(
-            self._db, project, page_size(request.page_size), request.page_token, filter_digest(request)
+            self._db, project, self._pages.size(request.page_size), request.page_token, filter_digest(request)
         )
         return routing_pb2.ListRevisionsResponse(
             revisions=[convert.revision_to_proto(r) for r in revisions],

@@ -16,6 +16,7 @@ from feedbackloop.store import keys
 from feedbackloop.store.db import Database
 from feedbackloop.v1 import (
     common_pb2,
+    datasets_pb2,
     patch_generator_pb2,
     patch_generator_pb2_grpc,
     prompts_pb2,
@@ -496,3 +497,21 @@ def test_a_page_token_is_refused_when_malformed_or_replayed_with_another_filter(
         grpc.StatusCode.INVALID_ARGUMENT,
         "page_token: was issued for a different filter",
     )
+
+
+def test_routing_lists_follow_the_page_size_settings(make_harness: Callable[..., Harness]) -> None:
+    h = make_harness(default_page_size=2, max_page_size=3)
+    for sla in ("1h", "2h", "3h", "4h"):
+        h.apply(policy_files(queue=QUEUE.replace("24h", sla), routing=DOWN_TO_Q))
+    assert len(h.routing.ListRevisions(routing_pb2.ListRevisionsRequest()).revisions) == 2
+    assert len(h.routing.ListRevisions(routing_pb2.ListRevisionsRequest(page_size=3)).revisions) == 3
+    for call in (
+        lambda: h.routing.ListRevisions(routing_pb2.ListRevisionsRequest(page_size=4)),
+        lambda: h.prompts.ListPatches(prompts_pb2.ListPatchesRequest(page_size=4)),
+        lambda: h.reviews.ListReviewItems(reviews_pb2.ListReviewItemsRequest(page_size=4)),
+        lambda: h.datasets.ListItems(datasets_pb2.ListItemsRequest(dataset="d", page_size=4)),
+    ):
+        assert code_of(call) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "page_size: must be between 0 and 3 (got 4)",
+        )
