@@ -2,7 +2,11 @@
 
 What goes into the embedded text, in this fixed order (absent parts are left out):
 
-1. ``Feedback: <comment>`` — the user's own words are the strongest signal of the cause.
+1. ``<comment>``, unlabeled — the user's own words are the strongest signal of the cause. No
+   label: a constant prefix on every row pulls all vectors together. On the labeled test data a
+   ``Feedback: `` label lowered the texts with a same-cause majority among their 5 neighbours
+   from 83% to 80% and made TopIssues merge unrelated causes; and a free-text query (which
+   carries no label) matches an unlabeled comment directly.
 2. ``Correction: <correction>`` — what the answer should have said; it names the fault's topic.
 3. ``Categories: <words>`` — picked categories rendered as words (``wrong_tone`` -> ``wrong tone``)
    so that a category-only feedback lands near comments that describe the same problem.
@@ -115,7 +119,7 @@ def compose_text(
 ) -> str:
     parts: list[str] = []
     if comment.strip():
-        parts.append("Feedback: " + _clean(comment, PART_MAX_CHARS))
+        parts.append(_clean(comment, PART_MAX_CHARS))
     if correction.strip():
         parts.append("Correction: " + _clean(correction, PART_MAX_CHARS))
     words = [w for w in (category_words(c) for c in categories) if w]

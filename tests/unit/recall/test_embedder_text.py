@@ -86,7 +86,7 @@ def test_feedback_text_parts_and_order() -> None:
         ]
     )
     assert feedback_text(fb, it) == (
-        "Feedback: Price is wrong\n"
+        "Price is wrong\n"
         "Correction: It costs $15\n"
         "Categories: outdated info, wrong tone\n"
         "User edited answer to: Pro costs $15/month\n"

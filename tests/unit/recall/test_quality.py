@@ -1,8 +1,9 @@
 """Recall quality on hand-labeled feedback (tests/testdata/recall/labeled_feedback.yaml).
 
 For every text, the majority of its top-5 neighbours (itself excluded) must share its cause,
-searched through the real path: bundled model -> FeedbackIndex (Milvus Lite) -> search. The
-fractions are printed and recorded with `record_property` (they land in --junitxml output).
+searched through the real path: each text as the pipeline embeds a thumbs-down with that comment
+(recall.text) -> bundled model -> FeedbackIndex (Milvus Lite) -> search. The fractions are
+printed and recorded with `record_property` (they land in --junitxml output).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import yaml
 from feedbackloop.recall.clustering import top_issues
 from feedbackloop.recall.embedder import Embedder
 from feedbackloop.recall.index import FeedbackIndex, IndexRow
+from feedbackloop.recall.text import feedback_text
+from feedbackloop.store.models import Feedback
 
 DATA = Path(__file__).resolve().parents[2] / "testdata" / "recall" / "labeled_feedback.yaml"
 K = 5
@@ -28,10 +31,17 @@ def _load() -> list[tuple[str, str, str]]:
     ]
 
 
+def _as_indexed(comment: str) -> str:
+    """The text the pipeline embeds for a thumbs-down carrying this comment (recall.text)."""
+    return feedback_text(
+        Feedback(id="fb", thumb="down", comment=comment, correction="", implicit_text=""), None
+    )
+
+
 @pytest.fixture(scope="module")
 def labeled(embedder: Embedder) -> tuple[list[tuple[str, str, str]], object]:
     items = _load()
-    return items, embedder.encode([text for _, _, text in items])
+    return items, embedder.encode([_as_indexed(text) for _, _, text in items])
 
 
 def test_labeled_data_shape() -> None:
