@@ -164,12 +164,19 @@ class PromptServicer(prompts_pb2_grpc.PromptServiceServicer):
                 patches=[patch_to_proto(p) for p in patches], next_page_token=next_token
             )
 
-    def _patch(self, session: Any, project: str, patch_id: str) -> PromptPatchRow:
+    @staticmethod
+    def _proposed_patch(session: Any, project: str, patch_id: str, verb: str) -> PromptPatchRow:
+        """The patch to decide on; only a proposed patch can be approved or rejected."""
+        required("patch_id", patch_id)
         patch = session.scalar(
             select(PromptPatchRow).where(PromptPatchRow.project_id == project, PromptPatchRow.id == patch_id)
         )
         if patch is None:
             raise NotFound("patch_id", f"no patch {patch_id}")
+        if patch.status != "proposed":
+            raise Conflict(
+                f"patch_id: patch {patch.id} is {patch.status}; only a proposed patch can be {verb}"
+            )
         return patch
 
     def ApprovePatch(
@@ -177,13 +184,8 @@ class PromptServicer(prompts_pb2_grpc.PromptServiceServicer):
     ) -> prompts_pb2.ApprovePatchResponse:
         principal = auth.current_principal()
         project = principal.project_for(request.project)
-        required("patch_id", request.patch_id)
         with self._db.write() as session:
-            patch = self._patch(session, project, request.patch_id)
-            if patch.status != "proposed":
-                raise Conflict(
-                    f"patch_id: patch {patch.id} is {patch.status}; only a proposed patch can be approved"
-                )
+            patch = self._proposed_patch(session, project, request.patch_id, "approved")
             self._served_state(session, project, patch.prompt, field="patch_id")
             version = apply_patch(session, patch, principal.key_id)
             session.flush()
@@ -197,13 +199,8 @@ class PromptServicer(prompts_pb2_grpc.PromptServiceServicer):
     ) -> prompts_pb2.RejectPatchResponse:
         principal = auth.current_principal()
         project = principal.project_for(request.project)
-        required("patch_id", request.patch_id)
         with self._db.write() as session:
-            patch = self._patch(session, project, request.patch_id)
-            if patch.status != "proposed":
-                raise Conflict(
-                    f"patch_id: patch {patch.id} is {patch.status}; only a proposed patch can be rejected"
-                )
+            patch = self._proposed_patch(session, project, request.patch_id, "rejected")
             patch.status = "rejected"
             patch.note = request.reason
             patch.decided_by = principal.key_id
