@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2
 
-from feedbackloop.client import add_connection_args
+from feedbackloop.client import add_connection_args, channel, rpc_error_exit
 from feedbackloop.policy.durations import DurationError, parse_positive_duration
 from feedbackloop.v1 import (
     datasets_pb2,
@@ -52,13 +52,9 @@ def _files(path: str) -> list[routing_pb2.PolicyFile]:
     ]
 
 
-def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {args.key}"),) if args.key else ()
-
-
 def _call(args: argparse.Namespace, stub_class: Any, method: str, request: Any) -> Any:
-    with grpc.insecure_channel(args.server) as channel:
-        result = getattr(stub_class(channel), method)(request, metadata=_metadata(args), timeout=args.timeout)
+    with channel(args) as open_channel:
+        result = getattr(stub_class(open_channel), method)(request, timeout=args.timeout)
         return list(result) if hasattr(result, "__iter__") and not hasattr(result, "ListFields") else result
 
 
@@ -77,8 +73,7 @@ def _run(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
         try:
             return handler(args)
         except grpc.RpcError as error:
-            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
-            return 1
+            return rpc_error_exit(error)
 
     return wrapped
 
