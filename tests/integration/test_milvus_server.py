@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "recall"))
 
 from milvus_server import milvus_server_uri  # noqa: F401  (fixture)
+from recall_support import fresh_index
 from test_recall_index import *  # noqa: F403  (the contract's tests and fixtures)
 
 from feedbackloop.recall.index import FeedbackIndex, _server_upsert_is_safe
@@ -25,14 +26,7 @@ pytestmark = pytest.mark.milvus_server
 
 @pytest.fixture
 def index(milvus_server_uri: str, request: pytest.FixtureRequest) -> Iterator[FeedbackIndex]:  # noqa: F811
-    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:180]
-    idx = FeedbackIndex(milvus_server_uri, name)
-    idx.drop()
-    try:
-        yield idx
-    finally:
-        idx.drop()
-        idx.close()
+    yield from fresh_index(milvus_server_uri, request)
 
 
 def test_server_is_real_and_version_known(index: FeedbackIndex) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from recall_support import fresh_index
 
 from feedbackloop.recall.index import FeedbackIndex
 
@@ -18,11 +19,4 @@ def lite_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 def index(lite_uri: str, request: pytest.FixtureRequest) -> Iterator[FeedbackIndex]:
-    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:180]
-    idx = FeedbackIndex(lite_uri, name)
-    idx.drop()
-    try:
-        yield idx
-    finally:
-        idx.drop()
-        idx.close()
+    yield from fresh_index(lite_uri, request)
