@@ -23,6 +23,9 @@ from feedbackloop.recall.index import FeedbackIndex, _server_upsert_is_safe
 
 pytestmark = pytest.mark.milvus_server
 
+# About Lite's own in-process channel, not the index contract: it runs once, in the unit tests.
+del test_an_idle_lite_channel_is_not_sent_away  # noqa: F821
+
 
 @pytest.fixture
 def index(milvus_server_uri: str, request: pytest.FixtureRequest) -> Iterator[FeedbackIndex]:  # noqa: F811

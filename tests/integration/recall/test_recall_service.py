@@ -140,11 +140,11 @@ def test_min_score_and_metadata_filters(recall_server: Any) -> None:
     client = Client(recall_server)
     old = client.complain(PRICING[0], model_version="v1", category="outdated_info")
     new = client.complain(PRICING[1], model_version="v2")
-    client.complain(TONE[0], model_version="v2", category="wrong_tone")
+    tone = client.complain(TONE[0], model_version="v2", category="wrong_tone")
     client.wait_indexed()
 
     by_version = client.search("outdated price", filter=common_pb2.FeedbackFilter(model_versions=["v2"]))
-    assert {fid for fid, _ in by_version} == {new, by_version[1][0]} and len(by_version) == 2
+    assert {fid for fid, _ in by_version} == {new, tone} and len(by_version) == 2
     by_category = client.search(
         "outdated price", filter=common_pb2.FeedbackFilter(categories=["outdated_info"])
     )

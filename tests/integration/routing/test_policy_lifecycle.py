@@ -22,7 +22,6 @@ from feedbackloop.v1 import (
     prompts_pb2,
     reviews_pb2,
     routing_pb2,
-    routing_pb2_grpc,
 )
 
 HEAD = "apiVersion: feedbackloop/v1\n"
@@ -368,7 +367,6 @@ def test_evaluate_is_a_dry_run(h: Harness) -> None:
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "thumbz" in details
     assert h.counts()["review_items"] == 0
-    assert isinstance(h.routing, routing_pb2_grpc.RoutingServiceStub)
 
 
 def test_evaluate_counts_aggregates_for_an_event_that_is_not_stored(h: Harness) -> None:

@@ -53,7 +53,12 @@ def test_example_set_is_valid_and_keeps_source_positions(at_repo_root: Path) -> 
     assert unsafe.continue_ is True and unsafe.priority == 100
     assert unsafe.actions == (HumanReview(queue="safety-review", priority=95, due="4h"),)
     dataset = policy_set.datasets["support-corrections"]
-    assert dataset == Dataset("support-corrections", ("openai_chat", "plain"), 0.95, dataset.description)
+    assert dataset == Dataset(
+        "support-corrections",
+        ("openai_chat", "plain"),
+        0.95,
+        "User-corrected answers, for fine-tuning and regression evals.",
+    )
 
 
 def test_defaults_are_filled(tmp_path: Path) -> None:

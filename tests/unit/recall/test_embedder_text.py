@@ -92,7 +92,6 @@ def test_feedback_text_parts_and_order() -> None:
         "User edited answer to: Pro costs $15/month\n"
         "Question: and per year?"
     )
-    assert feedback_text(fb, it) == feedback_text(fb, it)
     # The same names the FeedbackFilter signals map to, so recall filters match what is indexed.
     assert signals_of(fb) == ["thumbs_down", "category", "comment", "correction", "edit"]
 
