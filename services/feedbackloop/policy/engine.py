@@ -164,10 +164,9 @@ def _now_of(feedback: Mapping[str, Any]) -> datetime:
 class CompiledPolicySet:
     """The routing policies of a PolicySet, compiled and ordered for evaluation."""
 
-    def __init__(self, policies: Sequence[RoutingPolicy], content_hash: str = "") -> None:
+    def __init__(self, policies: Sequence[RoutingPolicy]) -> None:
         ordered = sorted(policies, key=lambda p: (-p.priority, p.name))
         self._compiled = [_Compiled(p) for p in ordered]
-        self.content_hash = content_hash
         # Union of the fields any condition reads; None = a whole top-level variable.
         needed: dict[str, set[str] | None] = {}
         for p in ordered:
@@ -184,7 +183,7 @@ class CompiledPolicySet:
 
     @classmethod
     def from_policy_set(cls, policy_set: PolicySet) -> CompiledPolicySet:
-        return cls(list(policy_set.routing_policies.values()), policy_set.content_hash())
+        return cls(list(policy_set.routing_policies.values()))
 
     @property
     def policy_names(self) -> list[str]:

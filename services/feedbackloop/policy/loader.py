@@ -33,7 +33,6 @@ class Document:
     """One YAML document with the positions of its nodes."""
 
     file: str
-    index: int
     data: Any
     value_marks: dict[Path_, Mark] = field(default_factory=dict)
     key_marks: dict[Path_, Mark] = field(default_factory=dict)
@@ -99,17 +98,15 @@ def load_text(text: str, file: str) -> tuple[list[Document], list[PolicyError]]:
     errors: list[PolicyError] = []
     loader = yaml.SafeLoader(text)
     try:
-        index = 0
         while loader.check_node():
             node = loader.get_node()
             if node is None:
                 continue
             data = loader.construct_document(node)
             if data is not None:  # an empty document (e.g. a trailing `---`) is not an error
-                doc = Document(file=file, index=index, data=data)
+                doc = Document(file=file, data=data)
                 _walk(doc, node, (), errors)
                 docs.append(doc)
-            index += 1
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)

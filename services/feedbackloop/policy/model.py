@@ -348,9 +348,6 @@ class PolicySet:
                 return r
         return None
 
-    def of_kind(self, kind: str) -> dict[str, Resource]:
-        return {r.name: r for r in self.resources if r.kind == kind}
-
     @property
     def feedback_schema(self) -> FeedbackSchema | None:
         return next((r for r in self.resources if isinstance(r, FeedbackSchema)), None)

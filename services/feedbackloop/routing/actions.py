@@ -24,7 +24,7 @@ from feedbackloop.policy.model import (
     PromptPatch,
     RoutingPolicy,
 )
-from feedbackloop.recall.text import category_words, last_user_message
+from feedbackloop.recall.text import category_words, last_user_message, last_user_text
 from feedbackloop.routing.similarity import best_match
 from feedbackloop.store.models import Feedback, new_id, utcnow
 from feedbackloop.store.routing_models import (
@@ -284,12 +284,7 @@ def run_dataset_add(session: Session, ctx: ActionContext, index: int, action: Da
 
 
 def _item_text(messages: list[Any], answer: str) -> str:
-    question = ""
-    for m in reversed(messages or []):
-        if isinstance(m, dict) and m.get("role", "user") == "user":
-            question = str(m.get("content", ""))
-            break
-    return f"{question}\n{answer}"
+    return f"{last_user_text(messages or [])}\n{answer}"
 
 
 def run_human_review(session: Session, ctx: ActionContext, index: int, action: HumanReview) -> dict[str, Any]:

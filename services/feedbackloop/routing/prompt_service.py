@@ -186,10 +186,9 @@ class PromptServicer(prompts_pb2_grpc.PromptServiceServicer):
         project = principal.project_for(request.project)
         with self._db.write() as session:
             patch = self._proposed_patch(session, project, request.patch_id, "approved")
-            self._served_state(session, project, patch.prompt, field="patch_id")
+            state = self._served_state(session, project, patch.prompt, field="patch_id")
             version = apply_patch(session, patch, principal.key_id)
             session.flush()
-            state = self._state(session, project, patch.prompt)
             return prompts_pb2.ApprovePatchResponse(
                 patch=patch_to_proto(patch), prompt=version_to_proto(version, state)
             )

@@ -135,16 +135,6 @@ class RouteResult:
         return sum(1 for _, results in self.decisions for r in results if r["status"] == actions.CREATED)
 
 
-def decision_to_dict(decision: Decision, results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "policy": decision.policy,
-        "outcome": decision.outcome.value,
-        "reason": decision.reason,
-        "group_key": decision.group_key,
-        "actions": list(results),
-    }
-
-
 class Router:
     def __init__(
         self,

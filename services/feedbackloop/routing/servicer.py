@@ -16,7 +16,7 @@ from feedbackloop import auth
 from feedbackloop.auth import Scope
 from feedbackloop.errors import InvalidArgument, NotFound
 from feedbackloop.ingestion.convert import timestamp
-from feedbackloop.policy import diff_policy_sets, render_json, render_text
+from feedbackloop.policy import CompiledPolicySet, PolicySet, diff_policy_sets, render_json, render_text
 from feedbackloop.policy.event import EventError, make_event
 from feedbackloop.policy.model import resource_to_document
 from feedbackloop.routing import convert
@@ -106,19 +106,13 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             content_hash=policy_set.content_hash(),
         )
         if not request.skip_backtest:
-            candidate = self._candidate(project, policy_set)
+            candidate = LiveSet(0, policy_set, CompiledPolicySet.from_policy_set(policy_set))
             end = datetime.now(UTC)
             backtest = self._router.backtest(project, candidate, end - window, end)
             text += "\n" + render_backtest(backtest)
             response.backtest.CopyFrom(_backtest_to_proto(backtest))
         response.plan_text = text
         return response
-
-    @staticmethod
-    def _candidate(project: str, policy_set: Any) -> LiveSet:
-        from feedbackloop.policy import CompiledPolicySet
-
-        return LiveSet(0, policy_set, CompiledPolicySet.from_policy_set(policy_set))
 
     def ApplyPolicies(
         self, request: routing_pb2.ApplyPoliciesRequest, context: grpc.ServicerContext
@@ -185,8 +179,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         if request.revision < 0:
             raise InvalidArgument.single("revision", "must not be negative")
         info = get_revision(self._db, project, request.revision)
-        live = self._live.compiled(project, info.revision)
-        docs = [resource_to_document(r) for r in live.policy_set.resources]
+        docs = [resource_to_document(r) for r in PolicySet.from_canonical(info.canonical).resources]
         return routing_pb2.GetRevisionResponse(
             revision=convert.revision_to_proto(info),
             canonical_json=json.dumps(info.canonical, sort_keys=True, indent=2, ensure_ascii=False),
