@@ -29,7 +29,7 @@ from feedbackloop.interceptors import (
 from feedbackloop.pipeline.jobs import JobQueue, RetryPolicy
 from feedbackloop.pipeline.servicer import REQUIRED_SCOPES as PIPELINE_SCOPES
 from feedbackloop.pipeline.servicer import PipelineServicer
-from feedbackloop.pipeline.worker import Stage, StageWorker
+from feedbackloop.pipeline.worker import StageWorker
 from feedbackloop.recall.embedder import Embedder
 from feedbackloop.recall.service import Recall
 from feedbackloop.recall.servicer import REQUIRED_SCOPES as RECALL_SCOPES
@@ -221,15 +221,15 @@ class App:
         self.server.start()
         self.statistics.start()
         if self.settings.pipeline_enabled:
-            self.start_pipeline(self.routing.route_stage)
+            self.start_pipeline()
         for name in names:
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info("feedbackloop serving on %s:%d", self.settings.host, self.port)
         return self.port
 
-    def start_pipeline(self, route_stage: Stage | None = None) -> None:
-        """Start the stage workers; routing is added by the routing component when present."""
+    def start_pipeline(self) -> None:
+        """Start the stage workers: indexing, then routing."""
         # Load the model and open the index now, not on the first feedback: that would make the
         # first events wait seconds for their embedding.
         threading.Thread(target=self._warm_up_recall, name="recall-warm-up", daemon=True).start()
@@ -243,8 +243,9 @@ class App:
                 on_advanced=self.wake_route.set,
             )
         )
-        if route_stage is not None:
-            self.workers.append(StageWorker(self.queue, route_stage, poll_seconds=poll, wake=self.wake_route))
+        self.workers.append(
+            StageWorker(self.queue, self.routing.route_stage, poll_seconds=poll, wake=self.wake_route)
+        )
         for worker in self.workers:
             worker.start()
 

@@ -21,7 +21,6 @@ SIGNAL_NAMES = (
     "abandon",
     "rephrase",
 )
-IMPLICIT_NAMES = ("regenerate", "copy", "edit", "abandon", "rephrase")
 # Implicit actions that say the answer did not serve the user.
 NEGATIVE_IMPLICIT = frozenset({"regenerate", "edit", "abandon", "rephrase"})
 LOW_RATING = 2

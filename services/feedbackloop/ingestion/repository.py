@@ -296,11 +296,7 @@ def _resolve_target(data: FeedbackInput, interactions: dict[str, str], sessions:
 
 def get_feedback(db: Database, project_id: str, feedback_id: str) -> Feedback:
     with db.read() as session:
-        feedback = session.scalar(
-            select(Feedback)
-            .where(Feedback.project_id == project_id, Feedback.id == feedback_id)
-            .options(selectinload(Feedback.categories), selectinload(Feedback.interaction))
-        )
+        feedback = feedback_by_ids(session, project_id, [feedback_id]).get(feedback_id)
     if feedback is None:
         raise NotFound("feedback_id", f"no feedback '{feedback_id}' in this project")
     return feedback
@@ -336,7 +332,7 @@ def get_session(db: Database, project_id: str, session_id: str) -> tuple[list[In
 
 
 def feedback_query(project_id: str, query: FeedbackQuery) -> Select[Feedback]:
-    """The filtered feedback select shared by ListFeedback, plan backtests and reindexing."""
+    """ListFeedback's filtered feedback select."""
     stmt = select(Feedback).where(Feedback.project_id == project_id)
     if query.start is not None:
         stmt = stmt.where(Feedback.occurred_at >= query.start)

@@ -8,7 +8,7 @@ claimed again once `locked_until` passes, so no acked event is stranded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import func, or_, select, update
 
@@ -45,8 +45,8 @@ class JobQueue:
         self._retry = retry
         self._lease = timedelta(seconds=lease_seconds)
 
-    def claim(self, stage: str, limit: int, now: datetime | None = None) -> list[ClaimedJob]:
-        now = now or utcnow()
+    def claim(self, stage: str, limit: int) -> list[ClaimedJob]:
+        now = utcnow()
         with self._db.write() as session:
             stmt = (
                 select(PipelineJob)
@@ -92,11 +92,11 @@ class JobQueue:
                 .values(**values)
             )
 
-    def fail(self, job_ids: list[int], error: str, now: datetime | None = None) -> None:
+    def fail(self, job_ids: list[int], error: str) -> None:
         """Schedule a retry with exponential backoff, or dead-letter after the last attempt."""
         if not job_ids:
             return
-        now = now or utcnow()
+        now = utcnow()
         with self._db.write() as session:
             for job in session.scalars(select(PipelineJob).where(PipelineJob.id.in_(job_ids))):
                 job.attempts += 1

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from feedbackloop.client import add_connection_args, channel, rpc_error_exit
+from feedbackloop.ingestion.convert import timestamp
 from feedbackloop.policy.durations import parse_duration
 from feedbackloop.v1 import common_pb2, pipeline_pb2, pipeline_pb2_grpc, recall_pb2, recall_pb2_grpc
 
@@ -50,12 +50,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _timestamp(when: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(when)
-    return ts
-
-
 def cmd_top_issues(args: argparse.Namespace) -> int:
     stub = recall_pb2_grpc.RecallServiceStub(channel(args))
     end = datetime.now(UTC)
@@ -64,7 +58,7 @@ def cmd_top_issues(args: argparse.Namespace) -> int:
         response = stub.TopIssues(
             recall_pb2.TopIssuesRequest(
                 project=args.project,
-                time_range=common_pb2.TimeRange(start=_timestamp(start), end=_timestamp(end)),
+                time_range=common_pb2.TimeRange(start=timestamp(start), end=timestamp(end)),
                 max_issues=args.limit,
             )
         )

@@ -2,7 +2,7 @@
 
 Algorithm (deterministic, NumPy only): items are sorted by id, then a leader clustering pass
 assigns each item to the most similar existing group centroid if cosine >= threshold, otherwise
-starts a new group; then one reassignment pass against the final centroids (k-means style) so
+starts a new group; then up to two reassignment passes against the centroids (k-means style) so
 the result does not depend on which item happened to lead. Ties are broken by group order,
 which follows id order, so the same input always gives the same groups.
 
@@ -33,10 +33,6 @@ class Issue:
     previous_count: int
     growth: float
     centroid: np.ndarray
-
-    @property
-    def current_count(self) -> int:
-        return self.size
 
 
 def _matrix(items: Sequence[tuple[str, np.ndarray]]) -> tuple[list[str], np.ndarray]:
@@ -81,7 +77,7 @@ def cluster(vectors: np.ndarray, threshold: float) -> np.ndarray:
         labels[i] = len(sums)
         sums.append(vectors[i].copy())
         cents = np.vstack([cents, vectors[i][None, :]])
-    # One refinement pass: an early item may sit closer to a centroid that formed later.
+    # Up to two refinement passes: an early item may sit closer to a centroid that formed later.
     for _ in range(2):
         cents = _centroids(vectors, labels, int(labels.max()) + 1)
         sims = vectors @ cents.T

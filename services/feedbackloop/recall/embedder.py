@@ -54,10 +54,6 @@ class Embedder:
         return cls(settings.embedding_model, settings.embedding_device, settings.embedding_batch_size)
 
     @property
-    def model_name(self) -> str:
-        return self._model_name
-
-    @property
     def loaded(self) -> bool:
         return self._model is not None
 

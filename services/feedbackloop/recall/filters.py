@@ -40,7 +40,8 @@ def quote(value: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _list(values: Iterable[str]) -> str:
+def quoted_list(values: Iterable[str]) -> str:
+    """A Milvus list literal of quoted strings, e.g. ["a", "b"]."""
     return "[" + ", ".join(quote(v) for v in values) + "]"
 
 
@@ -88,7 +89,7 @@ class RecallFilter:
                     tests = [f"{name}_text like {quote('%' + shadow_text([v]) + '%')}" for v in checked]
                     out.append(" or ".join(tests))
                 else:
-                    out.append(f"array_contains_any({name}, {_list(checked)})")
+                    out.append(f"array_contains_any({name}, {quoted_list(checked)})")
         for name, values in (
             ("model_version", self.model_versions),
             ("prompt_name", self.prompt_names),
@@ -96,7 +97,7 @@ class RecallFilter:
             ("source", self.sources),
         ):
             if values:
-                out.append(f"{name} in {_list(self._checked(name, values))}")
+                out.append(f"{name} in {quoted_list(self._checked(name, values))}")
         if self.occurred_after is not None:
             out.append(f"occurred_at >= {_ms(self.occurred_after)}")
         if self.occurred_before is not None:

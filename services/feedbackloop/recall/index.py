@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
-from feedbackloop.recall.filters import RecallFilter, quote, shadow_text, tenant_expression
+from feedbackloop.recall.filters import RecallFilter, quoted_list, shadow_text, tenant_expression
 from feedbackloop.recall.text import epoch_ms
 from feedbackloop.signals import is_negative, signals_of
 from feedbackloop.store.models import Feedback, Interaction
@@ -193,12 +193,6 @@ class FeedbackIndex:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> FeedbackIndex:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # --- collection lifecycle ---
 
     def ensure_collection(self, dim: int) -> None:
@@ -289,13 +283,13 @@ class FeedbackIndex:
             self._client.upsert(self.collection, entities, timeout=self._timeout)
         else:
             ids = list(by_id)
-            self._client.delete(self.collection, filter=f"id in {_quoted_list(ids)}", timeout=self._timeout)
+            self._client.delete(self.collection, filter=f"id in {quoted_list(ids)}", timeout=self._timeout)
             self._client.insert(self.collection, entities, timeout=self._timeout)
         return len(entities)
 
     def delete(self, project_id: str, ids: Sequence[str]) -> None:
         if ids:
-            expr = tenant_expression(project_id) + f" and id in {_quoted_list(ids)}"
+            expr = tenant_expression(project_id) + f" and id in {quoted_list(ids)}"
             self._client.delete(self.collection, filter=expr, timeout=self._timeout)
 
     # --- reads ---
@@ -322,7 +316,7 @@ class FeedbackIndex:
             raise ValueError(f"query vector has {query.shape[0]} dimensions, index has {dim}")
         expr = self._expr(project_id, filter)
         if exclude_ids:
-            expr += f" and not (id in {_quoted_list(exclude_ids)})"
+            expr += f" and not (id in {quoted_list(exclude_ids)})"
         result = self._client.search(
             self.collection,
             data=[query.tolist()],
@@ -427,7 +421,3 @@ class FeedbackIndex:
             timeout=self._timeout,
         )
         return int(rows[0]["count(*)"]) if rows else 0
-
-
-def _quoted_list(values: Sequence[str]) -> str:
-    return "[" + ", ".join(quote(str(v)) for v in values) + "]"

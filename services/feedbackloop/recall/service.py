@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 from opentelemetry import trace
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
 from feedbackloop.config import Settings
 from feedbackloop.errors import InvalidArgument, Unavailable
@@ -27,6 +26,7 @@ from feedbackloop.recall.filters import RecallFilter
 from feedbackloop.recall.index import FeedbackIndex, IndexRow, is_lite_uri
 from feedbackloop.recall.text import feedback_text
 from feedbackloop.store.db import Database
+from feedbackloop.store.lookups import feedback_by_ids
 from feedbackloop.store.models import Feedback
 from feedbackloop.telemetry import tracer
 
@@ -106,12 +106,7 @@ class Recall:
     def load_feedback(self, feedback_ids: Sequence[str]) -> dict[str, Feedback]:
         """Feedback rows with their interaction and categories, across projects (pipeline use)."""
         with self.db.read() as session:
-            rows = session.scalars(
-                select(Feedback)
-                .where(Feedback.id.in_(list(feedback_ids)))
-                .options(selectinload(Feedback.categories), selectinload(Feedback.interaction))
-            )
-            return {row.id: row for row in rows}
+            return feedback_by_ids(session, None, feedback_ids)
 
     def reindex(self, project_id: str) -> Iterator[tuple[int, int]]:
         """Delete the project's vectors and rebuild them from SQL; yields (done, total)."""

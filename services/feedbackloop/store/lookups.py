@@ -17,8 +17,11 @@ from sqlalchemy.orm import Session, selectinload
 from feedbackloop.store.models import Feedback
 
 
-def feedback_by_ids(session: Session, project_id: str, feedback_ids: Sequence[str]) -> dict[str, Feedback]:
-    """The feedback of `project_id` among `feedback_ids` (categories and interaction loaded)."""
+def feedback_by_ids(
+    session: Session, project_id: str | None, feedback_ids: Sequence[str]
+) -> dict[str, Feedback]:
+    """The feedback of `project_id` among `feedback_ids` (categories and interaction loaded);
+    None reads across projects (the pipeline's stages work on every project's jobs)."""
     if not feedback_ids:
         return {}
     rows = session.scalars(
@@ -26,4 +29,4 @@ def feedback_by_ids(session: Session, project_id: str, feedback_ids: Sequence[st
         .where(Feedback.id.in_(list(feedback_ids)))
         .options(selectinload(Feedback.categories), selectinload(Feedback.interaction))
     )
-    return {row.id: row for row in rows if row.project_id == project_id}
+    return {row.id: row for row in rows if project_id is None or row.project_id == project_id}
