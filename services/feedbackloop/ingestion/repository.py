@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from feedbackloop.errors import AlreadyExists, Conflict, FeedbackloopError, InvalidArgument, NotFound
 from feedbackloop.ingestion.validation import FeedbackInput, InteractionInput
+from feedbackloop.paging import SortKey, page
 from feedbackloop.store.db import Database
 from feedbackloop.store.lookups import feedback_by_ids
 from feedbackloop.store.models import (
@@ -378,25 +379,13 @@ def _signal_predicate(signal: str) -> ColumnElement[bool]:
     return Feedback.implicit == signal
 
 
+FEEDBACK_ORDER = (SortKey(Feedback.occurred_at, descending=True), SortKey(Feedback.id, descending=True))
+
+
 def list_feedback(
-    db: Database,
-    project_id: str,
-    query: FeedbackQuery,
-    *,
-    limit: int,
-    after: tuple[datetime, str] | None,
-) -> list[Feedback]:
-    """One page, newest first; `after` is the (occurred_at, id) of the previous page's last row."""
-    stmt = feedback_query(project_id, query)
-    if after is not None:
-        when, last_id = after
-        stmt = stmt.where(
-            or_(Feedback.occurred_at < when, and_(Feedback.occurred_at == when, Feedback.id < last_id))
-        )
-    stmt = (
-        stmt.order_by(Feedback.occurred_at.desc(), Feedback.id.desc())
-        .limit(limit)
-        .options(selectinload(Feedback.categories))
-    )
+    db: Database, project_id: str, query: FeedbackQuery, *, size: int, token: str, digest: str
+) -> tuple[list[Feedback], str]:
+    """One page, newest first, and the token of the next ("" on the last page)."""
+    stmt = feedback_query(project_id, query).options(selectinload(Feedback.categories))
     with db.read() as session:
-        return list(session.scalars(stmt))
+        return page(session, stmt, FEEDBACK_ORDER, size=size, token=token, digest=digest)

@@ -11,7 +11,7 @@ from feedbackloop import auth
 from feedbackloop.auth import Scope
 from feedbackloop.config import Settings
 from feedbackloop.errors import FeedbackloopError, InvalidArgument, Violations
-from feedbackloop.ingestion import page_token, repository
+from feedbackloop.ingestion import repository
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
 from feedbackloop.ingestion.group_commit import GroupCommitter
 from feedbackloop.ingestion.repository import FeedbackQuery, Stored, TraceIds
@@ -23,6 +23,7 @@ from feedbackloop.ingestion.validation import (
     validate_feedback,
     validate_interaction,
 )
+from feedbackloop.paging import filter_digest
 from feedbackloop.signals import SIGNAL_NAMES
 from feedbackloop.store.db import Database
 from feedbackloop.telemetry import current_ids, current_traceparent
@@ -198,13 +199,9 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             raise InvalidArgument.single(
                 "page_size", f"must be between 1 and {self._settings.max_page_size} (got {request.page_size})"
             )
-        digest = page_token.filter_digest(request.filter)
-        after = page_token.decode(request.page_token, digest) if request.page_token else None
-        rows = repository.list_feedback(self._db, project, query, limit=page_size + 1, after=after)
-        next_token = ""
-        if len(rows) > page_size:
-            rows = rows[:page_size]
-            next_token = page_token.encode(rows[-1].occurred_at, rows[-1].id, digest)
+        rows, next_token = repository.list_feedback(
+            self._db, project, query, size=page_size, token=request.page_token, digest=filter_digest(request)
+        )
         return ingestion_pb2.ListFeedbackResponse(
             feedback=[feedback_to_proto(r) for r in rows], next_page_token=next_token
         )

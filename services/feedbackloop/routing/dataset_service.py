@@ -13,6 +13,7 @@ from feedbackloop import auth
 from feedbackloop.auth import Scope
 from feedbackloop.errors import InvalidArgument
 from feedbackloop.ingestion.convert import timestamp
+from feedbackloop.paging import SortKey, filter_digest, page
 from feedbackloop.routing.sink_common import PageLimits, required
 from feedbackloop.store.db import Database
 from feedbackloop.store.routing_models import (
@@ -73,6 +74,9 @@ def export_line(row: DatasetItemRow, fmt: int) -> str:
     return json.dumps(body, ensure_ascii=False, sort_keys=False)
 
 
+ITEM_ORDER = (SortKey(DatasetItemRow.created_at), SortKey(DatasetItemRow.id))
+
+
 class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
     def __init__(self, db: Database, pages: PageLimits | None = None) -> None:
         self._db = db
@@ -83,16 +87,11 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
     ) -> datasets_pb2.ListItemsResponse:
         project = auth.current_principal().project_for(request.project)
         dataset = required("dataset", request.dataset)
-        size = self._pages.size(request.page_size)
-        offset = 0
-        if request.page_token:
-            if not request.page_token.isdigit():
-                raise InvalidArgument.single("page_token", "is not a token from a previous response")
-            offset = int(request.page_token)
-        rows = self._items(project, dataset, offset, size + 1)
-        more = len(rows) > size
+        rows, next_token = self._items(
+            project, dataset, self._pages.size(request.page_size), request.page_token, filter_digest(request)
+        )
         return datasets_pb2.ListItemsResponse(
-            items=[item_to_proto(r) for r in rows[:size]], next_page_token=str(offset + size) if more else ""
+            items=[item_to_proto(r) for r in rows], next_page_token=next_token
         )
 
     def ExportDataset(
@@ -106,26 +105,28 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
             datasets_pb2.EXPORT_FORMAT_PLAIN,
         ):
             raise InvalidArgument.single("format", f"unknown value {request.format}")
-        offset = 0
+        digest, token = filter_digest(request), ""
         while True:
-            rows = self._items(project, dataset, offset, EXPORT_PAGE)
+            rows, token = self._items(project, dataset, EXPORT_PAGE, token, digest)
             for row in rows:
                 yield datasets_pb2.ExportDatasetResponse(
                     line=export_line(row, request.format), item_id=row.id
                 )
-            if len(rows) < EXPORT_PAGE:
+            if not token:
                 return
-            offset += EXPORT_PAGE
 
-    def _items(self, project: str, dataset: str, offset: int, limit: int) -> list[DatasetItemRow]:
+    def _items(
+        self, project: str, dataset: str, size: int, token: str, digest: str
+    ) -> tuple[list[DatasetItemRow], str]:
         """A page of a dataset's items in insertion order (the order both list and export use)."""
         with self._db.read() as session:
-            return list(
-                session.scalars(
-                    select(DatasetItemRow)
-                    .where(DatasetItemRow.project_id == project, DatasetItemRow.dataset == dataset)
-                    .order_by(DatasetItemRow.created_at, DatasetItemRow.id)
-                    .offset(offset)
-                    .limit(limit)
-                )
+            return page(
+                session,
+                select(DatasetItemRow).where(
+                    DatasetItemRow.project_id == project, DatasetItemRow.dataset == dataset
+                ),
+                ITEM_ORDER,
+                size=size,
+                token=token,
+                digest=digest,
             )

@@ -11,8 +11,8 @@ from feedbackloop import auth
 from feedbackloop.auth import Scope
 from feedbackloop.errors import Conflict, InvalidArgument, NotFound
 from feedbackloop.ingestion.convert import timestamp
+from feedbackloop.paging import SortKey, filter_digest, page
 from feedbackloop.routing.actions import apply_patch
-from feedbackloop.routing.paging import SortKey, filter_digest, page
 from feedbackloop.routing.sink_common import PageLimits, required
 from feedbackloop.store.db import Database
 from feedbackloop.store.models import utcnow

@@ -23,8 +23,8 @@ from feedbackloop.ingestion.repository import TraceIds
 from feedbackloop.ingestion.servicer import limits_from
 from feedbackloop.ingestion.taxonomy import Taxonomy
 from feedbackloop.ingestion.validation import validate_feedback
+from feedbackloop.paging import SortKey, filter_digest, page
 from feedbackloop.routing.events import load_feedback
-from feedbackloop.routing.paging import SortKey, filter_digest, page
 from feedbackloop.routing.sink_common import PageLimits, required
 from feedbackloop.store.db import Database
 from feedbackloop.store.models import Feedback, new_id

@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 
 from feedbackloop.errors import Aborted, NotFound
 from feedbackloop.ingestion.taxonomy import Taxonomy
+from feedbackloop.paging import SortKey, page
 from feedbackloop.policy import CompiledPolicySet, PolicySet, allowed_categories
-from feedbackloop.routing.paging import SortKey, page
 from feedbackloop.store.db import Database
 from feedbackloop.store.models import Project, new_id, utcnow
 from feedbackloop.store.routing_models import PolicyRevision, PromptState, PromptVersion

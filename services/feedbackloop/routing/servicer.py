@@ -16,13 +16,13 @@ from feedbackloop import auth
 from feedbackloop.auth import Scope
 from feedbackloop.errors import InvalidArgument, NotFound
 from feedbackloop.ingestion.convert import timestamp
+from feedbackloop.paging import filter_digest
 from feedbackloop.policy import CompiledPolicySet, PolicySet, diff_policy_sets, render_json, render_text
 from feedbackloop.policy.event import EventError, make_event
 from feedbackloop.policy.model import resource_to_document
 from feedbackloop.routing import convert
 from feedbackloop.routing.actions import WOULD_RUN, result
 from feedbackloop.routing.events import build_event, load_feedback
-from feedbackloop.routing.paging import filter_digest
 from feedbackloop.routing.revisions import LiveSet, get_revision, list_revisions
 from feedbackloop.routing.router import Router, render_backtest
 from feedbackloop.routing.sink_common import PageLimits

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import grpc
+import pytest
 from routing_support import Harness, code_of, files_of
 from sqlalchemy import delete, select
 
@@ -242,6 +243,32 @@ def test_dataset_export_openai_chat(h: Harness, example_policies) -> None:
         ]
     }
     assert ids  # seeded
+
+
+def test_dataset_items_page_and_export_in_one_order(
+    h: Harness, example_policies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from feedbackloop.routing import dataset_service
+
+    h.apply(files_of(example_policies))
+    _seed(h)
+    h.route_pending()
+    listed, token = [], ""
+    while True:
+        response = h.datasets.ListItems(
+            datasets_pb2.ListItemsRequest(dataset="support-corrections", page_size=1, page_token=token)
+        )
+        assert len(response.items) == 1
+        listed.append(response.items[0].id)
+        token = response.next_page_token
+        if not token:
+            break
+    monkeypatch.setattr(dataset_service, "EXPORT_PAGE", 1)  # one item per read: the export pages too
+    exported = [
+        r.item_id
+        for r in h.datasets.ExportDataset(datasets_pb2.ExportDatasetRequest(dataset="support-corrections"))
+    ]
+    assert len(listed) == 2 and exported == listed
 
 
 def test_taxonomy_follows_the_applied_schema(h: Harness, example_policies) -> None:

@@ -1,4 +1,4 @@
-"""Keyset pages for the routing lists (revisions, patches, review items).
+"""Keyset pages for every list RPC (feedback, revisions, patches, review items).
 
 A page ends at a row; the next starts strictly after that row in the list's order, so rows
 added or leaving the list between calls (a review item claimed and resolved, a new patch)
@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.message import Message
@@ -37,26 +37,34 @@ class SortKey:
 
 
 def filter_digest(request: Message) -> str:
-    """Digest of the request's filter: every field but the page size and token."""
+    """Digest of a request's filter: every field but the page size and token."""
     filtered = type(request)()
     filtered.CopyFrom(request)
-    filtered.ClearField("page_size")
-    filtered.ClearField("page_token")
+    for name in ("page_size", "page_token"):
+        if name in filtered.DESCRIPTOR.fields_by_name:
+            filtered.ClearField(name)
     return hashlib.sha256(filtered.SerializeToString(deterministic=True)).hexdigest()[:16]
 
 
-def _encode(values: Sequence[Any], digest: str) -> str:
+def encode(values: Sequence[Any], digest: str) -> str:
+    """A token for the row with these sort values (datetimes must be aware; sent as UTC)."""
+
     def plain(value: Any) -> Any:
-        return {"dt": value.isoformat()} if isinstance(value, datetime) else value
+        return {"dt": value.astimezone(UTC).isoformat()} if isinstance(value, datetime) else value
 
     payload = {"k": [plain(v) for v in values], "f": digest}
     return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def _decode(token: str, digest: str, width: int) -> list[Any]:
+def decode(token: str, digest: str, width: int) -> list[Any]:
+    """The sort values `width` keys long that `token` carries; refused unless made for `digest`."""
+
     def typed(value: Any) -> Any:
         if isinstance(value, dict):
-            return datetime.fromisoformat(value["dt"])
+            when = datetime.fromisoformat(value["dt"])
+            if when.tzinfo is None:
+                raise ValueError("naive time")
+            return when
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ValueError("unexpected value type")
         return value
@@ -67,6 +75,8 @@ def _decode(token: str, digest: str, width: int) -> list[Any]:
         token_digest, raw = payload["f"], payload["k"]
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise malformed from None
+    if not isinstance(token_digest, str) or not isinstance(raw, list):
+        raise malformed
     if token_digest != digest:  # also a token of another list: its filter differs too
         raise InvalidArgument.single("page_token", "was issued for a different filter")
     try:
@@ -99,10 +109,10 @@ def page(
 ) -> tuple[list[Any], str]:
     """One page of `stmt` in the order of `keys`, and the token of the next page ("" if last)."""
     if token:
-        stmt = stmt.where(_after(keys, _decode(token, digest, len(keys))))
+        stmt = stmt.where(_after(keys, decode(token, digest, len(keys))))
     order = [key.column.desc() if key.descending else key.column for key in keys]
     rows: list[Any] = list(session.scalars(stmt.order_by(*order).limit(size + 1)))
     if len(rows) <= size:
         return rows, ""
     last = rows[size - 1]
-    return rows[:size], _encode([getattr(last, key.name) for key in keys], digest)
+    return rows[:size], encode([getattr(last, key.name) for key in keys], digest)
