@@ -17,7 +17,7 @@ from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_pro
 from feedbackloop.ingestion.repository import get_feedback_many
 from feedbackloop.ingestion.servicer import feedback_query_from
 from feedbackloop.recall.clustering import DEFAULT_THRESHOLD, top_issues
-from feedbackloop.recall.filters import RecallFilter
+from feedbackloop.recall.filters import FilterError, RecallFilter
 from feedbackloop.recall.service import MAX_TOP_K, Recall
 from feedbackloop.recall.text import feedback_text
 from feedbackloop.telemetry import tracer
@@ -44,7 +44,7 @@ def recall_filter_from(message: common_pb2.FeedbackFilter, prefix: str = "filter
             f"{prefix}.session_id", "is not indexed for recall; filter sessions with ListFeedback"
         )
     query = feedback_query_from(message, prefix)
-    return RecallFilter(
+    recall_filter = RecallFilter(
         signals=query.signals,
         categories=query.categories,
         model_versions=query.model_versions,
@@ -54,6 +54,11 @@ def recall_filter_from(message: common_pb2.FeedbackFilter, prefix: str = "filter
         occurred_after=query.start,
         occurred_before=query.end,
     )
+    try:  # a value the Milvus expression cannot carry (a control character) is the caller's error
+        recall_filter.clauses()
+    except FilterError as error:
+        raise InvalidArgument.single(prefix, str(error)) from None
+    return recall_filter
 
 
 def _refuse_unknown_fields(message: Message, path: str) -> None:

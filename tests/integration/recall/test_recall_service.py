@@ -471,3 +471,14 @@ def test_search_by_feedback_links_to_the_feedbacks_own_trace(recall_server: Any,
     (link,) = fetch[0].links
     assert format(link.context.trace_id, "032x") == stored.trace_id
     assert link.attributes["feedbackloop.feedback_id"] == feedback_id
+
+
+def test_a_filter_value_milvus_cannot_take_is_invalid_argument(recall_server: Any) -> None:
+    stub = recall_server.stub(recall_pb2_grpc.RecallServiceStub)
+    request = recall_pb2.SearchSimilarRequest(
+        text="x", filter=common_pb2.FeedbackFilter(model_versions=["a\x01b"])
+    )
+    with pytest.raises(grpc.RpcError) as error:
+        stub.SearchSimilar(request)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == "filter: control character U+0001 is not allowed in a filter value"
