@@ -14,12 +14,12 @@ from feedbackloop import auth
 from feedbackloop.auth import Scope
 from feedbackloop.errors import InvalidArgument, Violations
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
-from feedbackloop.ingestion.repository import get_feedback_many
 from feedbackloop.ingestion.servicer import feedback_query_from
 from feedbackloop.recall.clustering import DEFAULT_THRESHOLD, top_issues
 from feedbackloop.recall.filters import FilterError, RecallFilter
 from feedbackloop.recall.service import MAX_TOP_K, Recall
 from feedbackloop.recall.text import feedback_text
+from feedbackloop.store.lookups import categories_by_ids, feedback_by_ids
 from feedbackloop.telemetry import tracer
 from feedbackloop.v1 import common_pb2, recall_pb2, recall_pb2_grpc
 
@@ -158,15 +158,15 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
             groups = top_issues(
                 current, previous, threshold=min_similarity, min_size=min_size, limit=max_issues
             )
-        rows = get_feedback_many(self._recall.db, project, [i for g in groups for i in g.member_ids])
+        with self._recall.db.read() as session:
+            representatives = feedback_by_ids(session, project, [g.representative_id for g in groups])
+            member_categories = categories_by_ids(session, project, [i for g in groups for i in g.member_ids])
         response = recall_pb2.TopIssuesResponse(
             total_negative=len(current), previous_total_negative=len(previous)
         )
         for group in groups:
-            representative = rows.get(group.representative_id)
-            categories = Counter(
-                c for member in group.member_ids if member in rows for c in rows[member].category_names
-            )
+            representative = representatives.get(group.representative_id)
+            categories = Counter(c for member in group.member_ids for c in member_categories.get(member, ()))
             issue = response.issues.add(
                 size=group.size,
                 member_ids=group.member_ids,

@@ -317,6 +317,25 @@ def test_top_issues_groups_complaints_and_reports_growth(recall_server: Any) -> 
     assert pricing_issue.representative_text.split("\n")[0] in PRICING  # the comment leads the text
 
 
+def test_top_issues_lists_a_groups_categories_most_picked_first(recall_server: Any) -> None:
+    client = Client(recall_server)
+    now = datetime.now(UTC)
+    picked = ["outdated_info", "wrong_tone", "outdated_info"]
+    members = [
+        client.complain(text, category=category, occurred_at=now - timedelta(hours=1))
+        for text, category in zip(PRICING, picked, strict=True)
+    ]
+    client.wait_indexed()
+    response = client.recall.TopIssues(
+        recall_pb2.TopIssuesRequest(
+            time_range=common_pb2.TimeRange(start=_ts(now - timedelta(days=1)), end=_ts(now)),
+            min_similarity=0.3,
+        )
+    )
+    (pricing,) = [i for i in response.issues if set(i.member_ids) == set(members)]
+    assert list(pricing.top_categories) == ["outdated_info", "wrong_tone"]
+
+
 def test_top_issues_requires_a_window(recall_server: Any) -> None:
     stub = recall_server.stub(recall_pb2_grpc.RecallServiceStub)
     with pytest.raises(grpc.RpcError) as error:
