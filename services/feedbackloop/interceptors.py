@@ -239,13 +239,15 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
 class CachedKeyResolver:
     """Caches key lookups briefly so the hot ingest path does not hit the store per call.
 
-    A revoked key stops working within `ttl_seconds`.
+    A revoked key stops working within `ttl_seconds`. Unknown keys are not cached: any caller can
+    send endless distinct bogus keys, and each would stay in memory; a key created after a
+    refused attempt also works at once.
     """
 
     def __init__(self, lookup: Callable[[str], auth.Principal | None], ttl_seconds: float = 30.0) -> None:
         self._lookup = lookup
         self._ttl = ttl_seconds
-        self._cache: dict[str, tuple[float, auth.Principal | None]] = {}
+        self._cache: dict[str, tuple[float, auth.Principal]] = {}
 
     def __call__(self, key: str) -> auth.Principal | None:
         digest = auth.hash_key(key)
@@ -254,5 +256,8 @@ class CachedKeyResolver:
         if hit is not None and now - hit[0] < self._ttl:
             return hit[1]
         principal = self._lookup(digest)
-        self._cache[digest] = (now, principal)
+        if principal is None:
+            self._cache.pop(digest, None)  # revoked since it was cached
+        else:
+            self._cache[digest] = (now, principal)
         return principal
