@@ -107,6 +107,13 @@ class RecallSimilarFeedback:
     def __init__(self, db: Database, recall: Any) -> None:
         self._db = db
         self._recall = recall
+        # Every aggregate policy of a set asks about the same feedback: read its vector and time
+        # once (neither changes; a reindex gives the same vector back).
+        self._target = functools.lru_cache(maxsize=64)(self._read_target)
+
+    def _read_target(self, project_id: str, feedback_id: str) -> tuple[np.ndarray, datetime]:
+        vector, feedback = self._recall.query_vector_for_feedback(project_id, feedback_id)
+        return vector, feedback.occurred_at
 
     def similar_feedback(
         self,
@@ -118,9 +125,9 @@ class RecallSimilarFeedback:
         window: timedelta,
         when: str,
     ) -> list[str]:
-        vector, target = self._recall.query_vector_for_feedback(project_id, feedback_id)
+        vector, occurred_at = self._target(project_id, feedback_id)
         neighbours = self._neighbours(
-            project_id, vector, target.occurred_at, [feedback_id], group, min_similarity, window, when
+            project_id, vector, occurred_at, [feedback_id], group, min_similarity, window, when
         )
         return [feedback_id, *neighbours]
 
