@@ -8,6 +8,7 @@ same set, and two files that differ only by an omitted default hash the same.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -348,23 +349,25 @@ class PolicySet:
                 return r
         return None
 
-    @property
+    # Resources never change after construction: each view is built once (routing reads them
+    # per event, the backtest per matched decision).
+    @functools.cached_property
     def feedback_schema(self) -> FeedbackSchema | None:
         return next((r for r in self.resources if isinstance(r, FeedbackSchema)), None)
 
-    @property
+    @functools.cached_property
     def prompts(self) -> dict[str, Prompt]:
         return {r.name: r for r in self.resources if isinstance(r, Prompt)}
 
-    @property
+    @functools.cached_property
     def datasets(self) -> dict[str, Dataset]:
         return {r.name: r for r in self.resources if isinstance(r, Dataset)}
 
-    @property
+    @functools.cached_property
     def review_queues(self) -> dict[str, ReviewQueue]:
         return {r.name: r for r in self.resources if isinstance(r, ReviewQueue)}
 
-    @property
+    @functools.cached_property
     def routing_policies(self) -> dict[str, RoutingPolicy]:
         return {r.name: r for r in self.resources if isinstance(r, RoutingPolicy)}
 

@@ -296,9 +296,9 @@ class LivePolicies:
     def rollback(
         self, project_id: str, revision: int, *, applied_by: str, expected_revision: int | None = None
     ) -> RevisionInfo:
-        target = get_revision(self._db, project_id, revision)
         if not revision:
             raise NotFound("revision", "is required")
+        target = get_revision(self._db, project_id, revision)
         policy_set = PolicySet.from_canonical(target.canonical)
         info, _ = self.apply(
             project_id,
