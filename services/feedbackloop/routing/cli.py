@@ -54,8 +54,7 @@ def _files(path: str) -> list[routing_pb2.PolicyFile]:
 
 def _call(args: argparse.Namespace, stub_class: Any, method: str, request: Any) -> Any:
     with channel(args) as open_channel:
-        result = getattr(stub_class(open_channel), method)(request, timeout=args.timeout)
-        return list(result) if hasattr(result, "__iter__") and not hasattr(result, "ListFields") else result
+        return getattr(stub_class(open_channel), method)(request, timeout=args.timeout)
 
 
 def _pages(args: argparse.Namespace, stub_class: Any, method: str, request: Any) -> Iterator[Any]:
@@ -298,16 +297,20 @@ def cmd_dataset_export(args: argparse.Namespace) -> int:
     fmt = {"openai_chat": datasets_pb2.EXPORT_FORMAT_OPENAI_CHAT, "plain": datasets_pb2.EXPORT_FORMAT_PLAIN}[
         args.format
     ]
-    lines = _call(
-        args,
-        datasets_pb2_grpc.DatasetServiceStub,
-        "ExportDataset",
-        datasets_pb2.ExportDatasetRequest(project=args.project, dataset=args.name, format=fmt),
-    )
-    with open(args.output, "w", encoding="utf-8") as handle:
-        for line in lines:
-            handle.write(line.line + "\n")
-    print(f"wrote {len(lines)} item(s) to {args.output}", file=sys.stderr)
+    request = datasets_pb2.ExportDatasetRequest(project=args.project, dataset=args.name, format=fmt)
+    # Written as the stream arrives, into a side file renamed at the end: a failed export leaves
+    # no half-written OUTPUT behind.
+    partial, written = Path(f"{args.output}.partial"), 0
+    try:
+        with channel(args) as open_channel, partial.open("w", encoding="utf-8") as handle:
+            stub = datasets_pb2_grpc.DatasetServiceStub(open_channel)
+            for line in stub.ExportDataset(request, timeout=args.timeout):
+                handle.write(line.line + "\n")
+                written += 1
+        partial.replace(args.output)
+    finally:
+        partial.unlink(missing_ok=True)
+    print(f"wrote {written} item(s) to {args.output}", file=sys.stderr)
     return 0
 
 

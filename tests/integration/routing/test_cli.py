@@ -41,3 +41,27 @@ def test_plan_apply_history(h: Harness, example_policies: Path, tmp_path: Path, 
     assert "You are the support assistant" in capsys.readouterr().out
     assert run("explain", "fb_missing", *server) == 1
     assert "NOT_FOUND" in capsys.readouterr().err
+
+
+def test_dataset_export_writes_the_stream_to_a_file(
+    h: Harness, example_policies: Path, tmp_path: Path, capsys
+) -> None:
+    from routing_support import files_of
+
+    server = ("--server", f"127.0.0.1:{h.app.port}")
+    h.apply(files_of(example_policies))
+    interaction = h.interaction("s2", question="What is the refund window?", response="7 days.")
+    h.feedback(interaction, "s2", correction="The refund window is 30 days.")
+    h.route_pending()
+    output = tmp_path / "corrections.jsonl"
+    assert (
+        run("dataset", "export", "support-corrections", "-o", str(output), "--format", "plain", *server) == 0
+    )
+    assert "wrote 1 item(s)" in capsys.readouterr().err
+    (line,) = output.read_text(encoding="utf-8").splitlines()
+    assert "The refund window is 30 days." in line
+    assert not (tmp_path / "corrections.jsonl.partial").exists()
+    # An export that fails (the server is not there) leaves no file behind.
+    missing = tmp_path / "missing.jsonl"
+    assert run("dataset", "export", "support-corrections", "-o", str(missing), "--server", "127.0.0.1:1") == 1
+    assert not missing.exists() and not (tmp_path / "missing.jsonl.partial").exists()
