@@ -59,3 +59,12 @@ def test_readme_documents_every_setting() -> None:
     documented = set(re.findall(r"`(FEEDBACKLOOP_[A-Z_]+)`", README.read_text()))
     settings = {f"FEEDBACKLOOP_{name.upper()}" for name in Settings.model_fields}
     assert settings - documented == set()
+    # And nothing documented that is not a setting, beyond the variables read elsewhere: the CLI's
+    # server and key, the settings file itself, and the test suite's PostgreSQL URL.
+    read_elsewhere = {
+        "FEEDBACKLOOP_SERVER",
+        "FEEDBACKLOOP_API_KEY",
+        "FEEDBACKLOOP_CONFIG_FILE",
+        "FEEDBACKLOOP_TEST_POSTGRES_URL",
+    }
+    assert documented - settings - read_elsewhere == set()

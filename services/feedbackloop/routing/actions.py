@@ -1,8 +1,12 @@
 """Action effects: prompt patches, dataset items, review items. Every one is idempotent.
 
-Each effect is keyed on (project, target, dedup key) with a unique constraint; the dedup key
-names the policy, the action index and the feedback id (or, for aggregate policies, the
-group), so running the same decision again finds the effect and reports it as existing.
+Each effect has a dedup key under a unique constraint, so running the same decision again finds
+the effect and reports it as existing:
+- patches, per project, and dataset items, per project and dataset: the policy, the action
+  index and the subject (`fb:<feedback id>`, or `group:<group key>` for aggregate policies);
+- review items, per project and queue: the feedback (`fb:<id>`), or for aggregate policies the
+  policy and group (`group:<policy>:<group key>`), so an item a queue has held is never added
+  again, whichever policy or action index sends it.
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ from feedbackloop.ingestion.taxonomy import Taxonomy
 from feedbackloop.paging import SortKey, page
 from feedbackloop.policy import CompiledPolicySet, PolicySet, allowed_categories
 from feedbackloop.store.db import Database
-from feedbackloop.store.models import Project, new_id, utcnow
+from feedbackloop.store.keys import ensure_project_in
+from feedbackloop.store.models import new_id, utcnow
 from feedbackloop.store.routing_models import PolicyRevision, PromptState, PromptVersion
 
 log = logging.getLogger(__name__)
@@ -249,9 +250,7 @@ class LivePolicies:
         content_hash = policy_set.content_hash()
         try:
             with self._db.write() as session:
-                if session.get(Project, project_id) is None:
-                    session.add(Project(id=project_id))
-                    session.flush()
+                ensure_project_in(session, project_id)
                 live = live_revision_number(session, project_id)
                 if expected_revision is not None and expected_revision != live:
                     raise Aborted(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from feedbackloop import auth
 from feedbackloop.store.db import Database
@@ -24,8 +25,14 @@ class KeyInfo:
 
 def ensure_project(db: Database, project_id: str) -> None:
     with db.write() as session:
-        if session.get(Project, project_id) is None:
-            session.add(Project(id=project_id))
+        ensure_project_in(session, project_id)
+
+
+def ensure_project_in(session: Session, project_id: str) -> None:
+    """Create the project row inside the caller's transaction if it is missing."""
+    if session.get(Project, project_id) is None:
+        session.add(Project(id=project_id))
+        session.flush()
 
 
 def create_key(db: Database, project_id: str, scopes: frozenset[auth.Scope], description: str = "") -> str:
@@ -34,9 +41,7 @@ def create_key(db: Database, project_id: str, scopes: frozenset[auth.Scope], des
         raise ValueError("a key needs at least one scope")
     key_id, key = auth.generate_key()
     with db.write() as session:
-        if session.get(Project, project_id) is None:
-            session.add(Project(id=project_id))
-            session.flush()
+        ensure_project_in(session, project_id)
         session.add(
             ApiKey(
                 id=key_id,
