@@ -19,7 +19,6 @@ from feedbackloop.auth import Scope
 from feedbackloop.config import Settings
 from feedbackloop.server import App, StartupError
 from feedbackloop.store import keys
-from feedbackloop.store.db import Database
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 
 S = common_pb2
@@ -39,22 +38,14 @@ def expect_error(call: Any, code: grpc.StatusCode, message: str) -> None:
         raise AssertionError(f"expected {code.name}: {message}")
 
 
-@pytest.fixture
-def key_store(store_url: str) -> Any:
-    db = Database(store_url)
-    db.upgrade()
-    yield db
-    db.dispose()
-
-
-def test_keys_scopes_and_projects(make_server, store_url, key_store) -> None:  # type: ignore[no-untyped-def]
-    ingest = keys.create_key(key_store, "acme", frozenset({Scope.INGEST}))
-    read = keys.create_key(key_store, "acme", frozenset({Scope.READ}))
-    admin = keys.create_key(key_store, "acme", frozenset({Scope.ADMIN}))
-    other = keys.create_key(key_store, "globex", frozenset({Scope.INGEST, Scope.READ}))
-    revoked = keys.create_key(key_store, "acme", frozenset({Scope.INGEST}))
-    (revoked_info,) = [k for k in keys.list_keys(key_store, "acme") if revoked.startswith(f"fbl_{k.id}_")]
-    assert keys.revoke_key(key_store, revoked_info.id)
+def test_keys_scopes_and_projects(make_server, store_url, db) -> None:  # type: ignore[no-untyped-def]
+    ingest = keys.create_key(db, "acme", frozenset({Scope.INGEST}))
+    read = keys.create_key(db, "acme", frozenset({Scope.READ}))
+    admin = keys.create_key(db, "acme", frozenset({Scope.ADMIN}))
+    other = keys.create_key(db, "globex", frozenset({Scope.INGEST, Scope.READ}))
+    revoked = keys.create_key(db, "acme", frozenset({Scope.INGEST}))
+    (revoked_info,) = [k for k in keys.list_keys(db, "acme") if revoked.startswith(f"fbl_{k.id}_")]
+    assert keys.revoke_key(db, revoked_info.id)
 
     server = make_server(database_url=store_url, allow_anonymous_loopback=False)
     stub = server.stub(ingestion_pb2_grpc.IngestionServiceStub)
@@ -147,15 +138,15 @@ def test_keys_scopes_and_projects(make_server, store_url, key_store) -> None:  #
     assert {"feedbackloop.v1.IngestionService", "grpc.health.v1.Health"} <= services
 
 
-def test_a_key_revoked_before_start_is_refused(make_server, store_url, key_store) -> None:  # type: ignore[no-untyped-def]
-    key = keys.create_key(key_store, "acme", frozenset({Scope.READ}))
-    keys.create_key(key_store, "acme", frozenset({Scope.INGEST}))  # keeps the server startable
+def test_a_key_revoked_before_start_is_refused(make_server, store_url, db) -> None:  # type: ignore[no-untyped-def]
+    key = keys.create_key(db, "acme", frozenset({Scope.READ}))
+    keys.create_key(db, "acme", frozenset({Scope.INGEST}))  # keeps the server startable
     first = make_server(database_url=store_url, allow_anonymous_loopback=False)
     stub = first.stub(ingestion_pb2_grpc.IngestionServiceStub)
     assert list(stub.ListFeedback(ingestion_pb2.ListFeedbackRequest(), metadata=bearer(key)).feedback) == []
-    (info,) = [k for k in keys.list_keys(key_store, "acme") if key.startswith(f"fbl_{k.id}_")]
-    assert keys.revoke_key(key_store, info.id)
-    assert not keys.revoke_key(key_store, info.id)
+    (info,) = [k for k in keys.list_keys(db, "acme") if key.startswith(f"fbl_{k.id}_")]
+    assert keys.revoke_key(db, info.id)
+    assert not keys.revoke_key(db, info.id)
     second = make_server(database_url=store_url, allow_anonymous_loopback=False)
     expect_error(
         lambda: second.stub(ingestion_pb2_grpc.IngestionServiceStub).ListFeedback(

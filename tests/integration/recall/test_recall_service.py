@@ -178,13 +178,12 @@ def test_signal_filters_match_what_the_pipeline_indexed(recall_server: Any) -> N
     assert {fid for fid, _ in commented} == {down, up}
 
 
-def test_tenants_never_see_each_other(make_server: Callable[..., Any], embedder: Any, store_url: str) -> None:
+def test_tenants_never_see_each_other(
+    make_server: Callable[..., Any], embedder: Any, store_url: str, db: Any
+) -> None:
     from feedbackloop.auth import Scope
     from feedbackloop.store import keys
-    from feedbackloop.store.db import Database
 
-    db = Database(store_url)
-    db.upgrade()
     key_a = keys.create_key(db, "tenant-a", frozenset({Scope.INGEST, Scope.READ}))
     key_b = keys.create_key(db, "tenant-b", frozenset({Scope.INGEST, Scope.READ}))
     server = make_server(

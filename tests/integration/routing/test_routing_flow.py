@@ -42,13 +42,19 @@ def test_example_policies_route_exactly_what_they_declare(h: Harness, example_po
     applied = h.apply(files_of(example_policies), expected_revision=0)
     assert applied.changed and applied.revision.revision == 1
     ids = _seed(h)
+    # Sampling is deterministic on the (random) feedback id: add thumbs-down comments until one
+    # samples in, so every run checks the sampled enqueue and not only the sampled-out case.
+    comments = [ids["comment"]]
+    while all(sample_bucket("thumbs-down-comment-review", c) >= 0.25 for c in comments):
+        turn = h.interaction("s6", question="Can I export data?", response="No.")
+        comments.append(h.feedback(turn, "s6", thumb=DOWN, comment="Wrong, export exists."))
+    sampled = [c for c in comments if sample_bucket("thumbs-down-comment-review", c) < 0.25]
     outcomes = h.route_pending()
-    assert len(outcomes) == 5 and all(e is None for e in outcomes.values())
+    assert len(outcomes) == 4 + len(comments) and all(e is None for e in outcomes.values())
 
-    comment_sampled = sample_bucket("thumbs-down-comment-review", ids["comment"]) < 0.25
     items = h.review_items()
     assert sorted((i.queue, i.feedback_id) for i in items) == sorted(
-        [("safety-review", ids["unsafe"])] + ([("quality-review", ids["comment"])] if comment_sampled else [])
+        [("safety-review", ids["unsafe"])] + [("quality-review", c) for c in sampled]
     )
     safety = next(i for i in items if i.queue == "safety-review")
     assert safety.priority == 95 and safety.reviews_required == 2
