@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     milvus_token: str | None = Field(None, description="Milvus token (user:password or API key).")
     milvus_db_name: str | None = Field(None, description="Milvus database name.")
     milvus_collection: str = Field("feedback", description="Milvus collection holding feedback vectors.")
+    milvus_lite_live_row_cache: bool = Field(
+        True, description="Milvus Lite: keep each segment set's live rows between searches."
+    )
     embedding_model: str | None = Field(
         None, description="sentence-transformers model name or path; default the bundled all-MiniLM-L6-v2."
     )

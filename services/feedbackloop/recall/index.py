@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
+from feedbackloop.recall import lite_search
 from feedbackloop.recall.filters import RecallFilter, quoted_list, shadow_text, tenant_expression
 from feedbackloop.recall.text import epoch_ms
 from feedbackloop.signals import is_negative, signals_of
@@ -152,6 +153,7 @@ class FeedbackIndex:
         db_name: str | None = None,
         spec: IndexSpec | None = None,
         timeout: float | None = 30.0,
+        lite_live_row_cache: bool = True,
     ) -> None:
         self.uri = uri
         self.collection = collection
@@ -164,6 +166,11 @@ class FeedbackIndex:
             kwargs["db_name"] = db_name
         if is_lite_uri(uri):
             kwargs["grpc_options"] = LITE_CHANNEL_OPTIONS
+            # Process-wide: Lite's engine is one per process, so the last index opened decides.
+            if lite_live_row_cache:
+                lite_search.install()
+            else:
+                lite_search.uninstall()
         self._client = MilvusClient(**kwargs)
         self._dim: int | None = None
         self._lock = threading.Lock()
@@ -178,6 +185,7 @@ class FeedbackIndex:
             token=settings.milvus_token,
             db_name=settings.milvus_db_name,
             spec=spec,
+            lite_live_row_cache=settings.milvus_lite_live_row_cache,
         )
 
     @property
