@@ -15,6 +15,7 @@ build, so the evaluations run against an indexed collection, as on a server that
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import tempfile
 import time
@@ -26,6 +27,7 @@ import numpy as np
 from sqlalchemy import insert
 
 from feedbackloop.config import Settings
+from feedbackloop.heap import freeze_startup_objects
 from feedbackloop.recall.index import IndexRow
 from feedbackloop.recall.service import Recall
 from feedbackloop.routing.similarity import RecallSimilarFeedback
@@ -177,6 +179,8 @@ def run(quick: bool = False) -> dict[str, float]:
         db = Database(settings.effective_database_url)
         recall = Recall(db, _FixedDimension(), settings)  # type: ignore[arg-type]
         similar = RecallSimilarFeedback(db, recall)
+        recall.index  # noqa: B018 - open the collection, then freeze the heap, as `serve` does
+        freeze_startup_objects()
         picks = rng.choice(len(candidates), size=queries, replace=False)
         latencies: list[float] = []
         counts: list[int] = []
@@ -195,6 +199,7 @@ def run(quick: bool = False) -> dict[str, float]:
             counts.append(len(found))
         recall.close()
         db.dispose()
+        gc.unfreeze()
     lat = np.asarray(latencies[1:])  # the first query loads segments
     results = {
         "aggregate.stored_vectors": float(n),

@@ -18,6 +18,7 @@ make nearest neighbours meaningless). Queries are fresh draws from the same dist
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import tempfile
@@ -147,6 +148,7 @@ def _load_then_search(path: str, n_vectors: int, n_queries: int, reply: Connecti
 def bench_search(n_vectors: int, n_queries: int) -> dict[str, float]:
     """Search latency twice: while Lite indexes a fresh bulk load, and once every segment is
     indexed (the steady state of a server that has been running, and what a restart finds)."""
+    from feedbackloop.heap import freeze_startup_objects
     from feedbackloop.recall.index import FeedbackIndex
 
     with tempfile.TemporaryDirectory(prefix="recall-bench-") as tmp:
@@ -164,9 +166,11 @@ def bench_search(n_vectors: int, n_queries: int) -> dict[str, float]:
         index = FeedbackIndex(path, "bench")
         try:
             index.ensure_collection(DIM)  # loads the persisted segment indexes
+            freeze_startup_objects()  # as `serve` does once the model and the collection are loaded
             _timed_searches(index, n_vectors, min(n_queries, 20))  # warm-up: first reads page segments in
             latencies, recall = _timed_searches(index, n_vectors, n_queries)
         finally:
+            gc.unfreeze()
             index.drop()
             index.close()
     _, signals, _, _ = _corpus(n_vectors, 0)

@@ -14,7 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from feedbackloop import auth
+from feedbackloop import auth, heap
 from feedbackloop.config import Settings
 from feedbackloop.ingestion.group_commit import GroupCommitter
 from feedbackloop.ingestion.servicer import REQUIRED_SCOPES as INGESTION_SCOPES
@@ -91,9 +91,16 @@ class GrpcService:
 class App:
     """One feedbackloop process: `start()` binds and serves, `stop()` drains and closes."""
 
-    def __init__(self, settings: Settings, *, embedder: Embedder | None = None) -> None:
-        """`embedder` lets several servers in one process (tests, benchmarks) share a loaded model."""
+    def __init__(
+        self, settings: Settings, *, embedder: Embedder | None = None, freeze_startup_heap: bool = False
+    ) -> None:
+        """`embedder` lets several servers in one process (tests, benchmarks) share a loaded model.
+
+        `freeze_startup_heap`: once started and warmed up, exempt what exists from garbage
+        collection (`heap.py`); for a process that runs one server, as `serve` does.
+        """
         self.settings = settings
+        self._freeze_startup_heap = freeze_startup_heap
         self.db = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
         self.taxonomy = Taxonomy(max_age_seconds=settings.schema_refresh_seconds)
         self.wake_index = threading.Event()
@@ -221,7 +228,9 @@ class App:
         self.server.start()
         self.statistics.start()
         if self.settings.pipeline_enabled:
-            self.start_pipeline()
+            self.start_pipeline()  # freezes the heap once its warm-up is done
+        elif self._freeze_startup_heap:
+            heap.freeze_startup_objects()
         for name in names:
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -256,6 +265,8 @@ class App:
                 self.recall.index  # noqa: B018 - opening it is the point
         except Exception as error:  # the pipeline retries; warming up is only an optimisation
             log.warning("recall warm-up failed (the pipeline will retry): %s", error)
+        if self._freeze_startup_heap and not self._stopping.is_set():
+            heap.freeze_startup_objects()
 
     def stop(self, grace: float = 5.0) -> None:
         self._stopping.set()
@@ -278,7 +289,7 @@ class App:
 
 def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM."""
-    app = App(settings)
+    app = App(settings, freeze_startup_heap=True)
     app.start()
     stopping = threading.Event()
 

@@ -136,6 +136,8 @@ def test_every_acked_event_survives_sigkill(tmp_path: Path, worker: Worker) -> N
     stop = threading.Event()
 
     with running_server(data_dir, log_path) as (proc, address):
+        # `serve` exempts its start-up objects from garbage collection (heap.py) before SERVING.
+        assert "start-up objects out of garbage collection" in log_path.read_text()
         channel = grpc.insecure_channel(address)
         stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
         interaction_id = stub.RecordInteraction(
