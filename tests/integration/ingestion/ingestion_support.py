@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import func, select
@@ -42,12 +40,6 @@ def job_feedback_ids(db: Database) -> list[str]:
 def feedback_ids(db: Database) -> list[str]:
     with db.read() as session:
         return list(session.scalars(select(Feedback.id)))
-
-
-def ts(when: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(when.astimezone(UTC))
-    return stamp
 
 
 def bad_request(error: grpc.RpcError) -> list[tuple[str, str]]:

@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -20,6 +19,7 @@ from feedbackloop.config import Settings
 from feedbackloop.server import App, StartupError
 from feedbackloop.store import keys
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
+from support import expect_error
 
 S = common_pb2
 REPO = Path(__file__).resolve().parents[3]
@@ -27,15 +27,6 @@ REPO = Path(__file__).resolve().parents[3]
 
 def bearer(key: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {key}"),)
-
-
-def expect_error(call: Any, code: grpc.StatusCode, message: str) -> None:
-    try:
-        call()
-    except grpc.RpcError as error:
-        assert (error.code(), error.details()) == (code, message)
-    else:
-        raise AssertionError(f"expected {code.name}: {message}")
 
 
 def test_keys_scopes_and_projects(make_server, store_url, db) -> None:  # type: ignore[no-untyped-def]

@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from ingestion_support import bad_request, counts, record, submit, ts
+from ingestion_support import bad_request, counts, record, submit
 
 from feedbackloop.ingestion.taxonomy import DEFAULT_CATEGORIES
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
+from support import code_of, ts
 
 S = common_pb2
 I = ingestion_pb2  # noqa: E741
@@ -443,14 +444,11 @@ def test_oversize_message_is_refused_by_the_server_limit(make_server, store_url)
     request = I.RecordInteractionRequest(
         interaction=S.Interaction(session_id="s-big", turn_index=0, response="x" * 100_000)
     )
-    try:
-        stub.RecordInteraction(request)
-    except grpc.RpcError as error:
-        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        # "SERVER:" shows it is the server's limit that refused it, not the client's.
-        assert error.details() == f"SERVER: Received message larger than max ({request.ByteSize()} vs. 65536)"
-    else:
-        raise AssertionError("a 100 KB message was accepted by a server limited to 64 KiB")
+    # "SERVER:" shows it is the server's limit that refused it, not the client's.
+    assert code_of(lambda: stub.RecordInteraction(request)) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"SERVER: Received message larger than max ({request.ByteSize()} vs. 65536)",
+    )
     assert counts(server.app.db) == before
     # The same server still takes ordinary requests.
     assert record(stub, "s-small") != ""
@@ -468,10 +466,6 @@ def test_oversize_response_is_refused_by_the_server_limit(make_server, store_url
     # ...cannot be sent back by a server limited to 64 KiB.
     tight = make_server(database_url=store_url, max_message_bytes=64 * 1024)
     stub = tight.stub(ingestion_pb2_grpc.IngestionServiceStub)
-    try:
-        stub.GetSession(I.GetSessionRequest(session_id="s-big"))
-    except grpc.RpcError as error:
-        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert error.details().startswith("SERVER: Sent message larger than max ("), error.details()
-    else:
-        raise AssertionError("a 100 KB response was sent by a server limited to 64 KiB")
+    code, details = code_of(lambda: stub.GetSession(I.GetSessionRequest(session_id="s-big")))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details.startswith("SERVER: Sent message larger than max ("), details

@@ -10,6 +10,7 @@ import grpc
 from ingestion_support import counts, feedback_ids, job_feedback_ids, record, submit
 
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
+from support import code_of
 
 S = common_pb2
 
@@ -35,15 +36,12 @@ def test_same_key_different_payload_is_refused(server, stub) -> None:  # type: i
     interaction_id = record(stub, "s-idem")
     first = submit(stub, interaction_id=interaction_id, thumb=S.THUMB_DOWN, idempotency_key="k-1")
     before = counts(server.app.db)
-    try:
-        submit(stub, interaction_id=interaction_id, thumb=S.THUMB_UP, idempotency_key="k-1")
-    except grpc.RpcError as error:
-        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert error.details() == (
-            f"feedback.idempotency_key: 'k-1' was already used for {first.feedback_id} with a different payload"
-        )
-    else:
-        raise AssertionError("a conflicting replay was accepted")
+    assert code_of(
+        lambda: submit(stub, interaction_id=interaction_id, thumb=S.THUMB_UP, idempotency_key="k-1")
+    ) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"feedback.idempotency_key: 'k-1' was already used for {first.feedback_id} with a different payload",
+    )
     assert counts(server.app.db) == before
     stored = stub.GetFeedback(ingestion_pb2.GetFeedbackRequest(feedback_id=first.feedback_id)).feedback
     assert stored.thumb == S.THUMB_DOWN
@@ -56,16 +54,13 @@ def test_record_interaction_replay_and_conflict(server, stub) -> None:  # type: 
     assert first.created is True
     assert (again.interaction_id, again.created) == (first.interaction_id, False)
     changed = S.Interaction(session_id="s-rec", turn_index=0, response="hello!", attributes={"a": "1"})
-    try:
-        stub.RecordInteraction(ingestion_pb2.RecordInteractionRequest(interaction=changed))
-    except grpc.RpcError as error:
-        assert error.code() == grpc.StatusCode.ALREADY_EXISTS
-        assert error.details() == (
-            f"interaction.turn_index: session 's-rec' already has turn 0 ({first.interaction_id}) "
-            "with a different payload"
-        )
-    else:
-        raise AssertionError("a conflicting turn was accepted")
+    assert code_of(
+        lambda: stub.RecordInteraction(ingestion_pb2.RecordInteractionRequest(interaction=changed))
+    ) == (
+        grpc.StatusCode.ALREADY_EXISTS,
+        f"interaction.turn_index: session 's-rec' already has turn 0 ({first.interaction_id}) "
+        "with a different payload",
+    )
     assert counts(server.app.db).interactions == 1
 
 

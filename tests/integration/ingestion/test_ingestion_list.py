@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ingestion_support import list_all, record, submit, ts
+from ingestion_support import list_all, record, submit
 
 from feedbackloop.v1 import common_pb2, ingestion_pb2
+from support import ts
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 S = common_pb2

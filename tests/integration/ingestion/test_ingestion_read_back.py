@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import struct_pb2
-from ingestion_support import record, submit, ts
+from ingestion_support import record, submit
 
 from feedbackloop.v1 import common_pb2, ingestion_pb2
+from support import ts
 
 OCCURRED = datetime(2024, 5, 17, 9, 30, 15, 123456, tzinfo=UTC)
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import timestamp_pb2
 
 from feedbackloop.v1 import (
     common_pb2,
@@ -26,6 +25,7 @@ from feedbackloop.v1 import (
     recall_pb2,
     recall_pb2_grpc,
 )
+from support import ts
 
 PRICING = [
     "The bot quoted last year's price for the Pro plan.",
@@ -47,12 +47,6 @@ QUESTIONS = {
     TONE[1]: "Can I change my delivery address?",
     TONE[2]: "My package arrived damaged, what now?",
 }
-
-
-def _ts(when: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(when)
-    return ts
 
 
 class Client:
@@ -90,7 +84,7 @@ class Client:
         if category:
             feedback.categories.append(category)
         if occurred_at is not None:
-            feedback.occurred_at.CopyFrom(_ts(occurred_at))
+            feedback.occurred_at.CopyFrom(ts(occurred_at))
         return self.ingest.SubmitFeedback(
             ingestion_pb2.SubmitFeedbackRequest(project=self.project, feedback=feedback)
         ).feedback_id
@@ -254,7 +248,7 @@ def _keyed_client(server: Any, key: str) -> Client:
                 "text": "x",
                 "filter": common_pb2.FeedbackFilter(
                     time_range=common_pb2.TimeRange(
-                        start=_ts(datetime(2026, 2, 1, tzinfo=UTC)), end=_ts(datetime(2026, 1, 1, tzinfo=UTC))
+                        start=ts(datetime(2026, 2, 1, tzinfo=UTC)), end=ts(datetime(2026, 1, 1, tzinfo=UTC))
                     )
                 ),
             },
@@ -300,7 +294,7 @@ def test_top_issues_groups_complaints_and_reports_growth(recall_server: Any) -> 
 
     response = client.recall.TopIssues(
         recall_pb2.TopIssuesRequest(
-            time_range=common_pb2.TimeRange(start=_ts(now - timedelta(days=7)), end=_ts(now)),
+            time_range=common_pb2.TimeRange(start=ts(now - timedelta(days=7)), end=ts(now)),
             min_size=2,
             min_similarity=0.3,
         )
@@ -327,7 +321,7 @@ def test_top_issues_lists_a_groups_categories_most_picked_first(recall_server: A
     client.wait_indexed()
     response = client.recall.TopIssues(
         recall_pb2.TopIssuesRequest(
-            time_range=common_pb2.TimeRange(start=_ts(now - timedelta(days=1)), end=_ts(now)),
+            time_range=common_pb2.TimeRange(start=ts(now - timedelta(days=1)), end=ts(now)),
             min_similarity=0.3,
         )
     )

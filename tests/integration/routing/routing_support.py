@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 from sqlalchemy import func, select
 
 from feedbackloop.config import Settings
@@ -26,12 +23,6 @@ from feedbackloop.v1 import (
     routing_pb2,
     routing_pb2_grpc,
 )
-
-
-def ts(when: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(when.astimezone(UTC))
-    return stamp
 
 
 def files_of(directory: Path) -> list[routing_pb2.PolicyFile]:
@@ -151,11 +142,3 @@ class Harness:
     def review_items(self) -> list[ReviewItemRow]:
         with self.db.read() as session:
             return list(session.scalars(select(ReviewItemRow).order_by(ReviewItemRow.created_at)))
-
-
-def code_of(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
-    try:
-        call()
-    except grpc.RpcError as error:
-        return error.code(), error.details()  # type: ignore[attr-defined]
-    raise AssertionError("the call succeeded")

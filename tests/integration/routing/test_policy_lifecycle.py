@@ -9,7 +9,8 @@ from typing import Any
 
 import grpc
 import pytest
-from routing_support import Harness, code_of, policy_files
+from routing_support import Harness, policy_files
+from support import code_of
 
 from feedbackloop import auth
 from feedbackloop.store import keys

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from routing_support import Harness, code_of, files_of
+from routing_support import Harness, files_of
 from sqlalchemy import delete, select
 
 from feedbackloop.policy import sample_bucket
@@ -19,6 +19,7 @@ from feedbackloop.v1 import (
     reviews_pb2,
     routing_pb2,
 )
+from support import code_of
 
 DOWN, UP = common_pb2.THUMB_DOWN, common_pb2.THUMB_UP
 

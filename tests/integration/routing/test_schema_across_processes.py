@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from routing_support import code_of, policy_files
+from routing_support import policy_files
 
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc, routing_pb2, routing_pb2_grpc
+from support import code_of
 
 SCHEMA = (
     "apiVersion: feedbackloop/v1\nkind: FeedbackSchema\nmetadata:\n  name: s\nspec:\n  signals:\n"

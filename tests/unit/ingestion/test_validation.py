@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from google.protobuf import timestamp_pb2
 
 from feedbackloop.errors import InvalidArgument
 from feedbackloop.ingestion.validation import (
@@ -19,6 +18,7 @@ from feedbackloop.ingestion.validation import (
     validate_interaction,
 )
 from feedbackloop.v1 import common_pb2 as S
+from support import ts
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 LIMITS = Limits(max_text_chars=20, max_attributes=2, max_future_skew=timedelta(seconds=300))
@@ -26,12 +26,6 @@ CATEGORIES = frozenset({"hallucination", "unsafe"})
 NO_SIGNAL = (
     "carries no signal: set at least one of thumb, rating, categories, comment, correction, implicit_signal"
 )
-
-
-def ts(when: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
 
 
 def violations(call: Any) -> list[tuple[str, str]]:
