@@ -28,6 +28,7 @@ from sqlalchemy import insert
 
 from feedbackloop.config import Settings
 from feedbackloop.heap import freeze_startup_objects
+from feedbackloop.policy.engine import compile_condition
 from feedbackloop.recall.index import IndexRow
 from feedbackloop.recall.service import Recall
 from feedbackloop.routing.similarity import RecallSimilarFeedback
@@ -181,6 +182,7 @@ def run(quick: bool = False) -> dict[str, float]:
         similar = RecallSimilarFeedback(db, recall)
         recall.index  # noqa: B018 - open the collection, then freeze the heap, as `serve` does
         freeze_startup_objects()
+        condition = compile_condition(WHEN)
         picks = rng.choice(len(candidates), size=queries, replace=False)
         latencies: list[float] = []
         counts: list[int] = []
@@ -193,7 +195,7 @@ def run(quick: bool = False) -> dict[str, float]:
                 group={"interaction.prompt_name": "support-answer", "interaction.model_version": version},
                 min_similarity=0.8,
                 window=timedelta(hours=24),
-                when=WHEN,
+                condition=condition,
             )
             latencies.append((time.perf_counter() - t0) * 1000)
             counts.append(len(found))

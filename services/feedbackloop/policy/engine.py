@@ -16,7 +16,7 @@ Decisions that carry no per-event data (condition false, loop guard) are preallo
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -39,6 +39,10 @@ class Outcome(StrEnum):
     ERROR = "error"
 
 
+# A policy's compiled condition on a whole event: True only when it evaluates to true.
+Condition = Callable[[Mapping[str, Any]], bool]
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What one policy did with one event; `actions` is non-empty only when matched."""
@@ -57,8 +61,11 @@ class EvaluationState(Protocol):
         """True if `policy` fired for `group_key` less than `policy.cooldown` before `now`."""
         ...
 
-    def similar_count(self, policy: RoutingPolicy, event: Mapping[str, Any], group_key: str) -> int:
-        """Signals similar to `event` (itself included) in the aggregate window and group."""
+    def similar_count(
+        self, policy: RoutingPolicy, event: Mapping[str, Any], group_key: str, condition: Condition
+    ) -> int:
+        """Signals similar to `event` (itself included) in the aggregate window and group that
+        also meet the policy's `condition` (the compiled `when`, to apply to each neighbour)."""
         ...
 
     def record_match(self, policy: RoutingPolicy, group_key: str, now: datetime) -> None:
@@ -69,7 +76,25 @@ class EvaluationState(Protocol):
         ...
 
 
-class InMemoryState:
+class CooldownMemory:
+    """When each (policy, group) last matched, for evaluations that replay events in memory.
+
+    Same rule as the store's (matched decision records): a match at `last` puts the group in
+    cooldown for events with `last` in (now - cooldown, now].
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], datetime] = {}
+
+    def in_cooldown(self, policy: RoutingPolicy, group_key: str, now: datetime) -> bool:
+        last = self._last.get((policy.name, group_key))
+        return last is not None and now - timedelta(seconds=policy.cooldown_seconds) < last <= now
+
+    def record_match(self, policy: RoutingPolicy, group_key: str, now: datetime) -> None:
+        self._last[(policy.name, group_key)] = now
+
+
+class InMemoryState(CooldownMemory):
     """EvaluationState for tests and the offline `test` command.
 
     Cooldowns are tracked in memory; similar counts come from the test data (per feedback
@@ -79,22 +104,17 @@ class InMemoryState:
     def __init__(
         self, similar_counts: Mapping[str, int] | None = None, default_similar_count: int = 1
     ) -> None:
+        super().__init__()
         self._similar = dict(similar_counts or {})
         self._default = default_similar_count
-        self.fired: dict[tuple[str, str], datetime] = {}
 
     def set_similar_count(self, event_id: str, count: int) -> None:
         self._similar[event_id] = count
 
-    def in_cooldown(self, policy: RoutingPolicy, group_key: str, now: datetime) -> bool:
-        last = self.fired.get((policy.name, group_key))
-        return last is not None and now < last + timedelta(seconds=policy.cooldown_seconds)
-
-    def similar_count(self, policy: RoutingPolicy, event: Mapping[str, Any], group_key: str) -> int:
+    def similar_count(
+        self, policy: RoutingPolicy, event: Mapping[str, Any], group_key: str, condition: Condition
+    ) -> int:
         return self._similar.get(str(event["feedback"].get("id", "")), self._default)
-
-    def record_match(self, policy: RoutingPolicy, group_key: str, now: datetime) -> None:
-        self.fired[(policy.name, group_key)] = now
 
 
 def sample_bucket(policy_name: str, event_id: str) -> float:
@@ -147,6 +167,25 @@ class _Compiled:
         self.loop_guard = Decision(
             policy.name, Outcome.LOOP_GUARD, "event was produced by this policy's own action (loop guard)"
         )
+
+    def holds(self, event: Mapping[str, Any]) -> bool:
+        """The condition on a whole event (an aggregate's neighbour); an error counts as false."""
+        return _holds(self.program, event)
+
+
+def _holds(program: Any, event: Mapping[str, Any]) -> bool:
+    try:
+        return program.execute(dict(event)) is True
+    except Exception:
+        return False
+
+
+def compile_condition(when: str) -> Condition:
+    """A `when` expression as a Condition, for callers outside a policy set (benchmarks, tools)."""
+    program, problems = check_expression(when)
+    if program is None or problems:
+        raise PolicyCompileError("; ".join(problems))
+    return lambda event: _holds(program, event)
 
 
 def _now_of(feedback: Mapping[str, Any]) -> datetime:
@@ -251,7 +290,7 @@ class CompiledPolicySet:
                     decisions.append(Decision(cp.name, Outcome.COOLDOWN, reason, group_key))
                     continue
             if cp.aggregate is not None:
-                count = state.similar_count(cp.policy, event, group_key)
+                count = state.similar_count(cp.policy, event, group_key, cp.holds)
                 if count < cp.aggregate.min_count:
                     reason = (
                         f"{count} similar signal(s) in {cp.aggregate.window}, "

@@ -7,6 +7,7 @@ the whole set is clean, so a file with an error can never be half-applied.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from feedbackloop.policy.celcheck import check_expression
 from feedbackloop.policy.durations import DurationError, parse_positive_duration
 from feedbackloop.policy.errors import PolicyError
 from feedbackloop.policy.event import EVENT_DEFAULTS
-from feedbackloop.policy.loader import Document, Mark, load_path
+from feedbackloop.policy.loader import Document, Mark, load_path, load_text
 from feedbackloop.policy.model import PLACEHOLDER, PolicySet, Resource, resource_from_document
 from feedbackloop.policy.schema import validate_document
 
@@ -199,7 +200,23 @@ def validate_documents(docs: list[Document]) -> tuple[PolicySet | None, list[Pol
 
 def validate_dir(path: Path | str) -> tuple[PolicySet | None, list[PolicyError]]:
     """Validate every policy file under `path` (or one file); the set only if error-free."""
-    docs, errors = load_path(path)
+    return _validated(*load_path(path))
+
+
+def validate_texts(files: Iterable[tuple[str, str]]) -> tuple[PolicySet | None, list[PolicyError]]:
+    """The same for files given as (path, content) pairs, such as files sent over gRPC."""
+    docs: list[Document] = []
+    errors: list[PolicyError] = []
+    for path, content in sorted(files):
+        file_docs, file_errors = load_text(content, path)
+        docs += file_docs
+        errors += file_errors
+    return _validated(docs, errors)
+
+
+def _validated(
+    docs: list[Document], load_errors: list[PolicyError]
+) -> tuple[PolicySet | None, list[PolicyError]]:
     policy_set, more = validate_documents(docs)
-    all_errors = sorted(set(errors + more))
+    all_errors = sorted(set(load_errors + more))
     return (policy_set if not all_errors else None), all_errors

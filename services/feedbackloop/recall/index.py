@@ -54,11 +54,10 @@ class IndexSpec:
 
     HNSW by default on both backends. On Milvus Lite 3.x it is FAISS HNSW per sealed segment with
     a bitmap of rows that pass the filter: recall@10 measured 1.00 on 100k vectors with one
-    metadata filter (bench/recall_bench.py), but Lite walks every stored row in Python per search
-    (its max-seq dedup and tombstone mask), so latency grows with the collection whatever the
-    index: p50 46 ms, p99 68 ms at 100k on 2 cores once indexed (segments not yet indexed are
-    brute-forced). FLAT (brute force) is exact but scans every vector;
-    IVF loses recall under restrictive filters.
+    metadata filter (bench/recall_bench.py). Segments not yet indexed are brute-forced. Lite's
+    own executor also walks every stored row in Python per search to find the live ones;
+    `lite_search` keeps that answer between searches (see there). FLAT (brute force) is exact
+    but scans every vector; IVF loses recall under restrictive filters.
     """
 
     index_type: str = "HNSW"

@@ -42,6 +42,15 @@ from feedbackloop.store.routing_models import (
 CREATED, EXISTING, SKIPPED, FAILED, WOULD_RUN = "created", "existing", "skipped", "failed", "would_run"
 
 
+@dataclass(frozen=True)
+class NearestItem:
+    """The most similar item of a dataset to a new one, and which items were compared."""
+
+    item_id: str
+    score: float
+    compared: frozenset[str]
+
+
 @dataclass
 class ActionContext:
     """What every action of one matched decision needs."""
@@ -54,18 +63,25 @@ class ActionContext:
     group_key: str
     evidence: list[str]
     now: datetime = field(default_factory=utcnow)
-    # Pre-computed outside the transaction: generator proposals and dataset vectors by action index.
+    # Pre-computed outside the write transaction, by action index: generator proposals, dataset
+    # vectors, and the nearest dataset item among those that existed then (`nearest_item`).
     generated: dict[int, tuple[str, str]] = field(default_factory=dict)
     vectors: dict[int, list[float]] = field(default_factory=dict)
+    nearest: dict[int, NearestItem] = field(default_factory=dict)
 
     def dedup_key(self, index: int) -> str:
         return f"{self.policy.name}#{index}:{self.subject}"
 
     @property
     def subject(self) -> str:
-        if self.policy.aggregate is not None:
-            return f"group:{self.group_key}"
-        return f"fb:{self.feedback.id}"
+        return subject_of(self.policy, self.feedback.id, self.group_key)
+
+
+def subject_of(policy: RoutingPolicy, feedback_id: str, group_key: str) -> str:
+    """What an action's effect is about: the group for aggregate policies, else the feedback."""
+    if policy.aggregate is not None:
+        return f"group:{group_key}"
+    return f"fb:{feedback_id}"
 
 
 def result(index: int, action: Any, status: str, resource_id: str = "", detail: str = "") -> dict[str, Any]:
@@ -234,21 +250,26 @@ def run_dataset_add(session: Session, ctx: ActionContext, index: int, action: Da
             index, action, SKIPPED, detail="session-level feedback has no interaction to learn from"
         )
     dataset = ctx.policy_set.datasets[action.dataset]
-    text = dataset_text(fb)
     vector = ctx.vectors.get(index)
-    others = session.execute(
-        select(
-            DatasetItemRow.id,
-            DatasetItemRow.vector,
-            DatasetItemRow.input_messages,
-            DatasetItemRow.ideal_output,
-            DatasetItemRow.output,
-        ).where(DatasetItemRow.project_id == ctx.project_id, DatasetItemRow.dataset == action.dataset)
-    ).all()
-    candidates = [
-        (row.id, row.vector, _item_text(row.input_messages, row.ideal_output or row.output)) for row in others
-    ]
-    match_id, score = best_match(vector, text, candidates)
+    before = ctx.nearest.get(index)
+    if before is None:
+        before = nearest_item(session, ctx, action, vector)
+    else:
+        # Only the items added since the scan outside this transaction are compared here, so
+        # the write lock is not held while a large dataset is read.
+        current = set(
+            session.scalars(
+                select(DatasetItemRow.id).where(
+                    DatasetItemRow.project_id == ctx.project_id, DatasetItemRow.dataset == action.dataset
+                )
+            )
+        )
+        added = current - before.compared
+        if added:
+            since = nearest_item(session, ctx, action, vector, among=added)
+            if since.score > before.score:
+                before = since
+    match_id, score = before.item_id, before.score
     if match_id and score >= dataset.dedup_similarity:
         return result(
             index,
@@ -285,6 +306,31 @@ def run_dataset_add(session: Session, ctx: ActionContext, index: int, action: Da
     )
     session.add(item)
     return result(index, action, CREATED, item.id)
+
+
+def nearest_item(
+    session: Session,
+    ctx: ActionContext,
+    action: DatasetAdd,
+    vector: list[float] | None,
+    among: set[str] | None = None,
+) -> NearestItem:
+    """The dataset item most similar to what `ctx.feedback` would add (all items, or `among`)."""
+    query = select(
+        DatasetItemRow.id,
+        DatasetItemRow.vector,
+        DatasetItemRow.input_messages,
+        DatasetItemRow.ideal_output,
+        DatasetItemRow.output,
+    ).where(DatasetItemRow.project_id == ctx.project_id, DatasetItemRow.dataset == action.dataset)
+    if among is not None:
+        query = query.where(DatasetItemRow.id.in_(sorted(among)))
+    rows = session.execute(query).all()
+    candidates = [
+        (row.id, row.vector, _item_text(row.input_messages, row.ideal_output or row.output)) for row in rows
+    ]
+    match_id, score = best_match(vector, dataset_text(ctx.feedback), candidates)
+    return NearestItem(match_id, score, frozenset(row.id for row in rows))
 
 
 def _item_text(messages: list[Any], answer: str) -> str:

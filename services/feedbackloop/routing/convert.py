@@ -8,8 +8,7 @@ from typing import Any
 from feedbackloop.errors import InvalidArgument, Violations
 from feedbackloop.ingestion.convert import timestamp
 from feedbackloop.policy import Decision, PolicyError, PolicySet
-from feedbackloop.policy.loader import Document, load_text
-from feedbackloop.policy.validate import validate_documents
+from feedbackloop.policy.validate import validate_texts
 from feedbackloop.routing.revisions import RevisionInfo
 from feedbackloop.store.routing_models import DecisionRecord
 from feedbackloop.v1 import routing_pb2
@@ -53,15 +52,7 @@ def load_files(files: Sequence[routing_pb2.PolicyFile]) -> tuple[PolicySet | Non
             v.add(f"files[{i}].path", f'duplicate path "{f.path}"')
         seen.add(f.path)
     v.raise_if_any()
-    docs: list[Document] = []
-    errors: list[PolicyError] = []
-    for f in sorted(files, key=lambda f: f.path):
-        file_docs, file_errors = load_text(f.content, f.path)
-        docs += file_docs
-        errors += file_errors
-    policy_set, more = validate_documents(docs)
-    all_errors = sorted(set(errors + more))
-    return (policy_set if not all_errors else None), all_errors
+    return validate_texts((f.path, f.content) for f in files)
 
 
 def require_valid(files: Sequence[routing_pb2.PolicyFile]) -> PolicySet:

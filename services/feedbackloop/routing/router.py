@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
 from feedbackloop.policy import Decision, Outcome
-from feedbackloop.policy.engine import EvaluationState
+from feedbackloop.policy.engine import Condition, CooldownMemory, EvaluationState
 from feedbackloop.policy.event import field_value
 from feedbackloop.policy.model import DatasetAdd, PromptPatch, RoutingPolicy
 from feedbackloop.routing import actions
@@ -67,17 +67,16 @@ class StoreState(EvaluationState):
         self._feedback_id = feedback_id
         self._similar = similar
         self.evidence: dict[str, list[str]] = {}
-        self._memory: dict[tuple[str, str], datetime] | None = {} if track_cooldown_in_memory else None
+        self._memory = CooldownMemory() if track_cooldown_in_memory else None
 
     def for_feedback(self, feedback_id: str) -> None:
         self._feedback_id = feedback_id
         self.evidence = {}
 
     def in_cooldown(self, policy: RoutingPolicy, group_key: str, now: datetime) -> bool:
-        start = now - timedelta(seconds=policy.cooldown_seconds)
         if self._memory is not None:
-            last = self._memory.get((policy.name, group_key))
-            return last is not None and start < last <= now
+            return self._memory.in_cooldown(policy, group_key, now)
+        start = now - timedelta(seconds=policy.cooldown_seconds)
         found = self._session.scalar(
             select(DecisionRecord.id)
             .where(
@@ -93,7 +92,9 @@ class StoreState(EvaluationState):
         )
         return found is not None
 
-    def similar_count(self, policy: RoutingPolicy, event: Mapping[str, Any], group_key: str) -> int:
+    def similar_count(
+        self, policy: RoutingPolicy, event: Mapping[str, Any], group_key: str, condition: Condition
+    ) -> int:
         assert policy.aggregate is not None
         if self._similar is None:
             self.evidence[policy.name] = [self._feedback_id]
@@ -103,7 +104,12 @@ class StoreState(EvaluationState):
         window = timedelta(seconds=policy.aggregate.window_seconds)
         if not self._feedback_id:  # a dry run of an event that is not stored: it counts itself
             neighbours = self._similar.similar_to_event(
-                self._project, event, group=group, min_similarity=threshold, window=window, when=policy.when
+                self._project,
+                event,
+                group=group,
+                min_similarity=threshold,
+                window=window,
+                condition=condition,
             )
             self.evidence[policy.name] = neighbours
             return 1 + len(neighbours)
@@ -113,14 +119,14 @@ class StoreState(EvaluationState):
             group=group,
             min_similarity=threshold,
             window=window,
-            when=policy.when,
+            condition=condition,
         )
         self.evidence[policy.name] = ids
         return len(ids)
 
     def record_match(self, policy: RoutingPolicy, group_key: str, now: datetime) -> None:
         if self._memory is not None:
-            self._memory[(policy.name, group_key)] = now
+            self._memory.record_match(policy, group_key, now)
 
 
 @dataclass
@@ -237,9 +243,12 @@ class Router:
                             f"patch generator at {action.generator_target} failed: "
                             f"{error.code().name}: {error.details()}"
                         ) from None
-            elif isinstance(action, DatasetAdd) and self.embed is not None and ctx.feedback.interaction:
-                vector = self.embed([actions.dataset_text(ctx.feedback)])[0]
-                ctx.vectors[index] = [float(x) for x in vector]
+            elif isinstance(action, DatasetAdd) and ctx.feedback.interaction is not None:
+                if self.embed is not None:
+                    vector = self.embed([actions.dataset_text(ctx.feedback)])[0]
+                    ctx.vectors[index] = [float(x) for x in vector]
+                with self.db.read() as session:
+                    ctx.nearest[index] = actions.nearest_item(session, ctx, action, ctx.vectors.get(index))
 
     def _generate(self, ctx: actions.ActionContext, action: PromptPatch) -> tuple[str, str]:
         with self.db.read() as session:
@@ -333,12 +342,14 @@ class Router:
 
     # --- dry runs ---
 
-    def dry_run(self, project_id: str, live: LiveSet, event: Mapping[str, Any]) -> list[Decision]:
-        feedback_id = str((event.get("feedback") or {}).get("id", ""))
+    def dry_run(
+        self, project_id: str, live: LiveSet, event: Mapping[str, Any], *, stored_feedback_id: str = ""
+    ) -> list[Decision]:
+        """Decisions `live` makes for `event` without acting. `stored_feedback_id`: the stored
+        feedback the event was built from; without it (an inline event) aggregates are counted
+        around the event's own text."""
         with self.db.read() as session:
-            known = bool(feedback_id) and bool(load_feedback(session, project_id, [feedback_id]))
-            # An event that is not stored has its aggregates counted around its own text.
-            state = StoreState(session, project_id, feedback_id if known else "", self.similar)
+            state = StoreState(session, project_id, stored_feedback_id, self.similar)
             return live.compiled.evaluate(event, state=state)
 
     def feedback_in_window(self, project_id: str, start: datetime, end: datetime) -> list[str]:
@@ -380,7 +391,7 @@ class Router:
                         if len(s["samples"]) < 5:
                             s["samples"].append(fid)
                         policy = live.policy_set.routing_policies[d.policy]
-                        subject = f"group:{d.group_key}" if policy.aggregate else f"fb:{fid}"
+                        subject = actions.subject_of(policy, fid, d.group_key)
                         for index, action in enumerate(d.actions):
                             a = s["actions"].setdefault(
                                 index, {"action": action, "subjects": set(), "samples": []}

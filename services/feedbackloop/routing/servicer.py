@@ -18,7 +18,7 @@ from feedbackloop.errors import InvalidArgument, NotFound
 from feedbackloop.ingestion.convert import timestamp
 from feedbackloop.paging import filter_digest
 from feedbackloop.policy import CompiledPolicySet, PolicySet, diff_policy_sets, render_json, render_text
-from feedbackloop.policy.event import EventError, make_event
+from feedbackloop.policy.event import EVENT_DEFAULTS, EventError, make_event
 from feedbackloop.policy.model import resource_to_document
 from feedbackloop.routing import convert
 from feedbackloop.routing.actions import WOULD_RUN, result
@@ -57,12 +57,27 @@ def _window(field: str, message: Any, has: bool, default: timedelta | None) -> t
     return window
 
 
+def _event_numbers(event: dict[str, Any]) -> dict[str, Any]:
+    """Struct numbers are all doubles. An event field takes its default's type (`rating` an int,
+    so `rating <= 2` works; `model_confidence` a double); whole numbers inside free-form values
+    (attributes) become ints, as the JSON of a stored event gives them."""
+    out: dict[str, Any] = {}
+    for var, section in event.items():
+        defaults = EVENT_DEFAULTS.get(var, {})
+        if isinstance(section, dict):
+            out[var] = {
+                k: v if isinstance(defaults.get(k), float) else _integral(v) for k, v in section.items()
+            }
+        else:
+            out[var] = section  # make_event names what is wrong with it
+    return out
+
+
 def _integral(value: Any) -> Any:
-    """Struct numbers are doubles; give whole numbers back as ints so `rating <= 2` works."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
-        return {k: v if k == "model_confidence" else _integral(v) for k, v in value.items()}
+        return {k: _integral(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_integral(v) for v in value]
     return value
@@ -218,7 +233,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                 event = build_event(session, fb)
         else:
             try:
-                event = make_event(_integral(json_format.MessageToDict(request.event)))
+                event = make_event(_event_numbers(json_format.MessageToDict(request.event)))
             except EventError as error:
                 raise InvalidArgument.single("event", str(error)) from None
         if request.revision:
@@ -227,7 +242,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             live = self._live.refresh(project)
         if live is None:
             raise NotFound("revision", "no policy revision is applied yet")
-        decisions = self._router.dry_run(project, live, event)
+        stored = request.feedback_id if target == "feedback_id" else ""
+        decisions = self._router.dry_run(project, live, event, stored_feedback_id=stored)
         out = routing_pb2.EvaluateResponse(revision=live.revision)
         for d in decisions:
             results = [result(i, a, WOULD_RUN) for i, a in enumerate(d.actions)]

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from feedbackloop.errors import InvalidArgument
-from feedbackloop.policy.celcheck import check_expression
+from feedbackloop.policy.engine import Condition
 from feedbackloop.policy.event import field_value
 from feedbackloop.recall.text import event_text
 from feedbackloop.routing.events import build_events
@@ -35,11 +35,11 @@ class SimilarFeedback(Protocol):
         group: Mapping[str, str],
         min_similarity: float,
         window: timedelta,
-        when: str,
+        condition: Condition,
     ) -> list[str]:
         """Ids of feedback similar to `feedback_id` (itself included, first) that occurred in
         `window` before it, match every `group` field ("interaction.prompt_name" -> value)
-        and satisfy the CEL condition `when`."""
+        and meet the policy's `condition`."""
         ...
 
     def similar_to_event(
@@ -50,19 +50,10 @@ class SimilarFeedback(Protocol):
         group: Mapping[str, str],
         min_similarity: float,
         window: timedelta,
-        when: str,
+        condition: Condition,
     ) -> list[str]:
         """The same for an event that is not stored (a dry run): ids of stored feedback only."""
         ...
-
-
-@functools.lru_cache(maxsize=256)
-def compiled_condition(when: str) -> Any:
-    """The CEL program of a policy condition, compiled once per distinct text."""
-    program, problems = check_expression(when)
-    if program is None:
-        raise ValueError("; ".join(problems))
-    return program
 
 
 def exact_similarity(a: str, b: str) -> float:
@@ -123,11 +114,11 @@ class RecallSimilarFeedback:
         group: Mapping[str, str],
         min_similarity: float,
         window: timedelta,
-        when: str,
+        condition: Condition,
     ) -> list[str]:
         vector, occurred_at = self._target(project_id, feedback_id)
         neighbours = self._neighbours(
-            project_id, vector, occurred_at, [feedback_id], group, min_similarity, window, when
+            project_id, vector, occurred_at, [feedback_id], group, min_similarity, window, condition
         )
         return [feedback_id, *neighbours]
 
@@ -139,7 +130,7 @@ class RecallSimilarFeedback:
         group: Mapping[str, str],
         min_similarity: float,
         window: timedelta,
-        when: str,
+        condition: Condition,
     ) -> list[str]:
         vector = self._recall.query_vector_for_text(event_text(event))
         occurred = field_value(event, "feedback.occurred_at")
@@ -149,7 +140,7 @@ class RecallSimilarFeedback:
             raise InvalidArgument.single(
                 "event", f"feedback.occurred_at: {occurred!r} is not an ISO 8601 time"
             ) from None
-        return self._neighbours(project_id, vector, at, [], group, min_similarity, window, when)
+        return self._neighbours(project_id, vector, at, [], group, min_similarity, window, condition)
 
     def _neighbours(
         self,
@@ -160,12 +151,11 @@ class RecallSimilarFeedback:
         group: Mapping[str, str],
         min_similarity: float,
         window: timedelta,
-        when: str,
+        condition: Condition,
     ) -> list[str]:
-        """Stored feedback near `vector` in the window ending at `at`, in the group, meeting `when`."""
+        """Stored feedback near `vector` in the window ending at `at`, in the group, meeting `condition`."""
         from feedbackloop.recall.filters import RecallFilter
 
-        program = compiled_condition(when)
         indexed: dict[str, list[str]] = {}
         for path, value in group.items():
             if path in _INDEXED_GROUP_FIELDS:
@@ -194,9 +184,6 @@ class RecallSimilarFeedback:
                 event = events[hit.feedback.id]
                 if any(field_value(event, path) != value for path, value in group.items()):
                     continue
-                try:
-                    if program.execute(dict(event)) is True:
-                        similar.append(hit.feedback.id)
-                except Exception:  # a condition that fails on a neighbour does not count it
-                    continue
+                if condition(event):  # a condition that fails on a neighbour does not count it
+                    similar.append(hit.feedback.id)
         return similar

@@ -10,7 +10,6 @@ from typing import Any
 import grpc
 import pytest
 from routing_support import Harness, policy_files
-from support import code_of
 
 from feedbackloop import auth
 from feedbackloop.store import keys
@@ -24,6 +23,7 @@ from feedbackloop.v1 import (
     reviews_pb2,
     routing_pb2,
 )
+from support import code_of
 
 HEAD = "apiVersion: feedbackloop/v1\n"
 QUEUE = HEAD + "kind: ReviewQueue\nmetadata:\n  name: q\nspec:\n  sla: 24h\n"
@@ -320,6 +320,53 @@ def test_generator_strategy_with_auto_approval(h: Harness) -> None:
         server.stop(0)
 
 
+DATASET = HEAD + "kind: Dataset\nmetadata:\n  name: ds\nspec:\n  formats: [plain]\n  dedup_similarity: 0.9\n"
+TO_DATASET = HEAD + (
+    'kind: RoutingPolicy\nmetadata:\n  name: to-ds\nspec:\n  when: feedback.correction != ""\n'
+    "  actions:\n    - dataset_add: {dataset: ds}\n"
+)
+
+
+def test_dataset_add_skips_near_duplicates_including_items_added_meanwhile(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h.apply(policy_files(dataset=DATASET, routing=TO_DATASET))
+
+    def correct(session: str, question: str, correction: str) -> str:
+        return h.feedback(h.interaction(session, question=question), session=session, correction=correction)
+
+    def statuses(feedback_id: str) -> list[tuple[int, str]]:
+        explained = h.routing.Explain(routing_pb2.ExplainRequest(feedback_id=feedback_id))
+        return [(a.status, a.detail.split(" (")[0]) for r in explained.records for a in r.decision.actions]
+
+    first = correct("s1", "How much is the pro plan?", "The Pro plan costs $15 a month.")
+    again = correct("s2", "How much is the pro plan?", "The Pro plan costs $15 a month.")
+    h.route_pending()
+    assert h.counts()["dataset_items"] == 1
+    item_id = h.datasets.ListItems(datasets_pb2.ListItemsRequest(dataset="ds")).items[0].id
+    assert statuses(first) == [(routing_pb2.ACTION_STATUS_CREATED, "")]
+    assert statuses(again) == [(routing_pb2.ACTION_STATUS_SKIPPED, f"near-duplicate of {item_id}")]
+
+    # The dataset is scanned before the write transaction; an item that another route adds in
+    # between must still count. Route `meanwhile` to completion right after `late`'s scan.
+    late = correct("s3", "How long do refunds take?", "Refunds take five business days.")
+    meanwhile = correct("s4", "How long do refunds take?", "Refunds take five business days.")
+    router = h.component.router
+    scan = router._precompute
+
+    def scan_then_race(ctx: Any, decision: Any) -> None:
+        scan(ctx, decision)
+        if ctx.feedback.id == late:
+            router.route(ctx.project_id, meanwhile)
+
+    monkeypatch.setattr(router, "_precompute", scan_then_race)
+    h.route_pending()
+    assert h.counts()["dataset_items"] == 2
+    assert statuses(meanwhile) == [(routing_pb2.ACTION_STATUS_CREATED, "")]
+    raced = [s for s, _ in statuses(late)]
+    assert raced == [routing_pb2.ACTION_STATUS_SKIPPED]
+
+
 AGGREGATE = HEAD + (
     "kind: RoutingPolicy\nmetadata:\n  name: many-outdated\nspec:\n"
     "  when: '\"outdated_info\" in feedback.categories'\n"
@@ -368,6 +415,26 @@ def test_evaluate_is_a_dry_run(h: Harness) -> None:
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "thumbz" in details
     assert h.counts()["review_items"] == 0
+
+
+def test_evaluate_gives_an_inline_event_its_fields_types(h: Harness) -> None:
+    # Struct numbers are all doubles. CEL arithmetic does not mix int and double, so `rating`
+    # must come back an int, `model_confidence` stay a double, and a whole number inside
+    # attributes be an int (as in a stored event's JSON), or this condition fails to evaluate.
+    when = (
+        "feedback.rating + 1 <= 3 && feedback.model_confidence * 2.0 < 3.0 && "
+        "interaction.attributes.retries + 1 == 4"
+    )
+    h.apply(policy_files(queue=QUEUE, routing=DOWN_TO_Q.replace('feedback.thumb == "down"', when)))
+    event = {
+        "feedback": {"rating": 2, "model_confidence": 1.0},
+        "interaction": {"attributes": {"retries": 3}},
+    }
+    response = h.routing.Evaluate(routing_pb2.EvaluateRequest(event=event))
+    assert [(d.outcome, d.reason) for d in response.decisions] == [
+        (routing_pb2.DECISION_OUTCOME_MATCHED, "condition is true")
+    ]
+    assert response.event["feedback"]["model_confidence"] == 1.0
 
 
 def test_evaluate_counts_aggregates_for_an_event_that_is_not_stored(h: Harness) -> None:

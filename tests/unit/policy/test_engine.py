@@ -134,7 +134,9 @@ def test_cooldown_is_per_group_and_expires() -> None:
     assert run("v1", "2024-01-01T10:29:00Z") == Outcome.COOLDOWN
     assert run("v2", "2024-01-01T10:29:00Z") == Outcome.MATCHED
     assert run("v1", "2024-01-01T10:30:00Z") == Outcome.MATCHED
-    assert state.fired[("cool", "interaction.model_version=v1")] == datetime(2024, 1, 1, 10, 30, tzinfo=UTC)
+    # The match at 10:30 started a new cooldown for v1.
+    assert run("v1", "2024-01-01T10:59:00Z") == Outcome.COOLDOWN
+    assert run("v1", "2024-01-01T11:00:00Z") == Outcome.MATCHED
 
 
 def test_explicit_now_overrides_event_time() -> None:
