@@ -153,6 +153,9 @@ def test_random_histories_answer_as_the_stock_executor(
     for stock, cached in compared:
         assert cached == stock
     assert hits_seen > 100  # the histories are not trivially empty
+    # Searches over all partitions and over each one are different segment sets; only the
+    # most recent few are held.
+    assert 0 < len(lite_search._cache._entries) <= lite_search.CACHED_SEGMENT_SETS
 
 
 def test_limit_covers_every_live_row_when_large_enough(
