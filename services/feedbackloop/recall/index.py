@@ -252,12 +252,12 @@ class FeedbackIndex:
             params=dict(self.spec.build_params),
         )
         self._client.create_collection(
-            self.collection,
-            schema=schema,
-            index_params=index_params,
-            consistency_level=CONSISTENCY,
-            timeout=self._timeout,
+            self.collection, schema=schema, consistency_level=CONSISTENCY, timeout=self._timeout
         )
+        # Not waiting for the build (sync=False): the collection is empty, and the wait asks for
+        # a timestamp (AllocTimestamp) that Milvus Lite does not implement, which its in-process
+        # server logs as an error with a traceback on every creation.
+        self._client.create_index(self.collection, index_params, timeout=self._timeout, sync=False)
         self._client.load_collection(self.collection, timeout=self._timeout)
 
     def drop(self) -> None:

@@ -56,7 +56,8 @@ def _create(client: MilvusClient, index_type: str) -> None:
     params = client.prepare_index_params()
     build = {"M": 8, "efConstruction": 64} if index_type == "HNSW" else {}
     params.add_index(field_name="vector", index_type=index_type, metric_type="COSINE", params=build)
-    client.create_collection("c", schema=schema, index_params=params, consistency_level="Strong")
+    client.create_collection("c", schema=schema, consistency_level="Strong")
+    client.create_index("c", params, sync=False)  # waiting would call an RPC Lite lacks
     for partition in PARTITIONS:
         client.create_partition("c", partition)
     client.load_collection("c")

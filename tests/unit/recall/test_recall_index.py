@@ -4,6 +4,7 @@ Vectors are small synthetic unit vectors, so these tests need no model."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -62,6 +63,17 @@ def filled(index: FeedbackIndex) -> FeedbackIndex:
 
 def ids(hits: list[tuple[str, float]]) -> list[str]:
     return [h[0] for h in hits]
+
+
+def test_creating_the_collection_logs_no_error(
+    index: FeedbackIndex, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        index.ensure_collection(DIM)
+        index.upsert([row(0)])
+        hits = index.search("p1", row(0).vector, top_k=1)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert ids(hits) == ["fb_0000"]
 
 
 def test_round_trip_is_searchable_at_once_and_ordered(filled: FeedbackIndex) -> None:
