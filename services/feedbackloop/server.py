@@ -225,12 +225,12 @@ class App:
                 component.start()
         except PolicyBootstrapError as error:
             raise StartupError(str(error)) from error
+        if self._freeze_startup_heap and not self.settings.pipeline_enabled:
+            heap.freeze_startup_objects()  # before serving, so no request's objects are frozen
         self.server.start()
         self.statistics.start()
         if self.settings.pipeline_enabled:
-            self.start_pipeline()  # freezes the heap once its warm-up is done
-        elif self._freeze_startup_heap:
-            heap.freeze_startup_objects()
+            self.start_pipeline()  # freezes the heap once the model and the index are loaded
         for name in names:
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._health.set("", health_pb2.HealthCheckResponse.SERVING)

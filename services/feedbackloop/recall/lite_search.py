@@ -5,9 +5,10 @@ their primary key, not deleted) by walking every row of every segment twice in P
 100,000 rows that walk is most of a filtered top-10 search (README, Benchmarks: p50 66 ms with
 the stock executor, 10.5 ms with this one, same collection and day). The answer only changes
 when the segments do (a flush or a compaction) or when deletes and unflushed writes arrive, and
-those are few between flushes. So this executor works the live rows of a segment set out once,
+those are few next to the stored rows. So this executor works the live rows of a segment set out once,
 keeps them, and per search only applies what the memtable and the tombstones change: its cost
-follows the writes since the last flush, not the stored rows.
+follows the unflushed writes and the tombstones that compaction has not yet dropped, not the
+stored rows.
 
 Results are the same as the stock executor's, row for row and score for score (the same segment
 index is asked the same question); `tests/unit/recall/test_lite_search.py` checks that on
@@ -32,8 +33,8 @@ log = logging.getLogger(__name__)
 # The Lite versions whose executor contract (arguments, result shape, tie order) this matches.
 CHECKED_VERSIONS = frozenset({"3.2.2"})
 # Segment sets kept. A search sees one set at a time, but a flush racing a search may briefly
-# leave two in use. An entry holds its segments (their ids are its key), so an old set stays in
-# memory until a newer one evicts it: keep this small.
+# leave two in use. An entry holds its segments (their ids are its key), so a new set evicts
+# every set with a segment it no longer has (see `_LiveRowCache.get`).
 CACHED_SEGMENT_SETS = 2
 
 _install_lock = threading.Lock()
@@ -44,32 +45,24 @@ class _SegmentSetLiveRows:
     """For one ordered set of segments: which rows are the newest version of their key.
 
     Tombstones and the memtable are applied per search, on copies of the masks they touch.
+    Lite gives every write its own sequence number, so one key never has two rows with the same
+    one; of equal numbers (impossible) the later segment's row would count here.
     """
 
     def __init__(self, segments: tuple[Any, ...]) -> None:
         self.segments = segments  # held so that the segments' ids in the cache key stay theirs
         self.newest_seq: dict[Any, int] = {}
         self.place: dict[Any, tuple[int, int]] = {}  # (segment index, row) of that newest row
-        self.ties: dict[Any, list[tuple[int, int]]] = {}  # rare: equal seqs, every row is kept
         for seg_index, seg in enumerate(segments):
             for row, (pk, seq) in enumerate(zip(seg.pks, seg.seqs.tolist(), strict=True)):
                 known = self.newest_seq.get(pk)
-                if known is None or seq > known:
+                if known is None or seq >= known:
                     self.newest_seq[pk] = seq
                     self.place[pk] = (seg_index, row)
-                    self.ties.pop(pk, None)
-                elif seq == known:
-                    self.ties.setdefault(pk, [self.place[pk]]).append((seg_index, row))
         masks = [np.zeros(seg.num_rows, dtype=bool) for seg in segments]
         for seg_index, row in self.place.values():
             masks[seg_index][row] = True
-        for places in self.ties.values():
-            for seg_index, row in places:
-                masks[seg_index][row] = True
         self.masks = tuple(masks)
-
-    def places(self, pk: Any) -> list[tuple[int, int]]:
-        return self.ties.get(pk) or [self.place[pk]]
 
 
 class _LiveRowCache:
@@ -87,14 +80,21 @@ class _LiveRowCache:
                 return entry
         entry = _SegmentSetLiveRows(segments)  # built outside the lock: searches go on meanwhile
         with self._lock:
+            # A set with a segment the new one lacks is from before a compaction: holding it
+            # would keep replaced segments (their vectors and indexes) in memory. A set that a
+            # flush extended holds nothing the new one does not, and a search that started
+            # before the flush may still ask for it.
+            current = set(key)
+            for old in [k for k in self._entries if not current.issuperset(k)]:
+                del self._entries[old]
             self._entries[key] = entry
-            self._entries.move_to_end(key)
             while len(self._entries) > self._capacity:
                 self._entries.popitem(last=False)
         return entry
 
 
 _cache = _LiveRowCache()
+_EMPTY = _SegmentSetLiveRows(())
 
 
 class _SearchMasks:
@@ -113,11 +113,11 @@ class _SearchMasks:
         newest = self._live.newest_seq.get(pk)
         if newest is None or newest >= seq:
             return
-        for seg_index, row in self._live.places(pk):
-            if seg_index not in self._copied:
-                self._masks[seg_index] = self._masks[seg_index].copy()
-                self._copied.add(seg_index)
-            self._masks[seg_index][row] = False
+        seg_index, row = self._live.place[pk]
+        if seg_index not in self._copied:
+            self._masks[seg_index] = self._masks[seg_index].copy()
+            self._copied.add(seg_index)
+        self._masks[seg_index][row] = False
 
     def mask(self, seg_index: int) -> np.ndarray:
         return self._masks[seg_index]
@@ -160,7 +160,7 @@ def execute_search_with_index(
     if not in_scope and not mt_pks:
         return [[] for _ in range(nq)]
 
-    masks = _SearchMasks(_cache.get(in_scope))
+    masks = _SearchMasks(_cache.get(in_scope) if in_scope else _EMPTY)
     tombstones: dict[Any, int] = delta_index.snapshot
     unflushed_deletes: dict[Any, tuple[int, Any]] = memtable.delete_index_snapshot()
     for pk, seq in tombstones.items():

@@ -40,6 +40,7 @@ from feedbackloop.store.routing_models import (
 )
 
 CREATED, EXISTING, SKIPPED, FAILED, WOULD_RUN = "created", "existing", "skipped", "failed", "would_run"
+IN_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -323,9 +324,13 @@ def nearest_item(
         DatasetItemRow.ideal_output,
         DatasetItemRow.output,
     ).where(DatasetItemRow.project_id == ctx.project_id, DatasetItemRow.dataset == action.dataset)
-    if among is not None:
-        query = query.where(DatasetItemRow.id.in_(sorted(among)))
-    rows = session.execute(query).all()
+    if among is None:
+        rows = list(session.execute(query).all())
+    else:
+        ids = sorted(among)
+        rows = []
+        for start in range(0, len(ids), IN_CHUNK):  # bound the parameters of one statement
+            rows += session.execute(query.where(DatasetItemRow.id.in_(ids[start : start + IN_CHUNK]))).all()
     candidates = [
         (row.id, row.vector, _item_text(row.input_messages, row.ideal_output or row.output)) for row in rows
     ]

@@ -60,11 +60,15 @@ class StoreState(EvaluationState):
         feedback_id: str,
         similar: SimilarFeedback | None,
         *,
+        inline: bool = False,
         track_cooldown_in_memory: bool = False,
     ) -> None:
+        """`inline`: the event is not (or not as stored) in the store, so aggregates are counted
+        around its own text; `feedback_id` is still excluded from cooldowns and neighbours."""
         self._session = session
         self._project = project_id
         self._feedback_id = feedback_id
+        self._inline = inline or not feedback_id
         self._similar = similar
         self.evidence: dict[str, list[str]] = {}
         self._memory = CooldownMemory() if track_cooldown_in_memory else None
@@ -102,7 +106,7 @@ class StoreState(EvaluationState):
         group = group_of(policy, event)
         threshold = policy.aggregate.min_similarity
         window = timedelta(seconds=policy.aggregate.window_seconds)
-        if not self._feedback_id:  # a dry run of an event that is not stored: it counts itself
+        if self._inline:  # a dry run of an event as given: it counts itself
             neighbours = self._similar.similar_to_event(
                 self._project,
                 event,
@@ -343,13 +347,14 @@ class Router:
     # --- dry runs ---
 
     def dry_run(
-        self, project_id: str, live: LiveSet, event: Mapping[str, Any], *, stored_feedback_id: str = ""
+        self, project_id: str, live: LiveSet, event: Mapping[str, Any], *, stored: bool = False
     ) -> list[Decision]:
-        """Decisions `live` makes for `event` without acting. `stored_feedback_id`: the stored
-        feedback the event was built from; without it (an inline event) aggregates are counted
-        around the event's own text."""
+        """Decisions `live` makes for `event` without acting. `stored`: the event was built from
+        the stored feedback it names; otherwise (an inline event, perhaps an edited copy of a
+        stored one) aggregates are counted around the event's own text."""
+        feedback_id = str((event.get("feedback") or {}).get("id", ""))
         with self.db.read() as session:
-            state = StoreState(session, project_id, stored_feedback_id, self.similar)
+            state = StoreState(session, project_id, feedback_id, self.similar, inline=not stored)
             return live.compiled.evaluate(event, state=state)
 
     def feedback_in_window(self, project_id: str, start: datetime, end: datetime) -> list[str]:

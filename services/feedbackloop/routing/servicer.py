@@ -58,29 +58,26 @@ def _window(field: str, message: Any, has: bool, default: timedelta | None) -> t
 
 
 def _event_numbers(event: dict[str, Any]) -> dict[str, Any]:
-    """Struct numbers are all doubles. An event field takes its default's type (`rating` an int,
-    so `rating <= 2` works; `model_confidence` a double); whole numbers inside free-form values
-    (attributes) become ints, as the JSON of a stored event gives them."""
+    """Struct numbers are all doubles. A whole number in an int field of the event (`rating`,
+    `turn_index`, the session counts) becomes an int, as a stored event has it, so that CEL
+    arithmetic such as `feedback.rating + 1` works; everything else stays as given (a double
+    field like `model_confidence`, and the values inside lists and maps)."""
     out: dict[str, Any] = {}
     for var, section in event.items():
         defaults = EVENT_DEFAULTS.get(var, {})
         if isinstance(section, dict):
-            out[var] = {
-                k: v if isinstance(defaults.get(k), float) else _integral(v) for k, v in section.items()
-            }
+            out[var] = {k: _as_int(v) if _is_int_field(defaults.get(k)) else v for k, v in section.items()}
         else:
             out[var] = section  # make_event names what is wrong with it
     return out
 
 
-def _integral(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
+def _is_int_field(default: Any) -> bool:
+    return isinstance(default, int) and not isinstance(default, bool)
+
+
+def _as_int(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
@@ -242,8 +239,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             live = self._live.refresh(project)
         if live is None:
             raise NotFound("revision", "no policy revision is applied yet")
-        stored = request.feedback_id if target == "feedback_id" else ""
-        decisions = self._router.dry_run(project, live, event, stored_feedback_id=stored)
+        decisions = self._router.dry_run(project, live, event, stored=target == "feedback_id")
         out = routing_pb2.EvaluateResponse(revision=live.revision)
         for d in decisions:
             results = [result(i, a, WOULD_RUN) for i, a in enumerate(d.actions)]

@@ -52,7 +52,8 @@ class SimilarFeedback(Protocol):
         window: timedelta,
         condition: Condition,
     ) -> list[str]:
-        """The same for an event that is not stored (a dry run): ids of stored feedback only."""
+        """The same for an event as given (a dry run): ids of stored feedback only, never the
+        event's own id (a stored feedback with that id is the event itself, perhaps edited)."""
         ...
 
 
@@ -140,7 +141,9 @@ class RecallSimilarFeedback:
             raise InvalidArgument.single(
                 "event", f"feedback.occurred_at: {occurred!r} is not an ISO 8601 time"
             ) from None
-        return self._neighbours(project_id, vector, at, [], group, min_similarity, window, condition)
+        own_id = field_value(event, "feedback.id")
+        exclude = [own_id] if own_id else []
+        return self._neighbours(project_id, vector, at, exclude, group, min_similarity, window, condition)
 
     def _neighbours(
         self,

@@ -418,23 +418,24 @@ def test_evaluate_is_a_dry_run(h: Harness) -> None:
 
 
 def test_evaluate_gives_an_inline_event_its_fields_types(h: Harness) -> None:
-    # Struct numbers are all doubles. CEL arithmetic does not mix int and double, so `rating`
-    # must come back an int, `model_confidence` stay a double, and a whole number inside
-    # attributes be an int (as in a stored event's JSON), or this condition fails to evaluate.
+    # Struct numbers are all doubles, and CEL arithmetic does not mix int and double: the int
+    # fields (`rating`, `turn_index`, session counts) must come back ints and the doubles
+    # (`model_confidence`, a context document's score) stay doubles, as in a stored event, or
+    # this condition fails to evaluate.
     when = (
-        "feedback.rating + 1 <= 3 && feedback.model_confidence * 2.0 < 3.0 && "
-        "interaction.attributes.retries + 1 == 4"
+        "feedback.rating + 1 <= 3 && interaction.turn_index + 1 == 3 && session.turn_count + 1 == 5 && "
+        "feedback.model_confidence * 2.0 < 3.0 && interaction.context_documents[0].score * 2.0 == 2.0"
     )
     h.apply(policy_files(queue=QUEUE, routing=DOWN_TO_Q.replace('feedback.thumb == "down"', when)))
     event = {
         "feedback": {"rating": 2, "model_confidence": 1.0},
-        "interaction": {"attributes": {"retries": 3}},
+        "interaction": {"turn_index": 2, "context_documents": [{"id": "d", "text": "t", "score": 1.0}]},
+        "session": {"turn_count": 4},
     }
     response = h.routing.Evaluate(routing_pb2.EvaluateRequest(event=event))
     assert [(d.outcome, d.reason) for d in response.decisions] == [
         (routing_pb2.DECISION_OUTCOME_MATCHED, "condition is true")
     ]
-    assert response.event["feedback"]["model_confidence"] == 1.0
 
 
 def test_evaluate_counts_aggregates_for_an_event_that_is_not_stored(h: Harness) -> None:
@@ -452,13 +453,18 @@ def test_evaluate_counts_aggregates_for_an_event_that_is_not_stored(h: Harness) 
 
     below = routing_pb2.DECISION_OUTCOME_AGGREGATE_BELOW_THRESHOLD
     assert dry_run("support-answer").outcome == below
+    stored = []
     for n in range(2):
         i = h.interaction(f"a{n}", prompt="support-answer")
-        h.feedback(i, f"a{n}", thumb=common_pb2.THUMB_DOWN, categories=["outdated_info"])
+        stored.append(h.feedback(i, f"a{n}", thumb=common_pb2.THUMB_DOWN, categories=["outdated_info"]))
         h.route_pending()
     # Two stored neighbours and the event itself reach min_count 3; nothing is stored or enqueued.
     matched = dry_run("support-answer")
     assert matched.outcome == routing_pb2.DECISION_OUTCOME_MATCHED, matched.reason
+    # An inline copy of a stored feedback (same id, as Evaluate echoes it) is that feedback: it
+    # counts once, as itself, not again as its own neighbour.
+    copy = dry_run("support-answer", id=stored[0])
+    assert (copy.outcome, copy.reason.split(" similar")[0]) == (below, "2")
     assert dry_run("other-prompt").outcome == below  # another group counts only itself
     assert dry_run("support-answer", occurred_at="2000-01-01T00:00:00Z").outcome == below  # window
     assert h.counts()["review_items"] == 0

@@ -154,9 +154,6 @@ def test_random_histories_answer_as_the_stock_executor(
     for stock, cached in compared:
         assert cached == stock
     assert hits_seen > 100  # the histories are not trivially empty
-    # Searches over all partitions and over each one are different segment sets; only the
-    # most recent few are held.
-    assert 0 < len(lite_search._cache._entries) <= lite_search.CACHED_SEGMENT_SETS
 
 
 def test_limit_covers_every_live_row_when_large_enough(
@@ -188,8 +185,13 @@ def test_indexed_segments_with_unflushed_changes_answer_as_the_stock_executor(
     client.close()  # drains Lite's background index build, so every segment has its index
 
     pairs: list[tuple[Answer, Answer]] = []
+    indexed: list[bool] = []
 
     def both(**arguments: Any) -> Answer:
+        segments = tuple(arguments["segments"])
+        # Three flushes over two partitions: several sealed segments, each with its own index.
+        indexed.append(len(segments) >= 3 and all(seg.indexes.get("vector") for seg in segments))
+        arguments["segments"] = segments
         stock = executor_indexed.execute_search_with_index(**arguments)
         pairs.append((copy.deepcopy(stock), lite_search.execute_search_with_index(**arguments)))
         return stock
@@ -208,7 +210,35 @@ def test_indexed_segments_with_unflushed_changes_answer_as_the_stock_executor(
     finally:
         client.close()
     assert len(pairs) == 20
+    assert all(indexed), "the segments were searched through their HNSW index"
     assert all(cached == stock for stock, cached in pairs)
+
+
+class Segment:
+    """What the live-row cache reads of a Lite segment."""
+
+    def __init__(self, pks: list[str], seqs: list[int]) -> None:
+        self.pks = pks
+        self.seqs = np.asarray(seqs, dtype=np.uint64)
+        self.num_rows = len(pks)
+
+
+def test_a_segment_set_marks_each_keys_newest_row() -> None:
+    old, new = Segment(["a", "b"], [1, 2]), Segment(["a", "c"], [5, 3])
+    live = lite_search._SegmentSetLiveRows((old, new))
+    assert [m.tolist() for m in live.masks] == [[False, True], [True, True]]
+    assert live.newest_seq == {"a": 5, "b": 2, "c": 3}
+
+
+def test_the_cache_drops_sets_whose_segments_were_replaced() -> None:
+    cache = lite_search._LiveRowCache(capacity=2)
+    first, second, merged = Segment(["a"], [1]), Segment(["b"], [2]), Segment(["a", "b"], [1, 2])
+    before_flush = cache.get((first,))
+    assert cache.get((first,)) is before_flush  # kept between searches
+    cache.get((first, second))  # a flush added a segment: the older set may still be asked for
+    assert cache.get((first,)) is before_flush
+    cache.get((merged,))  # a compaction replaced both: neither older set is kept
+    assert list(cache._entries) == [(id(merged),)]
 
 
 def test_install_swaps_the_executor_and_uninstall_restores_it() -> None:

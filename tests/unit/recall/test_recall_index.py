@@ -68,10 +68,15 @@ def ids(hits: list[tuple[str, float]]) -> list[str]:
 def test_creating_the_collection_logs_no_error(
     index: FeedbackIndex, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR):
-        index.ensure_collection(DIM)
-        index.upsert([row(0)])
-        hits = index.search("p1", row(0).vector, top_k=1)
+    pymilvus_log = logging.getLogger("pymilvus")  # it does not propagate to the root logger
+    pymilvus_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.ERROR):
+            index.ensure_collection(DIM)
+            index.upsert([row(0)])
+            hits = index.search("p1", row(0).vector, top_k=1)
+    finally:
+        pymilvus_log.removeHandler(caplog.handler)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert ids(hits) == ["fb_0000"]
 
