@@ -47,22 +47,36 @@ class _SegmentSetLiveRows:
     Tombstones and the memtable are applied per search, on copies of the masks they touch.
     Lite gives every write its own sequence number, so one key never has two rows with the same
     one; of equal numbers (impossible) the later segment's row would count here.
+
+    `base`, the entry of a prefix of `segments` (the set before a flush appended the rest), is
+    extended rather than rebuilt: only the new segments' rows are walked, and the base's masks
+    are copied only where a new row supersedes one of them. The base is not changed.
     """
 
-    def __init__(self, segments: tuple[Any, ...]) -> None:
+    def __init__(self, segments: tuple[Any, ...], base: _SegmentSetLiveRows | None = None) -> None:
         self.segments = segments  # held so that the segments' ids in the cache key stay theirs
-        self.newest_seq: dict[Any, int] = {}
-        self.place: dict[Any, tuple[int, int]] = {}  # (segment index, row) of that newest row
-        for seg_index, seg in enumerate(segments):
+        start = len(base.segments) if base is not None else 0
+        self.newest_seq: dict[Any, int] = dict(base.newest_seq) if base is not None else {}
+        self.place: dict[Any, tuple[int, int]] = dict(base.place) if base is not None else {}
+        masks: list[np.ndarray] = list(base.masks) if base is not None else []
+        own = set(range(start, len(segments)))  # masks this entry may change
+        masks += [np.zeros(seg.num_rows, dtype=bool) for seg in segments[start:]]
+        for seg_index in range(start, len(segments)):
+            seg = segments[seg_index]
             for row, (pk, seq) in enumerate(zip(seg.pks, seg.seqs.tolist(), strict=True)):
                 known = self.newest_seq.get(pk)
-                if known is None or seq >= known:
-                    self.newest_seq[pk] = seq
-                    self.place[pk] = (seg_index, row)
-        masks = [np.zeros(seg.num_rows, dtype=bool) for seg in segments]
-        for seg_index, row in self.place.values():
-            masks[seg_index][row] = True
-        self.masks = tuple(masks)
+                if known is not None:
+                    if seq < known:
+                        continue
+                    old_index, old_row = self.place[pk]  # superseded by this row
+                    if old_index not in own:
+                        masks[old_index] = masks[old_index].copy()
+                        own.add(old_index)
+                    masks[old_index][old_row] = False
+                self.newest_seq[pk] = seq
+                self.place[pk] = (seg_index, row)
+                masks[seg_index][row] = True
+        self.masks: tuple[np.ndarray, ...] = tuple(masks)
 
 
 class _LiveRowCache:
@@ -78,7 +92,10 @@ class _LiveRowCache:
             if entry is not None:
                 self._entries.move_to_end(key)
                 return entry
-        entry = _SegmentSetLiveRows(segments)  # built outside the lock: searches go on meanwhile
+            # Lite appends a flush's segment to its list, so the set before it is a prefix.
+            prefixes = [e for k, e in self._entries.items() if key[: len(k)] == k]
+            base = max(prefixes, key=lambda e: len(e.segments), default=None)
+        entry = _SegmentSetLiveRows(segments, base)  # outside the lock: searches go on meanwhile
         with self._lock:
             # A set with a segment the new one lacks is from before a compaction: holding it
             # would keep replaced segments (their vectors and indexes) in memory. A set that a

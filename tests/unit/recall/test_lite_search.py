@@ -230,6 +230,31 @@ def test_a_segment_set_marks_each_keys_newest_row() -> None:
     assert live.newest_seq == {"a": 5, "b": 2, "c": 3}
 
 
+def test_a_set_extended_after_a_flush_equals_one_built_afresh() -> None:
+    rng = np.random.default_rng(3)
+    seq = iter(range(1, 10**6))
+    segments = tuple(
+        Segment([f"k{int(i)}" for i in keys], [next(seq) for _ in keys])
+        for keys in (rng.choice(30, size=int(rng.integers(1, 20)), replace=False) for _ in range(8))
+    )
+    for cut in range(len(segments) + 1):
+        base = lite_search._SegmentSetLiveRows(segments[:cut])
+        base_masks = [m.copy() for m in base.masks]
+        extended = lite_search._SegmentSetLiveRows(segments, base)
+        fresh = lite_search._SegmentSetLiveRows(segments)
+        assert [m.tolist() for m in extended.masks] == [m.tolist() for m in fresh.masks]
+        assert (extended.newest_seq, extended.place) == (fresh.newest_seq, fresh.place)
+        assert [m.tolist() for m in base.masks] == [m.tolist() for m in base_masks]  # base unchanged
+
+
+def test_the_cache_extends_the_set_a_flush_grew() -> None:
+    cache = lite_search._LiveRowCache(capacity=2)
+    first, flushed = Segment(["a", "b"], [1, 2]), Segment(["a"], [3])
+    cache.get((first,))
+    grown = cache.get((first, flushed))
+    assert [m.tolist() for m in grown.masks] == [[False, True], [True]]
+
+
 def test_the_cache_drops_sets_whose_segments_were_replaced() -> None:
     cache = lite_search._LiveRowCache(capacity=2)
     first, second, merged = Segment(["a"], [1]), Segment(["b"], [2]), Segment(["a", "b"], [1, 2])
