@@ -72,7 +72,10 @@ def _vectors(rng: np.random.Generator, n: int, centres: np.ndarray) -> np.ndarra
     return vectors.astype(np.float32)
 
 
-def _corpus(n_vectors: int, n_queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+Corpus = tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]
+
+
+def _corpus(n_vectors: int, n_queries: int) -> Corpus:
     """Stored vectors, their signal (an index into SIGNALS), queries and ids; the same every call."""
     rng = np.random.default_rng(42)
     centres = rng.normal(size=(2000, DIM)).astype(np.float32)
@@ -83,11 +86,13 @@ def _corpus(n_vectors: int, n_queries: int) -> tuple[np.ndarray, np.ndarray, np.
     return stored, signals, queries, [f"fb_{i:07d}" for i in range(n_vectors)]
 
 
-def _timed_searches(index: Any, n_vectors: int, n_queries: int) -> tuple[np.ndarray, float]:
-    """Latencies (ms) of filtered top-10 searches, and their mean recall@10 against exact search."""
+def _timed_searches(index: Any, corpus: Corpus, n_queries: int | None = None) -> tuple[np.ndarray, float]:
+    """Latencies (ms) of filtered top-10 searches with the corpus' queries (the first `n_queries`),
+    and their mean recall@10 against exact search."""
     from feedbackloop.recall.filters import RecallFilter
 
-    stored, signals, queries, ids = _corpus(n_vectors, n_queries)
+    stored, signals, queries, ids = corpus
+    queries = queries[:n_queries]
     recall_filter = RecallFilter(signals=["thumbs_down"])
     mask = signals == SIGNALS.index("thumbs_down")
     masked_ids = np.asarray(ids)[mask]
@@ -113,7 +118,8 @@ def _load_then_search(path: str, n_vectors: int, n_queries: int, reply: Connecti
     """
     from feedbackloop.recall.index import FeedbackIndex, IndexRow
 
-    stored, signals, _, ids = _corpus(n_vectors, n_queries)
+    corpus = _corpus(n_vectors, n_queries)
+    stored, signals, _, ids = corpus
     index = FeedbackIndex(path, "bench")
     index.ensure_collection(DIM)
     start = time.perf_counter()
@@ -133,7 +139,7 @@ def _load_then_search(path: str, n_vectors: int, n_queries: int, reply: Connecti
         )
     load_s = time.perf_counter() - start
     index._client.flush(index.collection)  # seal the memtable: from here on Lite indexes in the background
-    latencies, recall = _timed_searches(index, n_vectors, n_queries)
+    latencies, recall = _timed_searches(index, corpus)
     reply.send(
         {
             "load_seconds": load_s,
@@ -151,6 +157,7 @@ def bench_search(n_vectors: int, n_queries: int) -> dict[str, float]:
     from feedbackloop.heap import freeze_startup_objects
     from feedbackloop.recall.index import FeedbackIndex
 
+    corpus = _corpus(n_vectors, n_queries)
     with tempfile.TemporaryDirectory(prefix="recall-bench-") as tmp:
         path = os.path.join(tmp, "bench.db")
         context = multiprocessing.get_context("spawn")
@@ -167,13 +174,13 @@ def bench_search(n_vectors: int, n_queries: int) -> dict[str, float]:
         try:
             index.ensure_collection(DIM)  # loads the persisted segment indexes
             freeze_startup_objects()  # as `serve` does once the model and the collection are loaded
-            _timed_searches(index, n_vectors, min(n_queries, 20))  # warm-up: first reads page segments in
-            latencies, recall = _timed_searches(index, n_vectors, n_queries)
+            _timed_searches(index, corpus, 20)  # warm-up: first reads page segments in
+            latencies, recall = _timed_searches(index, corpus)
         finally:
             gc.unfreeze()
             index.drop()
             index.close()
-    _, signals, _, _ = _corpus(n_vectors, 0)
+    signals = corpus[1]
     return {
         "stored_vectors": float(n_vectors),
         "filter_selectivity": float(np.mean(signals == SIGNALS.index("thumbs_down"))),

@@ -147,9 +147,10 @@ class _Compiled:
     )
 
     def __init__(self, policy: RoutingPolicy) -> None:
-        program, problems = check_expression(policy.when)
-        if program is None or problems:
-            raise PolicyCompileError(f"policy {policy.name}: {'; '.join(problems)}")
+        try:
+            program = _program(policy.when)
+        except PolicyCompileError as error:
+            raise PolicyCompileError(f"policy {policy.name}: {error}") from None
         self.policy = policy
         self.name = policy.name
         self.program = program
@@ -180,11 +181,16 @@ def _holds(program: Any, event: Mapping[str, Any]) -> bool:
         return False
 
 
-def compile_condition(when: str) -> Condition:
-    """A `when` expression as a Condition, for callers outside a policy set (benchmarks, tools)."""
+def _program(when: str) -> Any:
     program, problems = check_expression(when)
     if program is None or problems:
         raise PolicyCompileError("; ".join(problems))
+    return program
+
+
+def compile_condition(when: str) -> Condition:
+    """A `when` expression as a Condition, for callers outside a policy set (benchmarks, tools)."""
+    program = _program(when)
     return lambda event: _holds(program, event)
 
 

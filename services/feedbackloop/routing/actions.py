@@ -30,6 +30,7 @@ from feedbackloop.policy.model import (
 )
 from feedbackloop.recall.text import category_words, last_user_message, last_user_text
 from feedbackloop.routing.similarity import best_match
+from feedbackloop.store.lookups import chunks
 from feedbackloop.store.models import Feedback, new_id, utcnow
 from feedbackloop.store.routing_models import (
     DatasetItemRow,
@@ -40,7 +41,6 @@ from feedbackloop.store.routing_models import (
 )
 
 CREATED, EXISTING, SKIPPED, FAILED, WOULD_RUN = "created", "existing", "skipped", "failed", "would_run"
-IN_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -327,10 +327,9 @@ def nearest_item(
     if among is None:
         rows = list(session.execute(query).all())
     else:
-        ids = sorted(among)
         rows = []
-        for start in range(0, len(ids), IN_CHUNK):  # bound the parameters of one statement
-            rows += session.execute(query.where(DatasetItemRow.id.in_(ids[start : start + IN_CHUNK]))).all()
+        for chunk in chunks(sorted(among)):
+            rows += session.execute(query.where(DatasetItemRow.id.in_(chunk))).all()
     candidates = [
         (row.id, row.vector, _item_text(row.input_messages, row.ideal_output or row.output)) for row in rows
     ]

@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session, selectinload
 
 from feedbackloop.policy import make_event
 from feedbackloop.signals import is_negative, signals_of
-from feedbackloop.store.lookups import feedback_by_ids
 from feedbackloop.store.models import Feedback, Interaction
 
 
@@ -65,10 +64,6 @@ def interaction_section(it: Interaction | None) -> dict[str, Any]:
         "completion_tokens": it.completion_tokens,
         "attributes": dict(it.attributes or {}),
     }
-
-
-def load_feedback(session: Session, project_id: str, feedback_ids: Sequence[str]) -> dict[str, Feedback]:
-    return feedback_by_ids(session, project_id, feedback_ids)
 
 
 def build_event(session: Session, fb: Feedback) -> dict[str, dict[str, Any]]:

@@ -24,9 +24,9 @@ from feedbackloop.ingestion.servicer import limits_from
 from feedbackloop.ingestion.taxonomy import Taxonomy
 from feedbackloop.ingestion.validation import validate_feedback
 from feedbackloop.paging import SortKey, filter_digest, page
-from feedbackloop.routing.events import load_feedback
 from feedbackloop.routing.sink_common import PageLimits, required
 from feedbackloop.store.db import Database
+from feedbackloop.store.lookups import feedback_by_ids
 from feedbackloop.store.models import Feedback, new_id
 from feedbackloop.store.routing_models import (
     ReviewClaim,
@@ -96,7 +96,7 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
             created_at=timestamp(row.created_at),
         )
         if feedback is None:
-            feedback = load_feedback(session, row.project_id, [row.feedback_id])
+            feedback = feedback_by_ids(session, row.project_id, [row.feedback_id])
         fb = feedback.get(row.feedback_id)
         if fb is not None:
             out.feedback.CopyFrom(feedback_to_proto(fb))
@@ -124,7 +124,7 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
                 digest=filter_digest(request),
             )
             # One query for the whole page's feedback, not one per item.
-            feedback = load_feedback(session, project, [r.feedback_id for r in rows])
+            feedback = feedback_by_ids(session, project, [r.feedback_id for r in rows])
             return reviews_pb2.ListReviewItemsResponse(
                 items=[self._item_to_proto(session, r, feedback) for r in rows], next_page_token=next_token
             )
@@ -223,7 +223,7 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
                     f"claim_id: the lease on item {item.id} expired at {claim.lease_expires_at.isoformat()}; "
                     "claim the item again"
                 )
-            source = load_feedback(session, project, [item.feedback_id])[item.feedback_id]
+            source = feedback_by_ids(session, project, [item.feedback_id])[item.feedback_id]
         message = common_pb2.Feedback(
             session_id=source.session_id,
             interaction_id=source.interaction_id or "",

@@ -116,15 +116,16 @@ def _sync_prompts(session: Session, project_id: str, policy_set: PolicySet, revi
     """Version 1 of a prompt is its policy template; a changed policy template is a new version
     that becomes production (patches made on the old template stay in the history). A prompt
     the set no longer defines is marked removed (no longer served); defining it again restores it."""
-    for existing in session.scalars(select(PromptState).where(PromptState.project_id == project_id)):
+    states = {
+        s.name: s for s in session.scalars(select(PromptState).where(PromptState.project_id == project_id))
+    }
+    for existing in states.values():
         removed = existing.name not in policy_set.prompts
         if removed != (existing.removed_in_revision is not None):
             existing.removed_in_revision = revision if removed else None
             existing.updated_at = utcnow()
     for name, prompt in policy_set.prompts.items():
-        state = session.scalar(
-            select(PromptState).where(PromptState.project_id == project_id, PromptState.name == name)
-        )
+        state = states.get(name)
         if state is None:
             session.add(PromptState(id=new_id("pr"), project_id=project_id, name=name))
             session.add(

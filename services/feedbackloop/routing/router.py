@@ -28,10 +28,11 @@ from feedbackloop.policy.engine import Condition, CooldownMemory, EvaluationStat
 from feedbackloop.policy.event import field_value
 from feedbackloop.policy.model import DatasetAdd, PromptPatch, RoutingPolicy
 from feedbackloop.routing import actions
-from feedbackloop.routing.events import build_event, build_events, load_feedback
+from feedbackloop.routing.events import build_event, build_events
 from feedbackloop.routing.revisions import LivePolicies, LiveSet
 from feedbackloop.routing.similarity import Embed, SimilarFeedback
 from feedbackloop.store.db import Database
+from feedbackloop.store.lookups import feedback_by_ids
 from feedbackloop.store.models import Feedback, new_id, utcnow
 from feedbackloop.store.routing_models import DecisionRecord, PromptPatchRow
 from feedbackloop.telemetry import current_ids, tracer
@@ -173,7 +174,7 @@ class Router:
             with self.db.read() as session:
                 if self._already_routed(session, project_id, feedback_id, live.revision):
                     return RouteResult(feedback_id, live.revision, False)
-                fb = load_feedback(session, project_id, [feedback_id]).get(feedback_id)
+                fb = feedback_by_ids(session, project_id, [feedback_id]).get(feedback_id)
                 if fb is None:
                     raise LookupError(f"feedback {feedback_id} not found in project {project_id}")
                 event = build_event(session, fb)
@@ -257,7 +258,7 @@ class Router:
     def _generate(self, ctx: actions.ActionContext, action: PromptPatch) -> tuple[str, str]:
         with self.db.read() as session:
             _, version = actions.production_version(session, ctx.project_id, action.prompt)
-            evidence = load_feedback(session, ctx.project_id, ctx.evidence[:MAX_GENERATOR_EVIDENCE])
+            evidence = feedback_by_ids(session, ctx.project_id, ctx.evidence[:MAX_GENERATOR_EVIDENCE])
             request = patch_generator_pb2.GeneratePatchRequest(
                 project=ctx.project_id,
                 prompt_name=action.prompt,
@@ -384,7 +385,7 @@ class Router:
         with self.db.read() as session:
             state = StoreState(session, project_id, "", self.similar, track_cooldown_in_memory=True)
             for chunk_start in range(0, len(ids), 200):
-                rows = load_feedback(session, project_id, ids[chunk_start : chunk_start + 200])
+                rows = feedback_by_ids(session, project_id, ids[chunk_start : chunk_start + 200])
                 events = build_events(session, list(rows.values()))
                 for fid in ids[chunk_start : chunk_start + 200]:
                     state.for_feedback(fid)

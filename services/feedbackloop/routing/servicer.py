@@ -22,10 +22,11 @@ from feedbackloop.policy.event import EVENT_DEFAULTS, EventError, make_event
 from feedbackloop.policy.model import resource_to_document
 from feedbackloop.routing import convert
 from feedbackloop.routing.actions import WOULD_RUN, result
-from feedbackloop.routing.events import build_event, load_feedback
+from feedbackloop.routing.events import build_event
 from feedbackloop.routing.revisions import LiveSet, get_revision, list_revisions
 from feedbackloop.routing.router import Router, render_backtest
 from feedbackloop.routing.sink_common import PageLimits
+from feedbackloop.store.lookups import feedback_by_ids
 from feedbackloop.store.routing_models import DecisionRecord
 from feedbackloop.v1 import routing_pb2, routing_pb2_grpc
 
@@ -224,7 +225,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             raise InvalidArgument.single("target", "set feedback_id or event")
         if target == "feedback_id":
             with self._db.read() as session:
-                fb = load_feedback(session, project, [request.feedback_id]).get(request.feedback_id)
+                fb = feedback_by_ids(session, project, [request.feedback_id]).get(request.feedback_id)
                 if fb is None:
                     raise NotFound("feedback_id", f"no feedback {request.feedback_id}")
                 event = build_event(session, fb)
@@ -256,7 +257,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         if not request.feedback_id:
             raise InvalidArgument.single("feedback_id", "is required")
         with self._db.read() as session:
-            if not load_feedback(session, project, [request.feedback_id]):
+            if not feedback_by_ids(session, project, [request.feedback_id]):
                 raise NotFound("feedback_id", f"no feedback {request.feedback_id}")
             rows = session.scalars(
                 select(DecisionRecord)

@@ -9,7 +9,7 @@ both backends, and a row of another project is dropped here just the same.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -36,16 +36,22 @@ def feedback_by_ids(
 ID_CHUNK = 5000
 
 
+def chunks(ids: Sequence[str], size: int = ID_CHUNK) -> Iterator[Sequence[str]]:
+    """`ids` in runs of at most `size`, one per IN list."""
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
 def categories_by_ids(session: Session, project_id: str, feedback_ids: Sequence[str]) -> dict[str, list[str]]:
     """Each listed feedback's categories in picked order, without loading the feedback rows
     (TopIssues counts the categories of every member but shows only the representatives)."""
     out: dict[str, list[str]] = {}
     ids = list(dict.fromkeys(feedback_ids))
-    for start in range(0, len(ids), ID_CHUNK):
+    for chunk in chunks(ids):
         rows = session.execute(
             select(FeedbackCategory.feedback_id, FeedbackCategory.category, Feedback.project_id)
             .join(Feedback, Feedback.id == FeedbackCategory.feedback_id)
-            .where(FeedbackCategory.feedback_id.in_(ids[start : start + ID_CHUNK]))
+            .where(FeedbackCategory.feedback_id.in_(chunk))
             .order_by(FeedbackCategory.feedback_id, FeedbackCategory.position)
         )
         for feedback_id, category, project in rows:

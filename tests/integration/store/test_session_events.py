@@ -8,9 +8,10 @@ import pytest
 from sqlalchemy import event, insert
 from store_support import feedback_row, interaction_row
 
-from feedbackloop.routing.events import build_event, build_events, load_feedback
+from feedbackloop.routing.events import build_event, build_events
 from feedbackloop.store.db import Database
 from feedbackloop.store.keys import ensure_project
+from feedbackloop.store.lookups import feedback_by_ids
 from feedbackloop.store.models import Feedback, FeedbackCategory, Interaction
 
 
@@ -49,7 +50,7 @@ def _session_stats(events: dict[str, Any], fid: str) -> tuple[int, int, int]:
 
 def test_session_stats_count_what_the_store_held_at_each_feedbacks_time(seeded: Database) -> None:
     with seeded.read() as session:
-        rows = load_feedback(session, "p1", ["fb_a3", "fb_a1", "fb_b1"])
+        rows = feedback_by_ids(session, "p1", ["fb_a3", "fb_a1", "fb_b1"])
         events = build_events(session, [rows["fb_a3"], rows["fb_a1"], rows["fb_b1"]])
     assert set(events) == {"fb_a1", "fb_a3", "fb_b1"}
     assert _session_stats(events, "fb_a1") == (3, 1, 1)
@@ -60,7 +61,7 @@ def test_session_stats_count_what_the_store_held_at_each_feedbacks_time(seeded: 
 
 def test_one_event_equals_its_entry_in_a_batch(seeded: Database) -> None:
     with seeded.read() as session:
-        rows = load_feedback(session, "p1", ["fb_a1", "fb_a2", "fb_a3", "fb_a4", "fb_b1"])
+        rows = feedback_by_ids(session, "p1", ["fb_a1", "fb_a2", "fb_a3", "fb_a4", "fb_b1"])
         batch = build_events(session, list(rows.values()))
         for fid, fb in rows.items():
             assert build_event(session, fb) == batch[fid]
@@ -70,8 +71,8 @@ def test_one_event_equals_its_entry_in_a_batch(seeded: Database) -> None:
 def test_a_batch_must_hold_one_project(seeded: Database) -> None:
     with seeded.read() as session:
         mixed = [
-            *load_feedback(session, "p1", ["fb_a1"]).values(),
-            *load_feedback(session, "p2", ["fb_x1"]).values(),
+            *feedback_by_ids(session, "p1", ["fb_a1"]).values(),
+            *feedback_by_ids(session, "p2", ["fb_x1"]).values(),
         ]
         with pytest.raises(ValueError, match="one project"):
             build_events(session, mixed)
@@ -88,7 +89,7 @@ def test_session_queries_use_the_session_index_not_the_projects_history(seeded: 
         statements.append((statement, parameters))
 
     with seeded.read() as session:
-        fb = load_feedback(session, "p1", ["fb_a3"])["fb_a3"]
+        fb = feedback_by_ids(session, "p1", ["fb_a3"])["fb_a3"]
         event.listen(seeded.read_engine, "before_cursor_execute", capture)
         try:
             build_events(session, [fb])
