@@ -39,7 +39,7 @@ def test_existing_objects_are_frozen_and_later_cycles_are_still_collected() -> N
     survivor = Node()
     frozen = freeze_startup_objects()
     assert before() is None
-    assert frozen > 0 and gc.get_freeze_count() > 0  # other threads may free frozen objects
+    assert frozen >= gc.get_freeze_count() > 0  # other threads may free frozen objects meanwhile
     assert not any(obj is survivor for obj in gc.get_objects())  # tracked objects exclude frozen
 
     later = _cycle()

@@ -19,14 +19,10 @@ from feedbackloop.config import Settings
 from feedbackloop.server import App, StartupError
 from feedbackloop.store import keys
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
-from support import expect_error
+from support import bearer, expect_error
 
 S = common_pb2
 REPO = Path(__file__).resolve().parents[3]
-
-
-def bearer(key: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {key}"),)
 
 
 def test_keys_scopes_and_projects(make_server, store_url, db) -> None:  # type: ignore[no-untyped-def]

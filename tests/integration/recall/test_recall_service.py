@@ -25,7 +25,7 @@ from feedbackloop.v1 import (
     recall_pb2,
     recall_pb2_grpc,
 )
-from support import ts
+from support import code_of, ts
 
 PRICING = [
     "The bot quoted last year's price for the Pro plan.",
@@ -199,9 +199,8 @@ def test_tenants_never_see_each_other(
     # An adversarial filter value cannot widen the tenant condition.
     sneaky = common_pb2.FeedbackFilter(model_versions=['v1" or project_id != "tenant-a'])
     assert a.search(PRICING[1], filter=sneaky) == []
-    with pytest.raises(grpc.RpcError) as denied:
-        b.recall.SearchSimilar(recall_pb2.SearchSimilarRequest(feedback_id=mine))
-    assert denied.value.code() == grpc.StatusCode.NOT_FOUND
+    code, _ = code_of(lambda: b.recall.SearchSimilar(recall_pb2.SearchSimilarRequest(feedback_id=mine)))
+    assert code == grpc.StatusCode.NOT_FOUND
 
 
 def _keyed_client(server: Any, key: str) -> Client:
@@ -261,10 +260,10 @@ def test_search_bad_input(
     recall_server: Any, request_kwargs: dict[str, Any], code: grpc.StatusCode, message: str
 ) -> None:
     stub = recall_server.stub(recall_pb2_grpc.RecallServiceStub)
-    with pytest.raises(grpc.RpcError) as error:
-        stub.SearchSimilar(recall_pb2.SearchSimilarRequest(**request_kwargs))
-    assert error.value.code() == code
-    assert error.value.details() == message
+    assert code_of(lambda: stub.SearchSimilar(recall_pb2.SearchSimilarRequest(**request_kwargs))) == (
+        code,
+        message,
+    )
 
 
 def test_filter_field_unknown_to_the_server_is_refused(recall_server: Any) -> None:
@@ -276,12 +275,9 @@ def test_filter_field_unknown_to_the_server_is_refused(recall_server: Any) -> No
     request = recall_pb2.SearchSimilarRequest(text="x")
     request.filter.MergeFromString(raw_filter)
     stub = recall_server.stub(recall_pb2_grpc.RecallServiceStub)
-    with pytest.raises(grpc.RpcError) as error:
-        stub.SearchSimilar(request)
-    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (
-        error.value.details()
-        == "filter: unknown filter field number(s) 99; this server does not support them"
+    assert code_of(lambda: stub.SearchSimilar(request)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "filter: unknown filter field number(s) 99; this server does not support them",
     )
 
 
@@ -331,10 +327,10 @@ def test_top_issues_lists_a_groups_categories_most_picked_first(recall_server: A
 
 def test_top_issues_requires_a_window(recall_server: Any) -> None:
     stub = recall_server.stub(recall_pb2_grpc.RecallServiceStub)
-    with pytest.raises(grpc.RpcError) as error:
-        stub.TopIssues(recall_pb2.TopIssuesRequest())
-    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error.value.details() == "time_range: start and end are both required"
+    assert code_of(lambda: stub.TopIssues(recall_pb2.TopIssuesRequest())) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "time_range: start and end are both required",
+    )
 
 
 def test_milvus_outage_retries_dead_letters_and_recovers(
@@ -490,7 +486,7 @@ def test_a_filter_value_milvus_cannot_take_is_invalid_argument(recall_server: An
     request = recall_pb2.SearchSimilarRequest(
         text="x", filter=common_pb2.FeedbackFilter(model_versions=["a\x01b"])
     )
-    with pytest.raises(grpc.RpcError) as error:
-        stub.SearchSimilar(request)
-    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error.value.details() == "filter: control character U+0001 is not allowed in a filter value"
+    assert code_of(lambda: stub.SearchSimilar(request)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "filter: control character U+0001 is not allowed in a filter value",
+    )

@@ -23,7 +23,7 @@ from feedbackloop.v1 import (
     reviews_pb2,
     routing_pb2,
 )
-from support import code_of
+from support import bearer, code_of, pages_of
 
 HEAD = "apiVersion: feedbackloop/v1\n"
 QUEUE = HEAD + "kind: ReviewQueue\nmetadata:\n  name: q\nspec:\n  sla: 24h\n"
@@ -196,34 +196,33 @@ def test_scopes(make_harness, store_url: str) -> None:
     db.dispose()
     h = make_harness(allow_anonymous_loopback=False)
 
-    def md(key: str) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {key}"),)
-
     files = policy_files(queue=QUEUE)
     for key in (ingest, read):
         code, _ = code_of(
             lambda k=key: h.routing.ApplyPolicies(
-                routing_pb2.ApplyPoliciesRequest(files=files), metadata=md(k)
+                routing_pb2.ApplyPoliciesRequest(files=files), metadata=bearer(k)
             )
         )
         assert code == grpc.StatusCode.PERMISSION_DENIED
         code, _ = code_of(
-            lambda k=key: h.routing.Rollback(routing_pb2.RollbackRequest(revision=1), metadata=md(k))
+            lambda k=key: h.routing.Rollback(routing_pb2.RollbackRequest(revision=1), metadata=bearer(k))
         )
         assert code == grpc.StatusCode.PERMISSION_DENIED
         code, _ = code_of(
             lambda k=key: h.prompts.ApprovePatch(
-                prompts_pb2.ApprovePatchRequest(patch_id="pp_x"), metadata=md(k)
+                prompts_pb2.ApprovePatchRequest(patch_id="pp_x"), metadata=bearer(k)
             )
         )
         assert code == grpc.StatusCode.PERMISSION_DENIED
-    applied = h.routing.ApplyPolicies(routing_pb2.ApplyPoliciesRequest(files=files), metadata=md(admin))
+    applied = h.routing.ApplyPolicies(routing_pb2.ApplyPoliciesRequest(files=files), metadata=bearer(admin))
     assert applied.revision.applied_by == admin.split("_")[1]
-    h.routing.PlanPolicies(routing_pb2.PlanPoliciesRequest(files=files), metadata=md(read))
+    h.routing.PlanPolicies(routing_pb2.PlanPoliciesRequest(files=files), metadata=bearer(read))
     # Reviewers claim with an ingest key; a read key cannot.
-    h.reviews.ClaimReviewItem(reviews_pb2.ClaimReviewItemRequest(queue="q"), metadata=md(ingest))
+    h.reviews.ClaimReviewItem(reviews_pb2.ClaimReviewItemRequest(queue="q"), metadata=bearer(ingest))
     code, _ = code_of(
-        lambda: h.reviews.ClaimReviewItem(reviews_pb2.ClaimReviewItemRequest(queue="q"), metadata=md(read))
+        lambda: h.reviews.ClaimReviewItem(
+            reviews_pb2.ClaimReviewItemRequest(queue="q"), metadata=bearer(read)
+        )
     )
     assert code == grpc.StatusCode.PERMISSION_DENIED
 
@@ -475,21 +474,10 @@ def test_evaluate_counts_aggregates_for_an_event_that_is_not_stored(h: Harness) 
     )
 
 
-def _walk(call: Callable[[str], Any], field: str) -> list[list[Any]]:
-    """The pages of a list call, following next_page_token."""
-    pages, token = [], ""
-    while True:
-        response = call(token)
-        pages.append(list(getattr(response, field)))
-        token = response.next_page_token
-        if not token:
-            return pages
-
-
 def test_routing_lists_page_with_tokens(h: Harness) -> None:
     for sla in ("1h", "2h", "3h", "4h", "5h"):
         h.apply(policy_files(queue=QUEUE.replace("24h", sla), routing=DOWN_TO_Q))
-    revision_pages = _walk(
+    revision_pages = pages_of(
         lambda token: h.routing.ListRevisions(
             routing_pb2.ListRevisionsRequest(page_size=2, page_token=token)
         ),
@@ -517,7 +505,7 @@ def test_routing_lists_page_with_tokens(h: Harness) -> None:
         h.feedback(i, thumb=common_pb2.THUMB_DOWN)  # a review item each
         h.feedback(i, comment=f"complaint {n}")  # a proposed patch each
     h.route_pending()
-    patch_pages = _walk(
+    patch_pages = pages_of(
         lambda token: h.prompts.ListPatches(prompts_pb2.ListPatchesRequest(page_size=2, page_token=token)),
         "patches",
     )
@@ -537,7 +525,7 @@ def test_routing_lists_page_with_tokens(h: Harness) -> None:
             claim_id=claim.claim_id, verdict=reviews_pb2.REVIEW_VERDICT_ACCEPT
         )
     )
-    rest = _walk(
+    rest = pages_of(
         lambda token: h.reviews.ListReviewItems(
             reviews_pb2.ListReviewItemsRequest(
                 queue="q", page_size=2, page_token=token or first.next_page_token

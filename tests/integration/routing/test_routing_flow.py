@@ -19,7 +19,7 @@ from feedbackloop.v1 import (
     reviews_pb2,
     routing_pb2,
 )
-from support import code_of
+from support import code_of, pages_of
 
 DOWN, UP = common_pb2.THUMB_DOWN, common_pb2.THUMB_UP
 
@@ -260,16 +260,14 @@ def test_dataset_items_page_and_export_in_one_order(
     h.apply(files_of(example_policies))
     _seed(h)
     h.route_pending()
-    listed, token = [], ""
-    while True:
-        response = h.datasets.ListItems(
+    pages = pages_of(
+        lambda token: h.datasets.ListItems(
             datasets_pb2.ListItemsRequest(dataset="support-corrections", page_size=1, page_token=token)
-        )
-        assert len(response.items) == 1
-        listed.append(response.items[0].id)
-        token = response.next_page_token
-        if not token:
-            break
+        ),
+        "items",
+    )
+    assert [len(p) for p in pages] == [1] * len(pages)
+    listed = [item.id for p in pages for item in p]
     monkeypatch.setattr(dataset_service, "EXPORT_PAGE", 1)  # one item per read: the export pages too
     exported = [
         r.item_id

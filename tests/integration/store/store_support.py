@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import event
+
+from feedbackloop.store.db import Database
 from feedbackloop.store.models import utcnow
 
 T0 = utcnow() - timedelta(hours=1)
@@ -40,3 +44,27 @@ def feedback_row(project: str, fid: str, session: str, minute: int, **fields: An
         received_at=T0,
         **fields,
     )
+
+
+def selects_run_by(db: Database, call: Callable[[], Any]) -> list[tuple[str, Any]]:
+    """(statement, parameters) of every SELECT that `call` runs on the read engine."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    event.listen(db.read_engine, "before_cursor_execute", capture)
+    try:
+        call()
+    finally:
+        event.remove(db.read_engine, "before_cursor_execute", capture)
+    return statements
+
+
+def query_plan(db: Database, statement: str, parameters: Any) -> str:
+    """SQLite's query plan of one statement, its steps joined by spaces."""
+    with db.read_engine.connect() as conn:
+        return " ".join(
+            str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+        )

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert
-from store_support import feedback_row, interaction_row
+from sqlalchemy import insert
+from store_support import feedback_row, interaction_row, query_plan, selects_run_by
 
 from feedbackloop.routing.events import build_event, build_events
 from feedbackloop.store.db import Database
@@ -83,24 +83,11 @@ def test_session_queries_use_the_session_index_not_the_projects_history(seeded: 
     feedback of the project per event; the plan must search by session."""
     if seeded.read_engine.dialect.name != "sqlite":
         pytest.skip("query plans are checked on SQLite, whose planner made the bad choice")
-    statements: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        statements.append((statement, parameters))
-
     with seeded.read() as session:
         fb = feedback_by_ids(session, "p1", ["fb_a3"])["fb_a3"]
-        event.listen(seeded.read_engine, "before_cursor_execute", capture)
-        try:
-            build_events(session, [fb])
-        finally:
-            event.remove(seeded.read_engine, "before_cursor_execute", capture)
-        session_query = [(s, p) for s, p in statements if "FROM feedback" in s and "session_id IN" in s]
-        assert len(session_query) == 1
-        statement, parameters = session_query[0]
-        plan = " ".join(
-            str(row[-1])
-            for row in session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
-        )
+        statements = selects_run_by(seeded, lambda: build_events(session, [fb]))
+    session_query = [(s, p) for s, p in statements if "FROM feedback" in s and "session_id IN" in s]
+    assert len(session_query) == 1
+    plan = query_plan(seeded, *session_query[0])
     assert "ix_feedback_project_session_occurred" in plan, plan
     assert "ix_feedback_project_occurred" not in plan, plan
