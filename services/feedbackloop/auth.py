@@ -18,8 +18,19 @@ KEY_PREFIX = "fbl"
 
 
 class Scope(enum.StrEnum):
+    """What a key may do; `admin` implies every other scope.
+
+    `review` is apart from `ingest` because claiming an item reads its queued feedback and
+    interaction; `policy` (validate and plan a policy set) is apart from `read` because both
+    compile and backtest caller-supplied rules; `evaluate` lets an automated judge submit
+    feedback with source EVALUATOR.
+    """
+
     INGEST = "ingest"
     READ = "read"
+    REVIEW = "review"
+    POLICY = "policy"
+    EVALUATE = "evaluate"
     ADMIN = "admin"
 
 

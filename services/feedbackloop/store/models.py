@@ -85,9 +85,11 @@ class ApiKey(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    # Space-separated scope names (ingest, read, admin).
+    # Space-separated scope names (auth.Scope).
     scopes: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(String(256), default="")
+    # The reviewer identity reviews made with this key are recorded under ("" for none).
+    reviewer: Mapped[str] = mapped_column(String(256), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
