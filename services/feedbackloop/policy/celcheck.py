@@ -1,9 +1,10 @@
 """Static checks for CEL conditions, beyond what `cel.compile` does.
 
 The `cel` package type-checks nothing at compile time (a condition on `feedback.commnet`
-compiles and only fails per event), so validation adds three checks: top-level variables
-must be feedback/interaction/session, `var.field` accesses must name real fields, and the
-condition must evaluate to a bool on sample events. The same field analysis tells the
+compiles and only fails per event), so validation adds four checks: top-level variables
+must be feedback/interaction/session, `var.field` accesses must name real fields, the
+estimated cost must be within its limit (cost.py; checked before anything is run, since an
+evaluation cannot be interrupted), and the condition must evaluate to a bool on sample events. The same field analysis tells the
 engine which fields each condition reads, so it converts only those per event.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import cel
 
+from feedbackloop.policy.cost import MAX_EXPRESSION_CHARS, cost_problem
 from feedbackloop.policy.event import EVENT_DEFAULTS, TOP_LEVEL_VARIABLES, make_event, sample_event
 
 # CEL string and bytes literals (triple-quoted first, then single-line), optionally raw or
@@ -73,12 +75,32 @@ def _short(exc: BaseException) -> str:
     return text.split(". ")[0]
 
 
+@dataclass(frozen=True)
+class CheckedCondition:
+    """A compiled condition, every problem found, and its estimated cost (0 if unknown)."""
+
+    program: cel.Program | None
+    problems: list[str]
+    cost: int
+
+
 def check_expression(source: str) -> tuple[cel.Program | None, list[str]]:
     """Compile and check a condition; return the program and every problem found."""
+    checked = check_condition(source)
+    return checked.program, checked.problems
+
+
+def check_condition(source: str) -> CheckedCondition:
+    """The checks of `check_expression`, with the cost estimate (for the policy-set budget)."""
+    if len(source) > MAX_EXPRESSION_CHARS:
+        # Refused before compiling: compile time grows with the length and holds the GIL.
+        _, problem = cost_problem(source)
+        assert problem is not None
+        return CheckedCondition(None, [problem], 0)
     try:
         program = cel.compile(source)
     except Exception as exc:  # the binding raises ValueError; be robust to others
-        return None, [_syntax_message(exc)]
+        return CheckedCondition(None, [_syntax_message(exc)], 0)
     problems: list[str] = []
     bound = set(_COMPREHENSION_VAR.findall(strip_string_literals(source)))
     for var in sorted(set(program.variables()) - bound - TOP_LEVEL_VARIABLES):
@@ -92,7 +114,10 @@ def check_expression(source: str) -> tuple[cel.Program | None, list[str]]:
         hint = f' (did you mean "{var}.{close[0]}"?)' if close else ""
         problems.append(f'unknown field "{var}.{name}"{hint}')
     if problems:
-        return program, problems
+        return CheckedCondition(program, problems, 0)
+    cost, problem = cost_problem(source)
+    if problem is not None:
+        return CheckedCondition(program, [problem], cost)
     # Evaluate on a fully populated event and on an all-defaults one, to reach both sides of
     # common `x != "" && ...` guards. A missing map key (attributes["team"]) is data, not a
     # type error, so KeyError is tolerated here and surfaces per event as outcome "error".
@@ -108,4 +133,4 @@ def check_expression(source: str) -> tuple[cel.Program | None, list[str]]:
         if not isinstance(result, bool):
             problems.append(f"condition must evaluate to a bool, got {type(result).__name__} ({result!r})")
             break
-    return program, problems
+    return CheckedCondition(program, problems, cost)

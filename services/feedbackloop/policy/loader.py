@@ -4,6 +4,14 @@ PyYAML's composer already knows where every node starts; we compose the node tre
 plain Python data from it with the safe constructor, and walk the same tree to record a
 `path -> (line, column)` map. Keeping data plain (dicts/lists) lets jsonschema validate it
 as is, and the map lets every later error point at `file:line:col`.
+
+Loading is bounded, since policy files also arrive over gRPC from any key with the policy
+scope: a file over MAX_FILE_BYTES or a set over MAX_SET_BYTES is refused before it is read,
+nesting deeper than MAX_DEPTH is refused while composing (PyYAML's composer recurses, and
+2,000 levels would end in RecursionError), and aliases are refused outright. An alias
+re-uses a node, so a few hundred bytes of aliases to aliases expand into billions of
+nodes for every later walk; policy documents are short enough to write out in full, and
+refusing every alias is simpler to state and to trust than an expansion budget.
 """
 
 from __future__ import annotations
@@ -18,6 +26,68 @@ import yaml
 from feedbackloop.policy.errors import PolicyError, format_path
 
 Path_ = tuple[str | int, ...]
+
+# The largest example file is under 4 KB; a megabyte is hundreds of policies, and validating
+# it takes well under a second.
+MAX_FILE_BYTES = 1024 * 1024
+# The default gRPC message limit: a set the server accepts can also be checked offline.
+MAX_SET_BYTES = 4 * 1024 * 1024
+# Policy documents nest about eight levels (spec.actions[0].prompt_patch.generator.target).
+MAX_DEPTH = 32
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A limit of policy loading (not a syntax error), at the node that crossed it."""
+
+
+class _PolicyLoader(yaml.SafeLoader):
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()
+        mark: Any = event.start_mark
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(
+                None,
+                None,
+                f"YAML aliases (*{event.anchor}) are not allowed in policy files; write the value out",
+                mark,
+            )
+        if self._depth >= MAX_DEPTH:
+            raise _Refused(None, None, f"YAML nests deeper than {MAX_DEPTH} levels", mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _size_error(file: str, size: int) -> PolicyError:
+    return PolicyError(
+        file, 1, 1, "", f"file is {size:,} bytes; the limit for a policy file is {MAX_FILE_BYTES:,}"
+    )
+
+
+class SetSize:
+    """The running size of a policy set being loaded, refused past MAX_SET_BYTES."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, file: str, size: int) -> PolicyError | None:
+        self.total += size
+        if self.total > MAX_SET_BYTES:
+            return PolicyError(
+                file,
+                1,
+                1,
+                "",
+                f"the policy set reaches {self.total:,} bytes with this file; the limit for a "
+                f"set is {MAX_SET_BYTES:,} (this file and the ones after it are not read)",
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -96,7 +166,10 @@ def load_text(text: str, file: str) -> tuple[list[Document], list[PolicyError]]:
     """Parse every document of one YAML stream; a syntax error stops that file."""
     docs: list[Document] = []
     errors: list[PolicyError] = []
-    loader = yaml.SafeLoader(text)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_FILE_BYTES:
+        return [], [_size_error(file, size)]
+    loader = _PolicyLoader(text)
     try:
         while loader.check_node():
             node = loader.get_node()
@@ -107,6 +180,10 @@ def load_text(text: str, file: str) -> tuple[list[Document], list[PolicyError]]:
                 doc = Document(file=file, data=data)
                 _walk(doc, node, (), errors)
                 docs.append(doc)
+    except _Refused as exc:
+        mark = exc.problem_mark
+        assert mark is not None
+        errors.append(PolicyError(file, mark.line + 1, mark.column + 1, "", str(exc.problem)))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -144,8 +221,18 @@ def load_path(root: Path | str) -> tuple[list[Document], list[PolicyError]]:
     errors: list[PolicyError] = []
     if not root.exists():
         return [], [PolicyError(str(root), 1, 1, "", "no such file or directory")]
+    set_size = SetSize()
     for path in iter_policy_files(root):
         try:
+            # Sizes come from the file system, so an oversized file is never read.
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                errors.append(_size_error(str(path), size))
+                continue
+            over = set_size.add(str(path), size)
+            if over is not None:
+                errors.append(over)
+                break
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             errors.append(PolicyError(str(path), 1, 1, "", f"cannot read file: {exc}"))

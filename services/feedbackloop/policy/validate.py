@@ -11,11 +11,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from feedbackloop.policy.celcheck import check_expression
+from feedbackloop.policy.celcheck import check_condition
+from feedbackloop.policy.cost import POLICY_SET_COST_LIMIT
 from feedbackloop.policy.durations import DurationError, parse_positive_duration
 from feedbackloop.policy.errors import PolicyError
 from feedbackloop.policy.event import EVENT_DEFAULTS
-from feedbackloop.policy.loader import Document, Mark, load_path, load_text
+from feedbackloop.policy.loader import Document, Mark, SetSize, load_path, load_text
 from feedbackloop.policy.model import PLACEHOLDER, PolicySet, Resource, resource_from_document
 from feedbackloop.policy.schema import validate_document
 
@@ -88,11 +89,12 @@ def _schema_checks(doc: Document) -> list[PolicyError]:
     return errors
 
 
-def _routing_checks(doc: Document) -> list[PolicyError]:
+def _routing_checks(doc: Document) -> tuple[list[PolicyError], int]:
+    """The policy's errors and the estimated cost of its condition (for the set's budget)."""
     spec = doc.data["spec"]
     errors: list[PolicyError] = []
-    _, problems = check_expression(spec["when"])
-    errors += [doc.error(("spec", "when"), p) for p in problems]
+    checked = check_condition(spec["when"])
+    errors += [doc.error(("spec", "when"), p) for p in checked.problems]
     for i, action in enumerate(spec["actions"]):
         patch = action.get("prompt_patch")
         if not isinstance(patch, dict):
@@ -114,7 +116,29 @@ def _routing_checks(doc: Document) -> list[PolicyError]:
         var, _, name = field_path.partition(".")
         if name not in EVENT_DEFAULTS[var]:
             errors.append(doc.error(("spec", "aggregate", "group_by", i), f'unknown field "{field_path}"'))
-    return errors
+    # An over-limit condition is already an error; the budget sums the conditions that pass.
+    return errors, 0 if checked.problems else checked.cost
+
+
+def _budget_check(costs: list[tuple[Document, int]]) -> list[PolicyError]:
+    """The per-set budget: what routing one event may cost, summed over its policies.
+
+    Reported once, at the policy (in file order) whose condition takes the sum over it.
+    """
+    total = 0
+    for doc, cost in costs:
+        total += cost
+        if total > POLICY_SET_COST_LIMIT:
+            overall = sum(c for _, c in costs)
+            return [
+                doc.error(
+                    ("spec", "when"),
+                    f"the routing policies' estimated cost {overall:,} exceeds the policy-set "
+                    f"budget of {POLICY_SET_COST_LIMIT:,} (the sum passes it at this policy, "
+                    f"whose condition costs {cost:,})",
+                )
+            ]
+    return []
 
 
 def _is_wellformed(doc: Document) -> bool:
@@ -131,6 +155,7 @@ def validate_documents(docs: list[Document]) -> tuple[PolicySet | None, list[Pol
     valid: list[Document] = []
     # (kind, name) -> where first defined; used for duplicates and reference checks.
     defined: dict[tuple[str, str], tuple[Document, Mark]] = {}
+    costs: list[tuple[Document, int]] = []
     for doc in docs:
         if not isinstance(doc.data, dict):
             errors.append(
@@ -163,8 +188,11 @@ def validate_documents(docs: list[Document]) -> tuple[PolicySet | None, list[Pol
         elif kind == "FeedbackSchema":
             errors += _schema_checks(doc)
         elif kind == "RoutingPolicy":
-            errors += _routing_checks(doc)
+            routing_errors, cost = _routing_checks(doc)
+            errors += routing_errors
+            costs.append((doc, cost))
         valid.append(doc)
+    errors += _budget_check(costs)
 
     schemas = [k for k in defined if k[0] == "FeedbackSchema"]
     for key in schemas[1:]:
@@ -207,7 +235,12 @@ def validate_texts(files: Iterable[tuple[str, str]]) -> tuple[PolicySet | None, 
     """The same for files given as (path, content) pairs, such as files sent over gRPC."""
     docs: list[Document] = []
     errors: list[PolicyError] = []
+    set_size = SetSize()
     for path, content in sorted(files):
+        over = set_size.add(path, len(content.encode("utf-8", "surrogatepass")))
+        if over is not None:
+            errors.append(over)
+            break
         file_docs, file_errors = load_text(content, path)
         docs += file_docs
         errors += file_errors
