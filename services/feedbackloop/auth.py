@@ -37,15 +37,44 @@ class Scope(enum.StrEnum):
 ALL_SCOPES = frozenset(Scope)
 
 
+# The reviewer identity of a key that names none: its key id, in a namespace no reviewer name
+# can reach (`names.REVIEWER` has no ':'), so a named reviewer can never pass for a key.
+KEY_REVIEWER_PREFIX = "key:"
+
+
 @dataclass(frozen=True)
 class Principal:
     project_id: str
     scopes: frozenset[Scope]
     key_id: str  # "anonymous" for the loopback development default
+    # The reviewer identity bound to the key (`keys create --reviewer`); "" when it names none.
+    reviewer: str = ""
+
+    @property
+    def reviewer_identity(self) -> str:
+        """Who this principal reviews as: one key is one reviewer, whatever its requests say."""
+        return self.reviewer or f"{KEY_REVIEWER_PREFIX}{self.key_id}"
+
+    def reviewer_for(self, requested: str, field: str = "reviewer") -> str:
+        """The identity a review request acts as; the request may only repeat it.
+
+        Independent reviews are told apart by identity, so a request naming somebody else is
+        refused rather than ignored: a client that thinks it can speak for several reviewers
+        learns that it cannot.
+        """
+        identity = self.reviewer_identity
+        if requested and requested != identity:
+            raise PermissionDenied(
+                f"{field}: this API key reviews as '{identity}' and cannot review as someone else"
+            )
+        return identity
+
+    def allows(self, scope: Scope) -> bool:
+        # admin implies every other scope: an operator key must be able to do what it manages.
+        return scope in self.scopes or Scope.ADMIN in self.scopes
 
     def require(self, scope: Scope) -> None:
-        # admin implies every other scope: an operator key must be able to do what it manages.
-        if scope not in self.scopes and Scope.ADMIN not in self.scopes:
+        if not self.allows(scope):
             raise PermissionDenied(f"this API key lacks the '{scope}' scope")
 
     def project_for(self, requested: str) -> str:

@@ -11,10 +11,11 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from feedbackloop import auth
+from feedbackloop import auth, names
 from feedbackloop.config import Settings
 
 if TYPE_CHECKING:
@@ -61,6 +62,30 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _quiet_migrations(verbose: bool) -> Iterator[None]:
+    """Alembic logs its plugins (on import) and every migration step at INFO."""
+    logger = logging.getLogger("alembic")
+    level = logger.level
+    if not verbose:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _quietly(handler: Handler) -> Handler:
+    """`handler` without Alembic's INFO lines (`-v` keeps them): `keys` output is a key or a
+    table, and the silent upgrade of an empty store is not news."""
+
+    def run(args: argparse.Namespace) -> int:
+        with _quiet_migrations(getattr(args, "verbose", False)):
+            return handler(args)
+
+    return run
+
+
 def _open_migrated_db(args: argparse.Namespace) -> Database:
     from feedbackloop.store.db import Database
 
@@ -69,19 +94,35 @@ def _open_migrated_db(args: argparse.Namespace) -> Database:
     return db
 
 
+def _usage_error(option: str, error: ValueError) -> int:
+    print(f"error: {option}: {error}", file=sys.stderr)
+    return 2
+
+
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from feedbackloop.store import keys
 
+    # Every argument is checked before the store is opened, so a refused command changes nothing.
+    try:
+        names.check_project_id(args.project)
+    except ValueError as error:
+        return _usage_error("--project", error)
     try:
         scopes = auth.parse_scopes(args.scope)
     except ValueError as error:
-        print(f"error: --scope: {error}", file=sys.stderr)
-        return 2
-    key = keys.create_key(_open_migrated_db(args), args.project, scopes, args.description)
+        return _usage_error("--scope", error)
+    if args.reviewer is not None:
+        try:
+            names.check_reviewer(args.reviewer)
+        except ValueError as error:
+            return _usage_error("--reviewer", error)
+    reviewer = args.reviewer or ""
+    key = keys.create_key(_open_migrated_db(args), args.project, scopes, args.description, reviewer)
     print(key)
+    reviews_as = f", reviews as {reviewer}" if reviewer else ""
     print(
-        f"# project {args.project}, scopes {' '.join(sorted(scopes))}. This key is shown once; "
-        "store it now. Send it as 'authorization: Bearer <key>'.",
+        f"# project {args.project}, scopes {' '.join(sorted(scopes))}{reviews_as}. This key is shown "
+        "once; store it now. Send it as 'authorization: Bearer <key>'.",
         file=sys.stderr,
     )
     return 0
@@ -90,9 +131,20 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 def cmd_keys_list(args: argparse.Namespace) -> int:
     from feedbackloop.store import keys
 
-    for info in keys.list_keys(_open_migrated_db(args), args.project):
+    if args.project is not None:
+        try:
+            names.check_project_id(args.project)
+        except ValueError as error:
+            return _usage_error("--project", error)
+    found = keys.list_keys(_open_migrated_db(args), args.project)
+    if not found:
+        where = f" in project {args.project}" if args.project else ""
+        print(f"no API keys{where}", file=sys.stderr)
+        return 0
+    for info in found:
         state = f"revoked {info.revoked_at:%Y-%m-%d}" if info.revoked_at else "active"
-        print(f"{info.id}\t{info.project_id}\t{info.scopes}\t{state}\t{info.description}")
+        reviewer = info.reviewer or "-"
+        print(f"{info.id}\t{info.project_id}\t{info.scopes}\t{reviewer}\t{state}\t{info.description}")
     return 0
 
 
@@ -135,19 +187,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create a key and print it once")
-    create.add_argument("--project", required=True)
-    create.add_argument("--scope", action="append", required=True, help="ingest, read or admin; repeatable")
+    create.add_argument("--project", required=True, help=f"project id: {names.PROJECT_RULE}")
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        help=f"one of {', '.join(auth.Scope)}; repeatable (admin implies the others)",
+    )
+    create.add_argument(
+        "--reviewer",
+        help="the reviewer identity this key reviews as (default: key:<key id>); "
+        "independent reviews need keys with distinct identities",
+    )
     create.add_argument("--description", default="")
     _store_args(create)
-    create.set_defaults(handler=cmd_keys_create)
+    create.set_defaults(handler=_quietly(cmd_keys_create))
     listing = keys.add_parser("list", help="list keys (never their secrets)")
     listing.add_argument("--project")
     _store_args(listing)
-    listing.set_defaults(handler=cmd_keys_list)
+    listing.set_defaults(handler=_quietly(cmd_keys_list))
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     _store_args(revoke)
-    revoke.set_defaults(handler=cmd_keys_revoke)
+    revoke.set_defaults(handler=_quietly(cmd_keys_revoke))
 
     from feedbackloop.recall import cli as recall_cli
     from feedbackloop.routing import cli as routing_cli

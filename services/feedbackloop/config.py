@@ -20,6 +20,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from feedbackloop.names import check_project_id
+
 ENV_PREFIX = "FEEDBACKLOOP_"
 CONFIG_FILE_ENV = ENV_PREFIX + "CONFIG_FILE"
 
@@ -133,6 +135,11 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("default_project")
+    @classmethod
+    def _valid_project(cls, value: str) -> str:
+        return check_project_id(value)
 
     @field_validator("policies_dir", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from feedbackloop.errors import FeedbackloopError, InvalidArgument, Violations
 from feedbackloop.ingestion import repository
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
 from feedbackloop.ingestion.group_commit import GroupCommitter
+from feedbackloop.ingestion.provenance import check_source
 from feedbackloop.ingestion.repository import FeedbackQuery, Stored, TraceIds
 from feedbackloop.ingestion.taxonomy import Taxonomy
 from feedbackloop.ingestion.validation import (
@@ -96,6 +97,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         data = validate_feedback(
             request.feedback, self._limits, _now(), self._taxonomy.categories_for(project)
         )
+        check_source(auth.current_principal(), data)
         ids = _trace_ids()
         stored = self._committer.submit(project, data, ids)
         if stored.created:
@@ -134,6 +136,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
                 data = validate_feedback(
                     request.feedback, self._limits, _now(), self._taxonomy.categories_for(project)
                 )
+                check_source(principal, data)
             except FeedbackloopError as error:
                 acks[index] = _ack(index, error)
                 continue

@@ -1,7 +1,8 @@
 """ReviewService: human review queues (list, claim with a lease, resolve).
 
-A resolution re-enters the pipeline as feedback from the reviewer; `ingest` keys cannot change
-policies or approve patches (those need `admin`).
+A resolution re-enters the pipeline as feedback from the reviewer. Who reviewed is the key's
+reviewer identity (`Principal.reviewer_identity`), never a name the request makes up, so
+independent reviews really come from distinct keys, and a claim is resolved only by its owner.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy import select
 from feedbackloop import auth
 from feedbackloop.auth import Scope
 from feedbackloop.config import Settings
-from feedbackloop.errors import Conflict, InvalidArgument, NotFound
+from feedbackloop.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
 from feedbackloop.ingestion import repository
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto, timestamp
 from feedbackloop.ingestion.repository import TraceIds
@@ -40,12 +41,15 @@ from feedbackloop.v1 import (
 )
 
 SERVICE = "/feedbackloop.v1.ReviewService/"
-# Reviewers claim and resolve with `ingest`: a resolution is feedback (source REVIEWER) and goes
-# through ingestion's own submit path, so it gets its pipeline job in the same transaction.
+# Claiming shows an item's feedback and interaction, and resolving writes REVIEWER feedback
+# (through ingestion's submit path, so its pipeline job commits with it): both are `review`, a
+# scope an ingest key lacks. Listing a queue is reading data, as ListFeedback is; a reviewer
+# needs no `read` to work (claim hands out the next item), and a key without `read` cannot list
+# other reviewers' verdicts, which keeps reviews blind.
 REQUIRED_SCOPES = {
     SERVICE + "ListReviewItems": Scope.READ,
-    SERVICE + "ClaimReviewItem": Scope.INGEST,
-    SERVICE + "ResolveReviewItem": Scope.INGEST,
+    SERVICE + "ClaimReviewItem": Scope.REVIEW,
+    SERVICE + "ResolveReviewItem": Scope.REVIEW,
 }
 
 
@@ -135,7 +139,7 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
         principal = auth.current_principal()
         project = principal.project_for(request.project)
         queue = required("queue", request.queue)
-        reviewer = request.reviewer or principal.key_id
+        reviewer = principal.reviewer_for(request.reviewer)
         now = self.clock()
         with self._db.write() as session:
             candidates = session.scalars(
@@ -210,6 +214,9 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
             )
             if claim is None:
                 raise NotFound("claim_id", f"no claim {claim_id}")
+            if claim.reviewer != principal.reviewer_identity:
+                # Not even a resolved claim's outcome: another reviewer's verdict stays unseen.
+                raise PermissionDenied("claim_id: this claim belongs to another reviewer")
             item = session.get(ReviewItemRow, claim.item_id)
             assert item is not None
             if claim.status == "resolved":

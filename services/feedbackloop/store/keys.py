@@ -1,4 +1,9 @@
-"""Projects and API keys."""
+"""Projects and API keys.
+
+Project ids and reviewer names are checked here (`names`), where they enter the store, so a
+key can never be made for a project that later breaks a search, nor for a reviewer that could
+pass for another key.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from feedbackloop import auth
+from feedbackloop import auth, names
 from feedbackloop.store.db import Database
 from feedbackloop.store.models import ApiKey, Project, utcnow
 
@@ -19,6 +24,7 @@ class KeyInfo:
     project_id: str
     scopes: str
     description: str
+    reviewer: str
     created_at: datetime
     revoked_at: datetime | None
 
@@ -29,16 +35,40 @@ def ensure_project(db: Database, project_id: str) -> None:
 
 
 def ensure_project_in(session: Session, project_id: str) -> None:
-    """Create the project row inside the caller's transaction if it is missing."""
+    """Create the project row inside the caller's transaction if it is missing.
+
+    A malformed id is refused (ValueError), unless the project was stored before the rule
+    existed: its keys keep working.
+    """
+    try:
+        names.check_project_id(project_id)
+    except ValueError:
+        # NUL never reached the store (PostgreSQL refuses it even in a lookup).
+        if "\x00" in project_id or session.get(Project, project_id) is None:
+            raise
+        return
     if session.get(Project, project_id) is None:
         session.add(Project(id=project_id))
         session.flush()
 
 
-def create_key(db: Database, project_id: str, scopes: frozenset[auth.Scope], description: str = "") -> str:
-    """Create a key and return it; only its hash is stored, so this is the one chance to see it."""
+def create_key(
+    db: Database,
+    project_id: str,
+    scopes: frozenset[auth.Scope],
+    description: str = "",
+    reviewer: str = "",
+) -> str:
+    """Create a key and return it; only its hash is stored, so this is the one chance to see it.
+
+    `reviewer` binds the reviewer identity the key's reviews are recorded under; without one the
+    key reviews as `key:<id>`. ValueError names what is wrong (project, scopes, reviewer).
+    """
+    names.check_project_id(project_id)
     if not scopes:
         raise ValueError("a key needs at least one scope")
+    if reviewer:
+        names.check_reviewer(reviewer)
     key_id, key = auth.generate_key()
     with db.write() as session:
         ensure_project_in(session, project_id)
@@ -49,6 +79,7 @@ def create_key(db: Database, project_id: str, scopes: frozenset[auth.Scope], des
                 key_hash=auth.hash_key(key),
                 scopes=" ".join(sorted(scopes)),
                 description=description,
+                reviewer=reviewer,
             )
         )
     return key
@@ -59,7 +90,12 @@ def principal_for_hash(db: Database, key_hash: str) -> auth.Principal | None:
         row = session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)))
         if row is None:
             return None
-        return auth.Principal(project_id=row.project_id, scopes=auth.parse_scopes(row.scopes), key_id=row.id)
+        return auth.Principal(
+            project_id=row.project_id,
+            scopes=auth.parse_scopes(row.scopes),
+            key_id=row.id,
+            reviewer=row.reviewer,
+        )
 
 
 def list_keys(db: Database, project_id: str | None = None) -> list[KeyInfo]:
@@ -68,7 +104,7 @@ def list_keys(db: Database, project_id: str | None = None) -> list[KeyInfo]:
         if project_id:
             stmt = stmt.where(ApiKey.project_id == project_id)
         return [
-            KeyInfo(k.id, k.project_id, k.scopes, k.description, k.created_at, k.revoked_at)
+            KeyInfo(k.id, k.project_id, k.scopes, k.description, k.reviewer, k.created_at, k.revoked_at)
             for k in session.scalars(stmt)
         ]
 

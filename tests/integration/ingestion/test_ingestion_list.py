@@ -6,7 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ingestion_support import list_all, record, submit
+from sqlalchemy import update
 
+from feedbackloop.store.db import Database
+from feedbackloop.store.models import Feedback
 from feedbackloop.v1 import common_pb2, ingestion_pb2
 from support import ts
 
@@ -93,7 +96,7 @@ FILTER_CASES: list[tuple[str, dict[str, Any], set[str]]] = [
 ]
 
 
-def _load_dataset(stub: Any) -> dict[str, str]:
+def _load_dataset(stub: Any, db: Database) -> dict[str, str]:
     interactions = {
         "A": record(
             stub,
@@ -117,13 +120,21 @@ def _load_dataset(stub: Any) -> dict[str, str]:
             if target.startswith("session:")
             else {"interaction_id": interactions[target]}
         )
-        ack = submit(stub, occurred_at=ts(T0 + timedelta(minutes=minute)), **where, **fields)
+        # Only ResolveReviewItem writes reviewer feedback, so that row gets its source in SQL.
+        reviewer = fields.get("source") == S.FEEDBACK_SOURCE_REVIEWER
+        sent = {k: v for k, v in fields.items() if not (reviewer and k == "source")}
+        ack = submit(stub, occurred_at=ts(T0 + timedelta(minutes=minute)), **where, **sent)
+        if reviewer:
+            with db.write() as session:
+                session.execute(
+                    update(Feedback).where(Feedback.id == ack.feedback_id).values(source="reviewer")
+                )
         ids[ack.feedback_id] = name
     return ids
 
 
-def test_each_filter_selects_exactly_its_feedback(stub) -> None:  # type: ignore[no-untyped-def]
-    names = _load_dataset(stub)
+def test_each_filter_selects_exactly_its_feedback(stub, db) -> None:  # type: ignore[no-untyped-def]
+    names = _load_dataset(stub, db)
     failures = []
     for label, filter_fields, expected in FILTER_CASES:
         got = [names[f.id] for f in list_all(stub, **filter_fields)]
@@ -132,8 +143,8 @@ def test_each_filter_selects_exactly_its_feedback(stub) -> None:  # type: ignore
     assert not failures, "\n".join(failures)
 
 
-def test_list_is_newest_first(stub) -> None:  # type: ignore[no-untyped-def]
-    names = _load_dataset(stub)
+def test_list_is_newest_first(stub, db) -> None:  # type: ignore[no-untyped-def]
+    names = _load_dataset(stub, db)
     got = [names[f.id] for f in list_all(stub)]
     expected = sorted(DATASET, key=lambda name: DATASET[name][1], reverse=True)
     assert got == expected

@@ -54,8 +54,8 @@ def full_feedback(interaction_id: str, session_id: str) -> common_pb2.Feedback:
         correction="It costs $12 since March.",
         implicit_signal=common_pb2.IMPLICIT_SIGNAL_EDIT,
         implicit_text="Our plan costs $12.",
-        source=common_pb2.FEEDBACK_SOURCE_REVIEWER,
-        user=common_pb2.User(id="rev-7", role="agent"),
+        source=common_pb2.FEEDBACK_SOURCE_EVALUATOR,  # the loopback default has `evaluate`
+        user=common_pb2.User(id="judge-7", role="agent"),
         model_confidence=0.25,
         occurred_at=ts(OCCURRED + timedelta(minutes=1)),
         attributes={"ui": "web", "page": "/pricing"},

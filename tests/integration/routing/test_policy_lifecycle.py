@@ -193,6 +193,7 @@ def test_scopes(make_harness, store_url: str) -> None:
     admin = keys.create_key(db, "default", frozenset({auth.Scope.ADMIN}))
     ingest = keys.create_key(db, "default", frozenset({auth.Scope.INGEST}))
     read = keys.create_key(db, "default", frozenset({auth.Scope.READ}))
+    review = keys.create_key(db, "default", frozenset({auth.Scope.REVIEW}))
     db.dispose()
     h = make_harness(allow_anonymous_loopback=False)
 
@@ -217,14 +218,15 @@ def test_scopes(make_harness, store_url: str) -> None:
     applied = h.routing.ApplyPolicies(routing_pb2.ApplyPoliciesRequest(files=files), metadata=bearer(admin))
     assert applied.revision.applied_by == admin.split("_")[1]
     h.routing.PlanPolicies(routing_pb2.PlanPoliciesRequest(files=files), metadata=bearer(read))
-    # Reviewers claim with an ingest key; a read key cannot.
-    h.reviews.ClaimReviewItem(reviews_pb2.ClaimReviewItemRequest(queue="q"), metadata=bearer(ingest))
-    code, _ = code_of(
-        lambda: h.reviews.ClaimReviewItem(
-            reviews_pb2.ClaimReviewItemRequest(queue="q"), metadata=bearer(read)
+    # Reviewers claim with a review key; neither an ingest nor a read key can.
+    h.reviews.ClaimReviewItem(reviews_pb2.ClaimReviewItemRequest(queue="q"), metadata=bearer(review))
+    for key in (ingest, read):
+        code, _ = code_of(
+            lambda k=key: h.reviews.ClaimReviewItem(
+                reviews_pb2.ClaimReviewItemRequest(queue="q"), metadata=bearer(k)
+            )
         )
-    )
-    assert code == grpc.StatusCode.PERMISSION_DENIED
+        assert code == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_prompt_patches_approve_reject_rollback(h: Harness) -> None:
@@ -518,7 +520,7 @@ def test_routing_lists_page_with_tokens(h: Harness) -> None:
     assert [x.id for x in first.items] == [x.id for x in listing[:2]]
     # An item of the first page leaves the open list before the next page is read: a keyset
     # page goes on after the last row seen, where an offset would skip an item.
-    claim = h.reviews.ClaimReviewItem(reviews_pb2.ClaimReviewItemRequest(queue="q", reviewer="alice"))
+    claim = h.reviews.ClaimReviewItem(reviews_pb2.ClaimReviewItemRequest(queue="q"))
     assert claim.item.id == listing[0].id
     h.reviews.ResolveReviewItem(
         reviews_pb2.ResolveReviewItemRequest(

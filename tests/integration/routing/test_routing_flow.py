@@ -9,7 +9,9 @@ import pytest
 from routing_support import Harness, files_of
 from sqlalchemy import delete, select
 
+from feedbackloop.auth import Scope
 from feedbackloop.policy import sample_bucket
+from feedbackloop.store import keys
 from feedbackloop.store.models import Feedback
 from feedbackloop.store.routing_models import DecisionRecord, ReviewItemRow
 from feedbackloop.v1 import (
@@ -19,7 +21,7 @@ from feedbackloop.v1 import (
     reviews_pb2,
     routing_pb2,
 )
-from support import code_of, pages_of
+from support import bearer, code_of, pages_of
 
 DOWN, UP = common_pb2.THUMB_DOWN, common_pb2.THUMB_UP
 
@@ -118,12 +120,17 @@ def test_every_action_is_idempotent_under_retries(h: Harness, example_policies) 
     assert statuses == {routing_pb2.ACTION_STATUS_EXISTING}
 
 
+def _reviewer_key(h: Harness, name: str) -> tuple[tuple[str, str], ...]:
+    return bearer(keys.create_key(h.db, "default", frozenset({Scope.REVIEW}), reviewer=name))
+
+
 def test_review_resolutions_flow_back_and_the_loop_guard_holds(h: Harness, example_policies) -> None:
     h.apply(files_of(example_policies))
     ids = _seed(h)
     h.route_pending()
+    alice, bob = _reviewer_key(h, "alice"), _reviewer_key(h, "bob")
     claim = h.reviews.ClaimReviewItem(
-        reviews_pb2.ClaimReviewItemRequest(queue="safety-review", reviewer="alice")
+        reviews_pb2.ClaimReviewItemRequest(queue="safety-review", reviewer="alice"), metadata=alice
     )
     assert claim.item.feedback_id == ids["unsafe"] and claim.item.reviews_required == 2
     assert claim.item.interaction.response == "Yes, go ahead."
@@ -133,26 +140,31 @@ def test_review_resolutions_flow_back_and_the_loop_guard_holds(h: Harness, examp
             verdict=reviews_pb2.REVIEW_VERDICT_REJECT,
             categories=["unsafe"],
             correction="Never mix bleach and ammonia.",
-        )
+        ),
+        metadata=alice,
     )
     assert first.reviews_done == 1 and not first.item_done
     # Resolving again (a client retry) changes nothing.
     again = h.reviews.ResolveReviewItem(
         reviews_pb2.ResolveReviewItemRequest(
             claim_id=claim.claim_id, verdict=reviews_pb2.REVIEW_VERDICT_REJECT
-        )
+        ),
+        metadata=alice,
     )
     assert again.feedback_id == first.feedback_id and again.reviews_done == 1
     # alice has reviewed it: nothing more for her; bob gets the same item.
     assert not h.reviews.ClaimReviewItem(
-        reviews_pb2.ClaimReviewItemRequest(queue="safety-review", reviewer="alice")
+        reviews_pb2.ClaimReviewItemRequest(queue="safety-review"), metadata=alice
     ).HasField("item")
-    bob = h.reviews.ClaimReviewItem(reviews_pb2.ClaimReviewItemRequest(queue="safety-review", reviewer="bob"))
-    assert bob.item.id == claim.item.id
+    bob_claim = h.reviews.ClaimReviewItem(
+        reviews_pb2.ClaimReviewItemRequest(queue="safety-review"), metadata=bob
+    )
+    assert bob_claim.item.id == claim.item.id
     second = h.reviews.ResolveReviewItem(
         reviews_pb2.ResolveReviewItemRequest(
-            claim_id=bob.claim_id, verdict=reviews_pb2.REVIEW_VERDICT_REJECT, categories=["unsafe"]
-        )
+            claim_id=bob_claim.claim_id, verdict=reviews_pb2.REVIEW_VERDICT_REJECT, categories=["unsafe"]
+        ),
+        metadata=bob,
     )
     assert second.item_done and second.reviews_done == 2
     done = h.reviews.ListReviewItems(
@@ -184,9 +196,7 @@ def test_review_lease_expires(h: Harness, example_policies) -> None:
     h.route_pending()
     servicer = h.component.review_servicer
     real = servicer.clock
-    claim = h.reviews.ClaimReviewItem(
-        reviews_pb2.ClaimReviewItemRequest(queue="safety-review", reviewer="alice")
-    )
+    claim = h.reviews.ClaimReviewItem(reviews_pb2.ClaimReviewItemRequest(queue="safety-review"))
     assert claim.item.feedback_id == ids["unsafe"]
     lease = claim.lease_expires_at.ToDatetime().timestamp() - real().timestamp()
     assert 14 * 60 < lease <= 15 * 60  # safety-review lease: 15m
@@ -200,9 +210,7 @@ def test_review_lease_expires(h: Harness, example_policies) -> None:
             )
         )
         assert code == grpc.StatusCode.FAILED_PRECONDITION and "lease" in details and "expired" in details
-        renewed = h.reviews.ClaimReviewItem(
-            reviews_pb2.ClaimReviewItemRequest(queue="safety-review", reviewer="alice")
-        )
+        renewed = h.reviews.ClaimReviewItem(reviews_pb2.ClaimReviewItemRequest(queue="safety-review"))
         assert renewed.claim_id == claim.claim_id
         resolved = h.reviews.ResolveReviewItem(
             reviews_pb2.ResolveReviewItemRequest(

@@ -50,6 +50,14 @@ def test_bearer_token_refuses_other_schemes(value: str) -> None:
         ({Scope.ADMIN}, Scope.INGEST, True),
         ({Scope.ADMIN}, Scope.READ, True),
         ({Scope.ADMIN}, Scope.ADMIN, True),
+        ({Scope.ADMIN}, Scope.REVIEW, True),
+        ({Scope.ADMIN}, Scope.EVALUATE, True),
+        ({Scope.INGEST}, Scope.REVIEW, False),
+        ({Scope.INGEST}, Scope.EVALUATE, False),
+        ({Scope.REVIEW}, Scope.REVIEW, True),
+        ({Scope.REVIEW}, Scope.READ, False),
+        ({Scope.REVIEW}, Scope.INGEST, False),
+        ({Scope.EVALUATE}, Scope.INGEST, False),
         (set(), Scope.READ, False),
     ],
 )
@@ -72,6 +80,21 @@ def test_project_for() -> None:
     assert raised.value.message == "project: this API key belongs to project 'acme', not 'globex'"
 
 
+def test_a_key_reviews_as_its_reviewer_or_its_key_id() -> None:
+    named = Principal("p", frozenset({Scope.REVIEW}), key_id="k1", reviewer="alice")
+    nameless = Principal("p", frozenset({Scope.REVIEW}), key_id="k2")
+    assert named.reviewer_identity == "alice" and nameless.reviewer_identity == "key:k2"
+    assert named.reviewer_for("") == named.reviewer_for("alice") == "alice"
+    assert nameless.reviewer_for("") == nameless.reviewer_for("key:k2") == "key:k2"
+    for principal, other in ((named, "bob"), (named, "key:k1"), (nameless, "k2"), (nameless, "alice")):
+        with pytest.raises(PermissionDenied) as raised:
+            principal.reviewer_for(other)
+        assert raised.value.message == (
+            f"reviewer: this API key reviews as '{principal.reviewer_identity}' "
+            "and cannot review as someone else"
+        )
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
@@ -86,7 +109,9 @@ def test_parse_scopes(raw: str | list[str], expected: set[Scope]) -> None:
 
 
 def test_parse_scopes_names_the_bad_one() -> None:
-    with pytest.raises(ValueError, match=r"^unknown scope 'write' \(valid: ingest, read, admin\)$"):
+    with pytest.raises(
+        ValueError, match=r"^unknown scope 'write' \(valid: ingest, read, review, policy, evaluate, admin\)$"
+    ):
         auth.parse_scopes("read write")
 
 
