@@ -70,24 +70,27 @@ def _size_error(file: str, size: int) -> PolicyError:
     )
 
 
-class SetSize:
-    """The running size of a policy set being loaded, refused past MAX_SET_BYTES."""
+def set_size_error(sizes: list[tuple[str, int]]) -> PolicyError | None:
+    """The error for a set of (file, bytes) over MAX_SET_BYTES, at the file that crosses it.
 
-    def __init__(self) -> None:
-        self.total = 0
-
-    def add(self, file: str, size: int) -> PolicyError | None:
-        self.total += size
-        if self.total > MAX_SET_BYTES:
+    Checked before any file is parsed, so an oversized set costs nothing but the sizes.
+    """
+    total = sum(size for _, size in sizes)
+    if total <= MAX_SET_BYTES:
+        return None
+    running = 0
+    for file, size in sizes:
+        running += size
+        if running > MAX_SET_BYTES:
             return PolicyError(
                 file,
                 1,
                 1,
                 "",
-                f"the policy set reaches {self.total:,} bytes with this file; the limit for a "
-                f"set is {MAX_SET_BYTES:,} (this file and the ones after it are not read)",
+                f"the policy set is {total:,} bytes; the limit for a set is {MAX_SET_BYTES:,} "
+                "(the total passes it at this file; nothing was parsed)",
             )
-        return None
+    raise AssertionError("unreachable: the running total reaches the total")
 
 
 @dataclass(frozen=True)
@@ -221,18 +224,23 @@ def load_path(root: Path | str) -> tuple[list[Document], list[PolicyError]]:
     errors: list[PolicyError] = []
     if not root.exists():
         return [], [PolicyError(str(root), 1, 1, "", "no such file or directory")]
-    set_size = SetSize()
+    sizes: list[tuple[Path, int]] = []
     for path in iter_policy_files(root):
         try:
             # Sizes come from the file system, so an oversized file is never read.
             size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                errors.append(_size_error(str(path), size))
-                continue
-            over = set_size.add(str(path), size)
-            if over is not None:
-                errors.append(over)
-                break
+        except OSError as exc:
+            errors.append(PolicyError(str(path), 1, 1, "", f"cannot read file: {exc}"))
+            continue
+        if size > MAX_FILE_BYTES:
+            errors.append(_size_error(str(path), size))
+        else:
+            sizes.append((path, size))
+    over = set_size_error([(str(path), size) for path, size in sizes])
+    if over is not None:
+        return [], [*errors, over]
+    for path, _ in sizes:
+        try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             errors.append(PolicyError(str(path), 1, 1, "", f"cannot read file: {exc}"))

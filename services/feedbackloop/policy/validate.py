@@ -16,7 +16,7 @@ from feedbackloop.policy.cost import POLICY_SET_COST_LIMIT
 from feedbackloop.policy.durations import DurationError, parse_positive_duration
 from feedbackloop.policy.errors import PolicyError
 from feedbackloop.policy.event import EVENT_DEFAULTS
-from feedbackloop.policy.loader import Document, Mark, SetSize, load_path, load_text
+from feedbackloop.policy.loader import Document, Mark, load_path, load_text, set_size_error
 from feedbackloop.policy.model import PLACEHOLDER, PolicySet, Resource, resource_from_document
 from feedbackloop.policy.schema import validate_document
 
@@ -235,12 +235,13 @@ def validate_texts(files: Iterable[tuple[str, str]]) -> tuple[PolicySet | None, 
     """The same for files given as (path, content) pairs, such as files sent over gRPC."""
     docs: list[Document] = []
     errors: list[PolicyError] = []
-    set_size = SetSize()
-    for path, content in sorted(files):
-        over = set_size.add(path, len(content.encode("utf-8", "surrogatepass")))
-        if over is not None:
-            errors.append(over)
-            break
+    ordered = sorted(files)
+    over = set_size_error(
+        [(path, len(content.encode("utf-8", "surrogatepass"))) for path, content in ordered]
+    )
+    if over is not None:
+        return None, [over]
+    for path, content in ordered:
         file_docs, file_errors = load_text(content, path)
         docs += file_docs
         errors += file_errors
