@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     milvus_lite_live_row_cache: bool = Field(
         True, description="Milvus Lite: keep each segment set's live rows between searches."
     )
+    index_check_interval_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="How often the server compares each project's vectors with its stored feedback (0: never).",
+    )
     embedding_model: str | None = Field(
         None, description="sentence-transformers model name or path; default the bundled all-MiniLM-L6-v2."
     )

@@ -26,9 +26,8 @@ from feedbackloop.interceptors import (
     ErrorMappingInterceptor,
     TracingInterceptor,
 )
+from feedbackloop.pipeline.component import PipelineComponent
 from feedbackloop.pipeline.jobs import JobQueue, RetryPolicy
-from feedbackloop.pipeline.servicer import REQUIRED_SCOPES as PIPELINE_SCOPES
-from feedbackloop.pipeline.servicer import PipelineServicer
 from feedbackloop.pipeline.worker import StageWorker
 from feedbackloop.recall.embedder import Embedder
 from feedbackloop.recall.service import Recall
@@ -41,7 +40,7 @@ from feedbackloop.store import keys
 from feedbackloop.store.db import Database
 from feedbackloop.store.statistics import StatisticsRefresher
 from feedbackloop.telemetry import setup_tracing
-from feedbackloop.v1 import ingestion_pb2_grpc, pipeline_pb2_grpc, recall_pb2_grpc
+from feedbackloop.v1 import ingestion_pb2_grpc, recall_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +130,12 @@ class App:
                     RecallServicer(self.recall), server
                 ),
             ),
-            GrpcService(
-                "feedbackloop.v1.PipelineService",
-                PIPELINE_SCOPES,
-                lambda server: pipeline_pb2_grpc.add_PipelineServiceServicer_to_server(
-                    PipelineServicer(self.queue), server
-                ),
+            PipelineComponent(  # also runs the index drift check (recall/drift.py)
+                self.queue,
+                self.db,
+                self.recall,
+                settings.index_check_interval_seconds,
+                set_health=lambda name, status: self._health.set(name, status),
             ),
         ]
         self.routing = RoutingComponent(

@@ -1,6 +1,8 @@
-"""PipelineService: queue counts and the dead letter over gRPC."""
+"""PipelineService: queue counts, the vector index against the store, and the dead letter."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import grpc
 
@@ -9,6 +11,7 @@ from feedbackloop.auth import Scope
 from feedbackloop.errors import InvalidArgument
 from feedbackloop.ingestion.convert import timestamp
 from feedbackloop.pipeline.jobs import JobQueue
+from feedbackloop.recall.drift import ProjectIndexStatus
 from feedbackloop.v1 import pipeline_pb2, pipeline_pb2_grpc
 
 SERVICE = "/feedbackloop.v1.PipelineService/"
@@ -21,20 +24,35 @@ MAX_LIMIT = 1000
 
 
 class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
-    def __init__(self, queue: JobQueue) -> None:
+    def __init__(
+        self, queue: JobQueue, index_status: Callable[[str], ProjectIndexStatus] | None = None
+    ) -> None:
         self._queue = queue
+        self._index_status = index_status
 
     def GetPipelineStatus(
         self, request: pipeline_pb2.GetPipelineStatusRequest, context: grpc.ServicerContext
     ) -> pipeline_pb2.GetPipelineStatusResponse:
         project = auth.current_principal().project_for(request.project)
         counts = self._queue.counts(project)
-        return pipeline_pb2.GetPipelineStatusResponse(
+        response = pipeline_pb2.GetPipelineStatusResponse(
             pending_index=counts.get("pending:index", 0),
             pending_route=counts.get("pending:route", 0),
             done=counts.get("done", 0),
             dead=counts.get("dead", 0),
         )
+        if self._index_status is not None:
+            index = self._index_status(project)
+            response.index.CopyFrom(
+                pipeline_pb2.IndexStatus(
+                    expected=index.expected,
+                    indexed=index.indexed,
+                    missing=index.missing,
+                    checked_at=timestamp(index.checked_at),
+                    error=index.error,
+                )
+            )
+        return response
 
     def ListDeadLetters(
         self, request: pipeline_pb2.ListDeadLettersRequest, context: grpc.ServicerContext

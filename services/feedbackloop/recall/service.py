@@ -50,6 +50,10 @@ class Recall:
         self._index: FeedbackIndex | None = None
         self._lock = threading.Lock()
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
     # --- lazily opened parts ---
 
     @property
@@ -119,13 +123,43 @@ class Recall:
             )
         total = len(ids)
         index = self.index
+        # The collection may have been dropped under the open client (the case reindex repairs).
+        index.ensure_collection(self.embedder.dimension)
         stale = index.query_ids(project_id, limit=16_384)
         while stale:
             index.delete(project_id, stale)
             stale = index.query_ids(project_id, limit=16_384)
         yield 0, total
+        yield from self._index_ids(ids, 0, total)
+
+    def reindex_all(self) -> Iterator[tuple[str, int, int]]:
+        """Drop the whole collection and rebuild every project's vectors; yields (project, done, total).
+
+        Dropping rather than deleting per project also clears vectors of projects the store no
+        longer knows.
+        """
+        with self.db.read() as session:
+            ids = list(
+                session.execute(
+                    select(Feedback.project_id, Feedback.id).order_by(Feedback.project_id, Feedback.id)
+                )
+            )
+        total = len(ids)
+        index = self.index
+        index.drop()
+        index.ensure_collection(self.embedder.dimension)
+        by_project: dict[str, list[str]] = {}
+        for project_id, feedback_id in ids:
+            by_project.setdefault(project_id, []).append(feedback_id)
         done = 0
-        for start in range(0, total, REINDEX_BATCH):
+        yield "", 0, total
+        for project_id, project_ids in by_project.items():
+            for progress, _ in self._index_ids(project_ids, done, total):
+                yield project_id, progress, total
+            done += len(project_ids)
+
+    def _index_ids(self, ids: list[str], done: int, total: int) -> Iterator[tuple[int, int]]:
+        for start in range(0, len(ids), REINDEX_BATCH):
             chunk = ids[start : start + REINDEX_BATCH]
             rows = self.load_feedback(chunk)
             self.index_feedback([rows[i] for i in chunk if i in rows])
@@ -137,6 +171,12 @@ class Recall:
     def query_vector_for_text(self, text: str) -> np.ndarray:
         if not text.strip():
             raise InvalidArgument.single("text", "must not be empty")
+        # Refused before the model sees it: tokenizing a multi-megabyte query holds a worker for
+        # seconds, and no stored feedback is longer than this.
+        if len(text) > self._settings.max_text_chars:
+            raise InvalidArgument.single(
+                "text", f"is {len(text)} characters long; the limit is {self._settings.max_text_chars}"
+            )
         with tracer().start_as_current_span("recall.embed_query"):
             return np.asarray(self.embedder.encode([text])[0])
 

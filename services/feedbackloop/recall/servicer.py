@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 
 from feedbackloop import auth
 from feedbackloop.auth import Scope
+from feedbackloop.deployment import require_deployment_admin
 from feedbackloop.errors import InvalidArgument, Violations
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
 from feedbackloop.ingestion.servicer import feedback_query_from
@@ -182,6 +183,16 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
     def Reindex(
         self, request: recall_pb2.ReindexRequest, context: grpc.ServicerContext
     ) -> Iterator[recall_pb2.ReindexResponse]:
-        project = auth.current_principal().project_for(request.project)
+        principal = auth.current_principal()
+        if request.all_projects:
+            if request.project:
+                raise InvalidArgument.single(
+                    "project", "must be empty with all_projects (it covers every project)"
+                )
+            require_deployment_admin(principal, self._recall.settings.default_project, "all_projects")
+            for project, done, total in self._recall.reindex_all():
+                yield recall_pb2.ReindexResponse(done=done, total=total, project=project)
+            return
+        project = principal.project_for(request.project)
         for done, total in self._recall.reindex(project):
-            yield recall_pb2.ReindexResponse(done=done, total=total)
+            yield recall_pb2.ReindexResponse(done=done, total=total, project=project)

@@ -225,6 +225,20 @@ def test_drop_and_reupsert_gives_identical_results(filled: FeedbackIndex) -> Non
         np.testing.assert_allclose([s for _, s in a], [s for _, s in b], atol=1e-5)
 
 
+def test_counts_per_project_follow_upserts_deletes_and_a_drop(filled: FeedbackIndex) -> None:
+    # What the index drift check relies on (recall/drift.py), on Lite and on a server.
+    filled.upsert([row(10, project="p2"), row(11, project="p2"), row(0)])  # fb_0000 replaced, not added
+    assert (filled.project_count("p1"), filled.project_count("p2"), filled.project_count("p3")) == (6, 2, 0)
+    # Lite knows its live rows without a scan; a server's statistics would still count deletes.
+    assert filled.total_count() == (8 if filled.is_lite else None)
+    filled.delete("p1", ["fb_0001", "fb_0002"])
+    assert filled.project_count("p1") == 4
+    assert filled.total_count() == (6 if filled.is_lite else None)
+    filled.drop()
+    assert not filled.exists()
+    assert filled.project_count("p1") == 0
+
+
 def test_dimension_mismatch_is_refused(filled: FeedbackIndex) -> None:
     with pytest.raises(ValueError, match="8-dimensional vectors, the model gives 16"):
         filled.ensure_collection(DIM * 2)
