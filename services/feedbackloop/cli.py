@@ -228,7 +228,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     handler: Handler = args.handler
-    return handler(args)
+    return _run_reporting_errors(handler, args)
+
+
+SIGPIPE_EXIT = 128 + 13  # what a shell reports for a process killed by SIGPIPE
+
+
+def _run_reporting_errors(handler: Handler, args: argparse.Namespace) -> int:
+    """Run a command; a failure the user can act on is one line on stderr, not a traceback."""
+    try:
+        status = handler(args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is seen below
+        return status
+    except BrokenPipeError:
+        # The reader went away (`feedbackloop ... | head -1`): stop quietly, as a tool killed
+        # by SIGPIPE does. Standard output now points at /dev/null, so the interpreter's own
+        # flush at exit does not fail a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return SIGPIPE_EXIT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except OSError as error:
+        if getattr(args, "verbose", False):
+            raise
+        where = f": {error.filename}" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -18,15 +18,20 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     stub = recall_pb2_grpc.RecallServiceStub(channel(args))
+    request = recall_pb2.ReindexRequest(project=args.project, all_projects=args.all_projects)
+    done, projects = 0, set()
     try:
         with tqdm(unit="feedback", desc="reindex", disable=args.quiet) as bar:
-            for progress in stub.Reindex(recall_pb2.ReindexRequest(project=args.project)):
+            for progress in stub.Reindex(request):
                 bar.total = progress.total
-                bar.n = progress.done
+                bar.n = done = progress.done
+                if progress.project:
+                    projects.add(progress.project)
                 bar.refresh()
     except grpc.RpcError as error:
         return rpc_error_exit(error)
-    print(f"reindexed {progress.done} feedback")
+    where = f" in {len(projects)} project(s)" if args.all_projects else ""
+    print(f"reindexed {done} feedback{where}")
     return 0
 
 
@@ -47,6 +52,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         f = hit.feedback
         words = f.comment or f.correction or ", ".join(f.categories)
         print(f"{hit.score:.3f}  {f.id}  {words[:100]}")
+    if not response.hits:
+        print("no similar feedback")
     return 0
 
 
@@ -69,6 +76,8 @@ def cmd_top_issues(args: argparse.Namespace) -> int:
     )
     for issue in response.issues:
         print(f"{issue.size:5d}  {issue.growth:+.0%}  {issue.representative_text[:100]}")
+    if not response.issues:
+        print("no issues (no group of similar complaints in the window)")
     return 0
 
 
@@ -82,7 +91,18 @@ def cmd_pipeline_status(args: argparse.Namespace) -> int:
         f"pending index: {status.pending_index}  pending route: {status.pending_route}  "
         f"done: {status.done}  dead: {status.dead}"
     )
+    if status.HasField("index"):
+        print(_index_line(status.index))
     return 0
+
+
+def _index_line(index: pipeline_pb2.IndexStatus) -> str:
+    if index.error:
+        return f"index: could not be counted: {index.error}"
+    line = f"index: {index.indexed} of {index.expected} expected vectors"
+    if index.missing:
+        line += f", {index.missing} MISSING: run `feedbackloop recall reindex` to rebuild them from the store"
+    return line
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
@@ -118,6 +138,11 @@ def register(sub: Any) -> None:
     )
     reindex = recall.add_parser("reindex", help="rebuild the Milvus vectors from the store")
     reindex.add_argument("--quiet", action="store_true", help="no progress bar")
+    reindex.add_argument(
+        "--all-projects",
+        action="store_true",
+        help="rebuild every project's vectors (a deployment admin: an admin key of the default project)",
+    )
     add_connection_args(reindex)
     reindex.set_defaults(handler=cmd_reindex)
     search = recall.add_parser("search", help="feedback similar to a text (or to a feedback id)")

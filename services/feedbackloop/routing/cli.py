@@ -18,6 +18,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from feedbackloop.client import add_connection_args, channel, rpc_error_exit
+from feedbackloop.export_target import ExportTarget, TargetError
 from feedbackloop.policy.durations import DurationError, parse_positive_duration
 from feedbackloop.v1 import (
     datasets_pb2,
@@ -46,10 +47,49 @@ def _files(path: str) -> list[routing_pb2.PolicyFile]:
     root = Path(path)
     if not root.exists():
         raise SystemExit(f"error: {path}: no such file or directory")
-    return [
-        routing_pb2.PolicyFile(path=str(p), content=p.read_text(encoding="utf-8"))
-        for p in iter_policy_files(root)
-    ]
+    files = []
+    for p in iter_policy_files(root):
+        try:
+            files.append(routing_pb2.PolicyFile(path=str(p), content=p.read_text(encoding="utf-8")))
+        except UnicodeDecodeError as error:
+            raise SystemExit(f"error: {p}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    return files
+
+
+class PlanFileError(ValueError):
+    """A saved plan that cannot be applied; the message names the file and what is wrong."""
+
+
+def _load_plan(path: Path) -> tuple[list[routing_pb2.PolicyFile], int]:
+    """The files and base revision of a plan saved by `policy plan -out`, checked whole."""
+    retry = "; make it again with `feedbackloop policy plan DIR -out FILE`"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise PlanFileError(
+            f"{path}: not a saved plan: invalid JSON at line {error.lineno} column {error.colno} "
+            f"({error.msg}; truncated?){retry}"
+        ) from None
+    except UnicodeDecodeError:
+        raise PlanFileError(f"{path}: not a saved plan: not UTF-8 text{retry}") from None
+    if not isinstance(saved, dict) or saved.get("format") != PLAN_FORMAT:
+        raise PlanFileError(f'{path} is not a saved plan (no "format": "{PLAN_FORMAT}")')
+    base = saved.get("base_revision")
+    if not isinstance(base, int) or isinstance(base, bool) or base < 0:
+        raise PlanFileError(f"{path}: incomplete plan: base_revision must be a revision number{retry}")
+    entries = saved.get("files")
+    if not isinstance(entries, list) or not entries:
+        raise PlanFileError(f"{path}: incomplete plan: files must be a non-empty list{retry}")
+    files = []
+    for i, entry in enumerate(entries):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("path"), str)
+            and isinstance(entry.get("content"), str)
+        ):
+            raise PlanFileError(f"{path}: incomplete plan: files[{i}] needs a path and a content{retry}")
+        files.append(routing_pb2.PolicyFile(path=entry["path"], content=entry["content"]))
+    return files, base
 
 
 def _call(args: argparse.Namespace, stub_class: Any, method: str, request: Any) -> Any:
@@ -102,19 +142,27 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    out: ExportTarget | None = None
+    if args.out:  # before asking the server, so a typo costs no backtest
+        try:
+            out = ExportTarget.of(args.out)
+        except TargetError as error:
+            print(f"error: -out {error}", file=sys.stderr)
+            return 1
     files = _files(args.dir)
     request = routing_pb2.PlanPoliciesRequest(files=files, project=args.project)
     request.backtest_window.CopyFrom(args.window)
     plan = _call(args, routing_pb2_grpc.RoutingServiceStub, "PlanPolicies", request)
     print(plan.plan_json if args.json else plan.plan_text, end="")
-    if args.out:
+    if out is not None:
         saved = {
             "format": PLAN_FORMAT,
             "base_revision": plan.base_revision,
             "content_hash": plan.content_hash,
             "files": [{"path": f.path, "content": f.content} for f in files],
         }
-        Path(args.out).write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
+        with out.writer() as write:
+            write(json.dumps(saved, indent=2) + "\n")
         print(f"\nSaved the plan to {args.out}; apply it with `feedbackloop policy apply {args.out}`.")
     if args.detailed_exitcode:
         return 2 if plan.has_changes else 0
@@ -125,12 +173,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
     path = Path(args.target)
     stub = routing_pb2_grpc.RoutingServiceStub
     if path.is_file() and path.suffix == ".json":
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("format") != PLAN_FORMAT:
-            print(f"error: {path} is not a saved plan", file=sys.stderr)
+        try:
+            files, base = _load_plan(path)
+        except PlanFileError as error:
+            print(f"error: {error}", file=sys.stderr)
             return 1
-        files = [routing_pb2.PolicyFile(path=f["path"], content=f["content"]) for f in saved["files"]]
-        base = int(saved["base_revision"])
     else:
         files = _files(args.target)
         plan = _call(
@@ -171,6 +218,7 @@ def _revision_line(r: routing_pb2.PolicyRevision) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    shown = 0
     for response in _pages(
         args,
         routing_pb2_grpc.RoutingServiceStub,
@@ -179,6 +227,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     ):
         for r in response.revisions:
             print(_revision_line(r) + ("  (live)" if r.revision == response.live_revision else ""))
+            shown += 1
+    if not shown:
+        print("no policy revisions (nothing applied yet)")
     return 0
 
 
@@ -249,12 +300,16 @@ def cmd_prompt_patches(args: argparse.Namespace) -> int:
         "ListPatches",
         prompts_pb2.ListPatchesRequest(project=args.project, prompt=args.prompt or ""),
     )
+    shown = 0
     for p in (patch for response in pages for patch in response.patches):
         status = prompts_pb2.PatchStatus.Name(p.status).removeprefix("PATCH_STATUS_").lower()
         print(
             f"{p.id}  {p.prompt}  {status}  {p.strategy}  by {p.policy}  evidence {','.join(p.evidence_feedback_ids)}"
         )
         print("    " + p.content.replace("\n", "\n    "))
+        shown += 1
+    if not shown:
+        print(f"no patches{f' for prompt {args.prompt}' if args.prompt else ''}")
     return 0
 
 
@@ -298,19 +353,21 @@ def cmd_dataset_export(args: argparse.Namespace) -> int:
         args.format
     ]
     request = datasets_pb2.ExportDatasetRequest(project=args.project, dataset=args.name, format=fmt)
-    # Written as the stream arrives, into a side file renamed at the end: a failed export leaves
-    # no half-written OUTPUT behind.
-    partial, written = Path(f"{args.output}.partial"), 0
     try:
-        with channel(args) as open_channel, partial.open("w", encoding="utf-8") as handle:
-            stub = datasets_pb2_grpc.DatasetServiceStub(open_channel)
-            for line in stub.ExportDataset(request, timeout=args.timeout):
-                handle.write(line.line + "\n")
-                written += 1
-        partial.replace(args.output)
-    finally:
-        partial.unlink(missing_ok=True)
-    print(f"wrote {written} item(s) to {args.output}", file=sys.stderr)
+        target = ExportTarget.of(args.output)
+    except TargetError as error:
+        print(f"error: -o {error}", file=sys.stderr)
+        return 1
+    # Written as the stream arrives (see export_target: a regular file through a side file
+    # renamed at the end, so a failed export leaves the previous OUTPUT as it was).
+    written = 0
+    with channel(args) as open_channel, target.writer() as write:
+        stub = datasets_pb2_grpc.DatasetServiceStub(open_channel)
+        for line in stub.ExportDataset(request, timeout=args.timeout):
+            write(line.line + "\n")
+            written += 1
+    empty = " (the dataset has no items)" if not written else ""
+    print(f"wrote {written} item(s) to {target.name}{empty}", file=sys.stderr)
     return 0
 
 
@@ -321,11 +378,15 @@ def cmd_review_list(args: argparse.Namespace) -> int:
         "ListReviewItems",
         reviews_pb2.ListReviewItemsRequest(project=args.project, queue=args.queue or ""),
     )
+    shown = 0
     for i in (item for response in pages for item in response.items):
         due = i.due_at.ToDatetime().isoformat(timespec="minutes")
         print(
             f"{i.id}  {i.queue}  p{i.priority}  due {due}Z  {i.reviews_done}/{i.reviews_required}  {i.policy}  {i.feedback_id}"
         )
+        shown += 1
+    if not shown:
+        print(f"no review items{f' in queue {args.queue}' if args.queue else ''}")
     return 0
 
 
@@ -443,7 +504,12 @@ def register(sub: Any) -> None:
     dataset = sub.add_parser("dataset", help="datasets").add_subparsers(dest="dataset_command", required=True)
     export = _cmd(dataset, "export", cmd_dataset_export, "export a dataset as JSONL")
     export.add_argument("name")
-    export.add_argument("-o", "--output", required=True)
+    export.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="file to write (- for standard output; devices and FIFOs in place)",
+    )
     export.add_argument("--format", choices=["openai_chat", "plain"], default="openai_chat")
 
     review = sub.add_parser("review", help="human review queues").add_subparsers(
