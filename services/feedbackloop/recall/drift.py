@@ -145,6 +145,8 @@ class IndexDriftMonitor:
     def check(self) -> list[ProjectIndexStatus]:
         """Measure every project, log what is wrong, and set the index's health."""
         statuses = self.measure()
+        if self._stop.is_set():  # the server closed the index under the count: nothing to report
+            return statuses
         for s in statuses:
             if s.error:
                 log.warning("project %r: the vector index could not be counted: %s", s.project_id, s.error)
@@ -158,6 +160,6 @@ class IndexDriftMonitor:
                     s.expected,
                     s.missing,
                 )
-        if self._on_health is not None and not self._stop.is_set():
+        if self._on_health is not None:
             self._on_health(all(s.in_step for s in statuses))
         return statuses

@@ -209,3 +209,32 @@ def test_reindex_of_every_project_is_for_a_deployment_admin(
     assert main(["recall", "reindex", "--all-projects", "--quiet", "--server", server.address]) == 0
     assert "reindexed 3 feedback in 2 project(s)" in capsys.readouterr().out
     assert (index_status(anonymous).missing, index_status(tenant).missing) == (0, 0)
+
+
+def test_an_index_that_cannot_be_opened_is_reported_as_such(
+    make_server: Callable[..., Any], embedder: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="feedbackloop.recall.drift")
+    data_dir = tmp_path / "first"
+    first = make_server(embedder=embedder, data_dir=data_dir, **PIPELINE)
+    client = Client(first)
+    client.complain(PRICING[0])
+    client.wait_indexed()
+    first.close()
+    # A real fault: the Milvus Lite file's directory is blocked by a plain file.
+    blocker = tmp_path / "blocked"
+    blocker.write_text("not a directory")
+    second = make_server(
+        embedder=embedder,
+        database_url=f"sqlite:///{data_dir / 'feedbackloop.db'}",
+        milvus_uri=str(blocker / "milvus.db"),
+        pipeline_enabled=False,
+    )
+    (warning,) = wait_for(lambda: drift_warnings(caplog))
+    assert warning.startswith(
+        "project 'default': the vector index could not be counted: the Milvus index at "
+    )
+    status = index_status(Client(second))
+    assert (status.expected, status.missing) == (1, 0)
+    assert "is unavailable" in status.error
+    wait_for(lambda: index_health(second) == health_pb2.HealthCheckResponse.NOT_SERVING)
