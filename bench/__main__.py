@@ -15,7 +15,14 @@ import sys
 import time
 from typing import Any
 
-BENCHMARKS = ("ingestion_bench", "recall_bench", "pipeline_bench", "policy_bench", "aggregate_bench")
+BENCHMARKS = (
+    "ingestion_bench",
+    "recall_bench",
+    "pipeline_bench",
+    "policy_bench",
+    "policy_limits_bench",
+    "aggregate_bench",
+)
 
 
 def machine() -> str:

@@ -7,10 +7,10 @@ no runtime limit, so an expression such as three nested `.all()` over 300-elemen
 (27 million steps, seconds of a frozen server per event) must be refused before it is ever
 run, at validate time, with its estimate and the limit.
 
-The unit is one evaluation step of the `cel` package, about 0.1 us on the development
-machine (measured: a comprehension iteration of a small body 0.05-0.3 us, copying a value
-of BYTES_PER_UNIT bytes about 0.08 us, a regex pass over BYTES_PER_UNIT bytes about 0.1 us
-per pattern character). The estimate is a bound, not a prediction: every branch is taken,
+The unit is about 25 ns of the `cel` package on the development machine: measured on the
+largest event ingestion accepts, comprehension-heavy conditions ran at 19-27 ns a unit and
+copy- or scan-heavy ones at 1-18 (bench/policy_limits_bench.py times the slowest accepted
+condition of each kind). The estimate is a bound, not a prediction: every branch is taken,
 every comprehension runs to the end, every event field is as large as ingestion allows.
 
 What it charges, per node of the syntax tree:
@@ -55,18 +55,19 @@ from feedbackloop.policy.celparse import (
     Unary,
 )
 
-# Per expression: about 5 ms of the GIL on the development machine at 0.1 us a unit, and
-# in practice less (the bound assumes maximal events); a condition reading every field a
-# policy may reasonably read (a lookup in 64 maximal attributes is about 16,500) passes with
-# room to spare, while a server thread stays responsive between expressions.
+# Per expression: the slowest condition it accepts evaluates in about 3 ms (a `map` over 312
+# integers, 2.8 ms measured), so a server thread holds the GIL no longer than that per
+# condition; a lookup in 64 maximal attributes (about 34,000) still passes, and the example
+# conditions cost at most about 1,000.
 EXPRESSION_COST_LIMIT = 100_000
-# Per policy set, the sum over its routing policies: what routing one event may cost at
-# most (about 100 ms), at twenty expressions at the limit; 50 ordinary policies cost a few
-# thousand.
+# Per policy set, summed over its routing policies: what routing one event may cost at most
+# (25 conditions at the limit, about 70 ms on a maximal event); the 50 policies of
+# bench/policy_bench.py cost 360,940, ten of them reading an attribute.
 POLICY_SET_COST_LIMIT = 2_500_000
 # Longer conditions are refused before `cel.compile` (which takes about 3 ms per 4,000
 # characters, holding the GIL); the longest example condition is under 100.
 MAX_EXPRESSION_CHARS = 4096
+# Copying a value costs about 0.1-0.3 ns a byte (more when each copy is a fresh allocation).
 BYTES_PER_UNIT = 128
 
 # Ingestion's limits, as the estimate assumes them (a test checks they match the ingestion

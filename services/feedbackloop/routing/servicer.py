@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 
 SERVICE = "/feedbackloop.v1.RoutingService/"
 REQUIRED_SCOPES = {
-    SERVICE + "ValidatePolicies": Scope.READ,
-    SERVICE + "PlanPolicies": Scope.READ,
+    # Validating and planning compile, run and backtest rules the caller supplies: their own
+    # scope, apart from read-only access (admin implies it).
+    SERVICE + "ValidatePolicies": Scope.POLICY,
+    SERVICE + "PlanPolicies": Scope.POLICY,
     SERVICE + "ApplyPolicies": Scope.ADMIN,
     SERVICE + "ListRevisions": Scope.READ,
     SERVICE + "GetRevision": Scope.READ,

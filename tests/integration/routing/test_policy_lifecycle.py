@@ -217,7 +217,8 @@ def test_scopes(make_harness, store_url: str) -> None:
         assert code == grpc.StatusCode.PERMISSION_DENIED
     applied = h.routing.ApplyPolicies(routing_pb2.ApplyPoliciesRequest(files=files), metadata=bearer(admin))
     assert applied.revision.applied_by == admin.split("_")[1]
-    h.routing.PlanPolicies(routing_pb2.PlanPoliciesRequest(files=files), metadata=bearer(read))
+    # Planning needs the policy scope (test_policy_limits.py); admin implies it.
+    h.routing.PlanPolicies(routing_pb2.PlanPoliciesRequest(files=files), metadata=bearer(admin))
     # Reviewers claim with a review key; neither an ingest nor a read key can.
     h.reviews.ClaimReviewItem(reviews_pb2.ClaimReviewItemRequest(queue="q"), metadata=bearer(review))
     for key in (ingest, read):
