@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     )
     max_message_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Largest gRPC message accepted.")
     server_workers: int = Field(16, gt=0, description="Threads serving RPCs.")
+    shutdown_grace_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="On SIGTERM/SIGINT, how long in-flight RPCs and pipeline batches may finish before they are cancelled.",
+    )
 
     # --- store ---
     database_url: str | None = Field(

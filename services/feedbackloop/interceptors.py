@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry import propagate, trace
@@ -52,7 +53,11 @@ def is_open_method(method: str) -> bool:
 
 
 def abort_with(context: grpc.ServicerContext, error: FeedbackloopError) -> None:
-    """Abort the RPC with a rich status; BadRequest details list each field violation."""
+    """Abort the RPC with a rich status; BadRequest details list each field violation.
+
+    An error may carry more details for the client as `status_details` (messages packed after
+    the BadRequest), e.g. the acks of a client stream that failed part-way.
+    """
     status = status_pb2.Status(code=error.code.value[0], message=error.message)
     if error.violations:
         detail = any_pb2.Any()
@@ -65,6 +70,11 @@ def abort_with(context: grpc.ServicerContext, error: FeedbackloopError) -> None:
             )
         )
         status.details.append(detail)
+    extra: tuple[Message, ...] = getattr(error, "status_details", ())
+    for message in extra:
+        packed = any_pb2.Any()
+        packed.Pack(message)
+        status.details.append(packed)
     context.abort_with_status(rpc_status.to_status(status))
 
 
@@ -228,6 +238,11 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
         except Exception as exc:
             if _context_code(context) not in (None, grpc.StatusCode.OK):
                 raise  # the servicer already aborted with a status of its own
+            if isinstance(exc, grpc.RpcError) and not context.is_active():
+                # The client cancelled or the server is shutting down (a request stream raises
+                # this when its call ends): nobody is left to answer, and it is not a fault here.
+                log.info("%s ended before it finished: the call was cancelled", method)
+                raise
             trace_id = format(trace.get_current_span().get_span_context().trace_id, "032x")
             log.exception("internal error in %s (trace %s)", method, trace_id)
             status = status_pb2.Status(

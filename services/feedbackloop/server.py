@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
@@ -15,7 +17,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from feedbackloop import auth, heap
+from feedbackloop.binding import bind_failure, grpc_address
 from feedbackloop.config import Settings
+from feedbackloop.decoding import DecodingInterceptor
 from feedbackloop.ingestion.group_commit import GroupCommitter
 from feedbackloop.ingestion.servicer import REQUIRED_SCOPES as INGESTION_SCOPES
 from feedbackloop.ingestion.servicer import IngestionServicer
@@ -43,6 +47,15 @@ from feedbackloop.telemetry import setup_tracing
 from feedbackloop.v1 import ingestion_pb2_grpc, recall_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+# gRPC cancels the calls still running when the grace period ends; they and the pipeline's
+# batches get this long after it to wind down, and closing the store and index this long more.
+# Past that, `stop` stops waiting: whatever still runs is abandoned (nothing acked is at risk:
+# an ack follows a commit, and an abandoned pipeline batch is retried from its lease).
+CANCEL_MARGIN_SECONDS = 1.0
+CLOSE_MARGIN_SECONDS = 2.0
+# `serve` exits this long after a clean stop even if something at interpreter exit blocks.
+EXIT_MARGIN_SECONDS = 2.0
 
 
 class StartupError(RuntimeError):
@@ -155,6 +168,7 @@ class App:
         self.port: int = 0
         self._health = health.HealthServicer()
         self._stopping = threading.Event()
+        self._executor: futures.ThreadPoolExecutor | None = None
 
     # --- lifecycle ---
 
@@ -195,16 +209,23 @@ class App:
             scopes.update(component.required_scopes)
         resolver = CachedKeyResolver(lambda digest: keys.principal_for_hash(self.db, digest))
         max_bytes = self.settings.max_message_bytes
+        self._executor = futures.ThreadPoolExecutor(
+            max_workers=self.settings.server_workers, thread_name_prefix="rpc"
+        )
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self.settings.server_workers, thread_name_prefix="rpc"),
+            self._executor,
             interceptors=[
                 TracingInterceptor(),
                 AuthInterceptor(resolver, scopes, anonymous),
                 ErrorMappingInterceptor(),
+                DecodingInterceptor(),  # innermost: a refused message is traced and authenticated
             ],
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", max_bytes),
+                # gRPC sets SO_REUSEPORT by default on Linux: a second server on the same port
+                # would start and silently take part of the traffic.
+                ("grpc.so_reuseport", 0),
             ],
         )
         names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
@@ -213,12 +234,13 @@ class App:
             names.extend(component.service_names)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.server)
         reflection.enable_server_reflection(names, self.server)
-        address = f"{self.settings.host}:{self.settings.port}"
-        if ":" in self.settings.host and not self.settings.host.startswith("["):
-            address = f"[{self.settings.host}]:{self.settings.port}"
-        self.port = self.server.add_insecure_port(address)
+        address = grpc_address(self.settings.host, self.settings.port)
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError:  # grpcio raises where older versions returned 0
+            self.port = 0
         if self.port == 0:
-            raise StartupError(f"could not bind {address}")
+            raise StartupError(bind_failure(self.settings.host, self.settings.port))
         try:
             for component in self.components:
                 component.start()
@@ -267,37 +289,120 @@ class App:
         if self._freeze_startup_heap and not self._stopping.is_set():
             heap.freeze_startup_objects()
 
-    def stop(self, grace: float = 5.0) -> None:
+    def stop(self, grace: float | None = None) -> bool:
+        """Drain and close, within `grace` seconds (default FEEDBACKLOOP_SHUTDOWN_GRACE_SECONDS)
+        plus CANCEL_MARGIN_SECONDS and CLOSE_MARGIN_SECONDS, whatever the calls and the pipeline
+        are doing. False when something had not finished by then and was abandoned."""
+        if self._stopping.is_set():
+            return True
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        started = time.monotonic()
+        cancel_deadline = started + grace + CANCEL_MARGIN_SECONDS
         self._stopping.set()
         self._health.enter_graceful_shutdown()
-        if self.server is not None:
-            self.server.stop(grace).wait()
-        self.committer.stop()
-        self.statistics.stop()
         for worker in self.workers:
-            worker.stop()
-        for component in reversed(self.components):
-            component.stop()
-        self.recall.close()
-        self.db.dispose()
+            worker.request_stop()  # finish the batch in hand while the calls drain
+        unfinished: list[str] = []
+        if self.server is not None and not self.server.stop(grace).wait(_left(cancel_deadline)):
+            unfinished.append("RPCs still running after cancellation")
+        unfinished.extend(
+            f"pipeline stage {worker.name} (mid-batch)"
+            for worker in self.workers
+            if not worker.join(_left(cancel_deadline))
+        )
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        closed = _run_in_order(self._close_steps(), time.monotonic() + CLOSE_MARGIN_SECONDS)
+        if closed is not None:
+            unfinished.append(f"closing ({closed})")
+        if unfinished:
+            log.warning(
+                "shutdown: stopped waiting after %.1f s for: %s",
+                time.monotonic() - started,
+                "; ".join(unfinished),
+            )
+        return not unfinished
+
+    def _close_steps(self) -> list[tuple[str, Callable[[], None]]]:
+        return [
+            ("the ingest writer", self.committer.stop),
+            ("the statistics refresher", self.statistics.stop),
+            *((f"component {type(c).__name__}", c.stop) for c in reversed(self.components)),
+            ("the recall index", self.recall.close),
+            ("the store", self.db.dispose),
+        ]
 
     def wait(self) -> None:
         if self.server is not None:
             self.server.wait_for_termination()
 
 
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.0)
+
+
+def _run_in_order(steps: list[tuple[str, Callable[[], None]]], deadline: float) -> str | None:
+    """Run `steps` one after another on a helper thread until `deadline`; the name of the step
+    still running then (left to finish in the background), or None when all are done."""
+    current: list[str] = []
+
+    def run() -> None:
+        for name, step in steps:
+            current[:] = [name]
+            try:
+                step()
+            except Exception:
+                log.exception("shutdown: closing %s failed", name)
+        current.clear()
+
+    thread = threading.Thread(target=run, name="shutdown", daemon=True)
+    thread.start()
+    thread.join(_left(deadline))
+    return current[0] if thread.is_alive() and current else None
+
+
 def serve(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM."""
+    """Run until SIGINT/SIGTERM, then stop within FEEDBACKLOOP_SHUTDOWN_GRACE_SECONDS plus a few
+    seconds (`App.stop`); a second signal exits at once."""
     app = App(settings, freeze_startup_heap=True)
     app.start()
-    stopping = threading.Event()
+    requested = threading.Event()
 
-    def _stop(signum: int, _frame: Any) -> None:
-        if not stopping.is_set():
-            stopping.set()
-            log.info("signal %d: shutting down", signum)
-            threading.Thread(target=app.stop, daemon=True).start()
+    def _on_signal(signum: int, _frame: Any) -> None:
+        if requested.is_set():
+            log.warning("signal %d again: exiting now", signum)
+            logging.shutdown()
+            os._exit(128 + signum)
+        log.info(
+            "signal %d: shutting down (in-flight calls get %.1f s, FEEDBACKLOOP_SHUTDOWN_GRACE_SECONDS)",
+            signum,
+            settings.shutdown_grace_seconds,
+        )
+        requested.set()
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    app.wait()
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    # The main thread waits here and stops the server itself, so `serve` returns only once the
+    # shutdown is over (a timeout keeps the wait responsive to signals).
+    while not requested.wait(1.0):
+        pass
+    clean = app.stop()
+    if not clean:
+        # Threads still stuck in a call would keep the interpreter from exiting (it joins the
+        # RPC threads): exit without them.
+        logging.shutdown()
+        os._exit(1)
+    _exit_after(EXIT_MARGIN_SECONDS)
+
+
+def _exit_after(seconds: float) -> None:
+    """Bound what happens after `serve` returns: interpreter exit joins non-daemon threads and
+    runs exit handlers, any of which a stuck library thread could block."""
+
+    def watchdog() -> None:
+        time.sleep(seconds)
+        log.warning("exit took longer than %.1f s after shutdown: exiting now", seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=watchdog, name="exit-watchdog", daemon=True).start()

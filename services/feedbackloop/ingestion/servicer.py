@@ -10,6 +10,7 @@ import grpc
 from feedbackloop import auth
 from feedbackloop.auth import Scope
 from feedbackloop.config import Settings
+from feedbackloop.decoding import UndecodableRequest
 from feedbackloop.errors import FeedbackloopError, InvalidArgument, Violations
 from feedbackloop.ingestion import repository
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
@@ -127,28 +128,33 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             pending.clear()
             self._on_committed()
 
-        for index, request in enumerate(request_iterator):
-            acks.append(ingestion_pb2.FeedbackAck(index=index))
-            try:
-                project = principal.project_for(request.project)
-                if not request.HasField("feedback"):
-                    raise InvalidArgument.single("feedback", "is required")
-                data = validate_feedback(
-                    request.feedback, self._limits, _now(), self._taxonomy.categories_for(project)
-                )
-                check_source(principal, data)
-            except FeedbackloopError as error:
-                acks[index] = _ack(index, error)
-                continue
-            pending.append((index, project, data))
-            if len(pending) >= self._settings.stream_batch_size:
-                flush()
+        try:
+            for index, request in enumerate(request_iterator):
+                acks.append(ingestion_pb2.FeedbackAck(index=index))
+                try:
+                    project = principal.project_for(request.project)
+                    if not request.HasField("feedback"):
+                        raise InvalidArgument.single("feedback", "is required")
+                    data = validate_feedback(
+                        request.feedback, self._limits, _now(), self._taxonomy.categories_for(project)
+                    )
+                    check_source(principal, data)
+                except FeedbackloopError as error:
+                    acks[index] = _ack(index, error)
+                    continue
+                pending.append((index, project, data))
+                if len(pending) >= self._settings.stream_batch_size:
+                    flush()
+        except UndecodableRequest as error:
+            # A malformed stream is one bad request: the batch in progress is not committed, and
+            # what earlier batches committed is reported, so no ack is lost and none is false.
+            position = len(acks)
+            for index, _, _ in pending:
+                acks[index] = _not_stored(index, position)
+            raise StreamInterrupted(error, _stream_response(acks)) from None
         if pending:
             flush()
-        accepted = sum(1 for ack in acks if ack.feedback_id)
-        return ingestion_pb2.SubmitFeedbackStreamResponse(
-            acks=acks, accepted=accepted, rejected=len(acks) - accepted
-        )
+        return _stream_response(acks)
 
     def GetFeedback(
         self, request: ingestion_pb2.GetFeedbackRequest, context: grpc.ServicerContext
@@ -245,6 +251,44 @@ def feedback_query_from(message: common_pb2.FeedbackFilter, prefix: str = "filte
         user_roles=tuple(message.user_roles),
         sources=tuple(sources),
         session_id=message.session_id,
+    )
+
+
+class StreamInterrupted(InvalidArgument):
+    """A message on SubmitFeedbackStream did not decode; the status details carry the acks of
+    the messages before it (`status_details`, packed by the error-mapping interceptor)."""
+
+    def __init__(self, cause: InvalidArgument, partial: ingestion_pb2.SubmitFeedbackStreamResponse) -> None:
+        super().__init__(cause.violations)
+        if partial.acks:
+            dropped = sum(1 for ack in partial.acks if ack.error.code == ABORTED)
+            self.message = (
+                f"{cause.message}; the events before it: {partial.accepted} stored, {dropped} not "
+                f"stored (their batch was not committed), {partial.rejected - dropped} refused "
+                "(the status details hold one ack per event)"
+            )
+        self.args = (self.message,)
+        self.status_details = (partial,)
+
+
+ABORTED = grpc.StatusCode.ABORTED.name
+
+
+def _not_stored(index: int, position: int) -> ingestion_pb2.FeedbackAck:
+    return ingestion_pb2.FeedbackAck(
+        index=index,
+        error=ingestion_pb2.EventError(
+            code=ABORTED,
+            message=f"not stored: stream message {position} could not be decoded and this event's "
+            "batch was not committed; send it again",
+        ),
+    )
+
+
+def _stream_response(acks: list[ingestion_pb2.FeedbackAck]) -> ingestion_pb2.SubmitFeedbackStreamResponse:
+    accepted = sum(1 for ack in acks if ack.feedback_id)
+    return ingestion_pb2.SubmitFeedbackStreamResponse(
+        acks=acks, accepted=accepted, rejected=len(acks) - accepted
     )
 
 

@@ -50,11 +50,29 @@ class StageWorker:
         self._thread = threading.Thread(target=self._run, name=f"pipeline-{self._stage.name}", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> bool:
+        self.request_stop()
+        return self.join(timeout)
+
+    def request_stop(self) -> None:
+        """Claim nothing more; the batch in hand is finished (or abandoned by `join`'s timeout)."""
         self._stopping.set()
         self.wake.set()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to `timeout` for the loop to end; False when a batch is still being processed.
+
+        An abandoned batch is safe: its jobs stay leased until the lease expires and are then
+        claimed again, and every stage is idempotent.
+        """
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(max(timeout, 0.0))
+            return not self._thread.is_alive()
+        return True
+
+    @property
+    def name(self) -> str:
+        return self._stage.name
 
     def _run(self) -> None:
         while not self._stopping.is_set():
