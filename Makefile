@@ -7,8 +7,12 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/feedbackloop/v1/*.proto)
 PROTO_STAMP := services/feedbackloop/v1/.generated
 NODE_TOOLS := tests/polyglot/node_modules/.installed
-HOST ?= 127.0.0.1
-PORT ?= 50051
+# `make run HOST=0.0.0.0 PORT=50052` passes --host/--port; without them the server's own
+# settings apply (FEEDBACKLOOP_HOST, FEEDBACKLOOP_PORT, the config file, then 127.0.0.1:50051).
+# Only values given on make's command line count: HOST or PORT in the environment (shells and
+# platforms set them for other purposes) are not server settings.
+SERVE_ARGS := $(if $(filter command line,$(origin HOST)),--host $(HOST)) \
+	$(if $(filter command line,$(origin PORT)),--port $(PORT))
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -35,7 +39,7 @@ $(PROTO_STAMP): $(STAMP) $(PROTOS)
 proto: $(PROTO_STAMP)
 
 run: setup
-	$(VENV)/bin/feedbackloop serve --host $(HOST) --port $(PORT)
+	$(VENV)/bin/feedbackloop $(strip serve $(SERVE_ARGS))
 
 lint: setup
 	$(VENV)/bin/ruff check services tests bench
