@@ -6,7 +6,27 @@ events, so "thumbs_down" means the same thing everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Sized
+from typing import Protocol
+
 from feedbackloop.store.models import Feedback
+
+
+class Complaint(Protocol):
+    """What `is_negative` reads: a stored Feedback, or an event not yet stored (ingestion
+    counts the session's complaints in the transaction that stores it)."""
+
+    @property
+    def thumb(self) -> str: ...
+    @property
+    def rating(self) -> int | None: ...
+    @property
+    def correction(self) -> str: ...
+    @property
+    def implicit(self) -> str: ...
+    @property
+    def categories(self) -> Sized: ...
+
 
 SIGNAL_NAMES = (
     "thumbs_up",
@@ -45,7 +65,7 @@ def signals_of(feedback: Feedback) -> list[str]:
     return signals
 
 
-def is_negative(feedback: Feedback) -> bool:
+def is_negative(feedback: Complaint) -> bool:
     """A complaint: what TopIssues groups and policies see as `feedback.negative`.
 
     An explicit thumb decides; else a rating (2 or less is a complaint); else a correction, a

@@ -1,7 +1,9 @@
 """Store operations for ingestion: interactions, feedback with its pipeline job, read-back.
 
 A feedback row and its pipeline job are written in the same transaction (transactional
-outbox), so every acknowledged event reaches the pipeline.
+outbox), so every acknowledged event reaches the pipeline. The same transaction bumps the
+session's counters (`store.session_stats`) and stores on the feedback row the counts it
+produced, so routing reads a session's statistics without reading its history.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from sqlalchemy.orm import Session, selectinload
 from feedbackloop.errors import AlreadyExists, Conflict, FeedbackloopError, InvalidArgument, NotFound
 from feedbackloop.ingestion.validation import FeedbackInput, InteractionInput
 from feedbackloop.paging import SortKey, page
+from feedbackloop.signals import is_negative
+from feedbackloop.store import session_stats
 from feedbackloop.store.db import Database
 from feedbackloop.store.lookups import feedback_by_ids
 from feedbackloop.store.models import (
@@ -91,6 +95,8 @@ def record_interaction(db: Database, project_id: str, data: InteractionInput, id
                     received_at=utcnow(),
                 )
             )
+            session.flush()  # a duplicate turn fails here, before the session's counter moves
+            session_stats.bump(session, project_id, {data.session_id: session_stats.Counts(turns=1)})
             return Stored(interaction_id, True)
     except IntegrityError:
         # A concurrent call recorded the same turn first (PostgreSQL): answer as a replay.
@@ -173,6 +179,7 @@ def _store_batch(
     feedback_rows: list[dict[str, Any]] = []
     category_rows: list[dict[str, Any]] = []
     job_rows: list[dict[str, Any]] = []
+    negatives: list[bool] = []
     received = utcnow()
     for data, ids in events:
         if data.idempotency_key and data.idempotency_key in known:
@@ -221,6 +228,7 @@ def _store_batch(
                 "received_at": received,
             }
         )
+        negatives.append(is_negative(data))
         category_rows.extend(
             {"feedback_id": feedback_id, "category": c, "position": i} for i, c in enumerate(data.categories)
         )
@@ -238,11 +246,35 @@ def _store_batch(
             known[data.idempotency_key] = (feedback_id, data.payload_hash)
         outcomes.append(Stored(feedback_id, True))
     if feedback_rows:
+        _count_in_sessions(session, project_id, feedback_rows, negatives)
         session.execute(insert(_table(Feedback)), feedback_rows)
         if category_rows:
             session.execute(insert(_table(FeedbackCategory)), category_rows)
         session.execute(insert(_table(PipelineJob)), job_rows)
     return outcomes
+
+
+def _count_in_sessions(
+    connection: Connection, project_id: str, rows: list[dict[str, Any]], negatives: list[bool]
+) -> None:
+    """Bump the sessions' counters by these new rows and give each row its place in them:
+    the batch's rows follow each other in order, after what the session held before."""
+    deltas: dict[str, session_stats.Counts] = {}
+    for row, negative in zip(rows, negatives, strict=True):
+        d = deltas.get(row["session_id"], session_stats.Counts())
+        deltas[row["session_id"]] = session_stats.Counts(d.turns, d.feedback + 1, d.negative + negative)
+    totals = session_stats.bump(connection, project_id, deltas)
+    running = {
+        sid: (totals[sid].feedback - d.feedback, totals[sid].negative - d.negative)
+        for sid, d in deltas.items()
+    }
+    for row, negative in zip(rows, negatives, strict=True):
+        sid = row["session_id"]
+        count, negative_count = running[sid]
+        running[sid] = (count + 1, negative_count + negative)
+        row["session_turn_count"] = totals[sid].turns
+        row["session_feedback_count"] = count + 1
+        row["session_negative_count"] = negative_count + negative
 
 
 def _table(model: type[Feedback | FeedbackCategory | PipelineJob]) -> Table:

@@ -1,8 +1,15 @@
 """Build the CEL event (feedback + interaction + session stats) from stored rows.
 
 The shape is the policy engine's (feedbackloop.policy.event): every key present, defaults
-for absent data. Session stats count what the store held at the feedback's own time
-(occurred_at), so a backfill or backtest sees what the live pipeline saw.
+for absent data.
+
+The session stats are the ones stored on the feedback row in the transaction that stored it
+(`store.session_stats`): `session.feedback_count` and `session.negative_count` count the
+session's feedback stored up to and including this one, in the order the store received them
+(not by `occurred_at`: a late event with an old timestamp would otherwise change the counts of
+every later one), and `session.turn_count` the session's interactions stored before it. So the
+live pipeline, a retried step, a backtest and a backfill all see the same values for an event,
+and building an event costs the same in a session of one event as in one of ten thousand.
 """
 
 from __future__ import annotations
@@ -10,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from feedbackloop.policy import make_event
 from feedbackloop.signals import is_negative, signals_of
@@ -66,56 +72,32 @@ def interaction_section(it: Interaction | None) -> dict[str, Any]:
     }
 
 
+def session_section(fb: Feedback) -> dict[str, Any]:
+    return {
+        "id": fb.session_id,
+        "turn_count": fb.session_turn_count,
+        "feedback_count": fb.session_feedback_count,
+        "negative_count": fb.session_negative_count,
+    }
+
+
+def event_of(fb: Feedback) -> dict[str, dict[str, Any]]:
+    """The full event for one stored feedback, from its row (and its loaded interaction)."""
+    return make_event(
+        {
+            "feedback": feedback_section(fb),
+            "interaction": interaction_section(fb.interaction),
+            "session": session_section(fb),
+        }
+    )
+
+
 def build_event(session: Session, fb: Feedback) -> dict[str, dict[str, Any]]:
-    """The full event for one stored feedback (session stats read from the store)."""
-    return build_events(session, [fb])[fb.id]
+    """The full event for one stored feedback. `session` is the one `fb` was loaded in; the
+    event needs no query of its own beyond the interaction, when that is not loaded yet."""
+    return event_of(fb)
 
 
 def build_events(session: Session, feedback: Sequence[Feedback]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Events for several stored feedback of one project, by feedback id.
-
-    Two queries for the whole batch (turns and feedback of the sessions involved) instead of two
-    per feedback: an aggregate reads up to a hundred neighbours, a backtest thousands of events.
-    """
-    if not feedback:
-        return {}
-    project_ids = {fb.project_id for fb in feedback}
-    if len(project_ids) != 1:
-        raise ValueError(f"build_events takes feedback of one project, got {sorted(project_ids)}")
-    project_id = project_ids.pop()
-    session_ids = sorted({fb.session_id for fb in feedback})
-    turn_counts: dict[str, int] = dict(
-        session.execute(
-            select(Interaction.session_id, func.count())
-            .where(Interaction.project_id == project_id, Interaction.session_id.in_(session_ids))
-            .group_by(Interaction.session_id)
-        ).all()
-    )
-    latest = max(fb.occurred_at for fb in feedback)
-    in_sessions: dict[str, list[Feedback]] = {}
-    for row in session.scalars(
-        select(Feedback)
-        .where(
-            Feedback.project_id == project_id,
-            Feedback.session_id.in_(session_ids),
-            Feedback.occurred_at <= latest,
-        )
-        .options(selectinload(Feedback.categories))
-    ):
-        in_sessions.setdefault(row.session_id, []).append(row)
-    events: dict[str, dict[str, dict[str, Any]]] = {}
-    for fb in feedback:
-        earlier = [f for f in in_sessions.get(fb.session_id, ()) if f.occurred_at <= fb.occurred_at]
-        events[fb.id] = make_event(
-            {
-                "feedback": feedback_section(fb),
-                "interaction": interaction_section(fb.interaction),
-                "session": {
-                    "id": fb.session_id,
-                    "turn_count": turn_counts.get(fb.session_id, 0),
-                    "feedback_count": len(earlier),
-                    "negative_count": sum(1 for f in earlier if is_negative(f)),
-                },
-            }
-        )
-    return events
+    """Events for several stored feedback, by feedback id (backtests, aggregate neighbours)."""
+    return {fb.id: event_of(fb) for fb in feedback}

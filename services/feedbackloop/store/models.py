@@ -166,6 +166,12 @@ class Feedback(Base):
     span_id: Mapped[str] = mapped_column(String(16), default="")
     occurred_at: Mapped[datetime] = mapped_column()
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The session's statistics as this feedback was stored (itself included), taken from
+    # `SessionStats` in the same transaction: what policies read as `session.*`, live and in
+    # backtests alike, at a cost that does not grow with the session.
+    session_turn_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    session_feedback_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    session_negative_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     interaction: Mapped[Interaction | None] = relationship(back_populates="feedback")
     categories: Mapped[list[FeedbackCategory]] = relationship(
@@ -191,6 +197,20 @@ class FeedbackCategory(Base):
     __table_args__ = (Index("ix_feedback_categories_category", "category"),)
 
 
+class SessionStats(Base):
+    """Running counts per session, updated by an atomic upsert in the transaction that stores
+    each interaction or feedback, so concurrent writers into one session never lose a count."""
+
+    __tablename__ = "session_stats"
+
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    turn_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    feedback_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    negative_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class PipelineJob(Base):
     """Transactional outbox: committed with its feedback, consumed by the pipeline.
 
@@ -198,7 +218,11 @@ class PipelineJob(Base):
     """
 
     __tablename__ = "pipeline_jobs"
-    __table_args__ = (Index("ix_pipeline_jobs_claim", "status", "stage", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_pipeline_jobs_claim", "status", "stage", "next_attempt_at"),
+        # Fair claims: find the projects with pending work and take each one's oldest jobs.
+        Index("ix_pipeline_jobs_project_claim", "status", "stage", "project_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))

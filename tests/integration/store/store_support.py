@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import event
 
+from feedbackloop.ingestion.validation import FeedbackInput, InteractionInput
 from feedbackloop.store.db import Database
 from feedbackloop.store.models import utcnow
 
@@ -68,3 +70,30 @@ def query_plan(db: Database, statement: str, parameters: Any) -> str:
         return " ".join(
             str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
         )
+
+
+def interaction_input(session: str, turn: int) -> InteractionInput:
+    """A minimal turn of `session`, as ingestion stores it (through the repository)."""
+    return InteractionInput(
+        session_id=session, turn_index=turn, user_id="u", user_role="customer", application="app",
+        prompt_name="support-answer", prompt_version="1", model_name="m", model_version="v1",
+        model_parameters={}, input_messages=[{"role": "user", "content": "How much is the Pro plan?"}],
+        context_documents=[], response="It costs $10.", latency_ms=1, prompt_tokens=1, completion_tokens=1,
+        attributes={}, occurred_at=T0, payload_hash=f"{session}/{turn}",
+    )  # fmt: skip
+
+
+def feedback_input(
+    session: str, interaction_id: str = "", *, minute: int = 0, **fields: Any
+) -> FeedbackInput:
+    """A feedback event on `session` (or on one of its turns), `minute` minutes after T0."""
+    values: dict[str, Any] = dict(
+        session_id=session, interaction_id=interaction_id, thumb="", rating=None, categories=[],
+        comment="", correction="", implicit="", implicit_text="", source="end_user", user_id="u",
+        user_role="customer", model_confidence=None, attributes={},
+        occurred_at=T0 + timedelta(minutes=minute), idempotency_key=None, payload_hash="",
+    )  # fmt: skip
+    values.update(fields)
+    digest = hashlib.sha256(repr(sorted(values.items())).encode()).hexdigest()
+    values["payload_hash"] = values["payload_hash"] or digest
+    return FeedbackInput(**values)
