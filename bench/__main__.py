@@ -19,6 +19,7 @@ BENCHMARKS = (
     "ingestion_bench",
     "recall_bench",
     "pipeline_bench",
+    "routing_bench",
     "policy_bench",
     "policy_limits_bench",
     "aggregate_bench",

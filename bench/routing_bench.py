@@ -1,0 +1,143 @@
+"""Routing throughput against session size: events/s through the route stage (claim, load,
+build the event, evaluate the example policy set plus a session policy, run actions, store
+decision records, advance) for events in sessions that already hold 1, 100 and 10,000 events.
+
+Target: flat within 20% across the three sizes (the lowest at least 80% of the highest). Each
+size gets a fresh SQLite store; the earlier events are stored through the ingestion repository
+and marked done, so only the measured events are routed. No aggregates are counted (no recall
+hook), so the figure is the route stage's own cost.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import update
+
+from feedbackloop.ingestion.repository import TraceIds, record_interaction, submit_feedback_batch
+from feedbackloop.ingestion.validation import FeedbackInput, InteractionInput
+from feedbackloop.pipeline.jobs import JobQueue, RetryPolicy
+from feedbackloop.policy.validate import validate_dir
+from feedbackloop.routing.revisions import LivePolicies
+from feedbackloop.routing.router import Router
+from feedbackloop.routing.stage import RouteStage
+from feedbackloop.store.db import Database
+from feedbackloop.store.keys import ensure_project
+from feedbackloop.store.models import PipelineJob, utcnow
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = (1, 100, 10_000)
+SESSION_POLICY = """
+apiVersion: feedbackloop/v1
+kind: RoutingPolicy
+metadata:
+  name: unhappy-session
+spec:
+  when: session.negative_count >= 3 && session.feedback_count > session.negative_count
+  priority: 60
+  continue: true
+  cooldown: 1h
+  actions:
+    - human_review:
+        queue: quality-review
+        priority: 40
+"""
+COMMENTS = [
+    "The price you quoted is from last year",
+    "The answer was rude and condescending",
+    "It invented an API function that does not exist",
+    "Way too long, I needed one sentence",
+]
+
+
+def _policies(tmp: Path) -> Path:
+    target = tmp / "policies"
+    if target.exists():
+        return target
+    shutil.copytree(REPO / "policies", target, ignore=shutil.ignore_patterns("tests", "schema"))
+    (target / "session.yaml").write_text(SESSION_POLICY)
+    return target
+
+
+def _events(interaction_id: str, count: int, tag: str) -> list[tuple[FeedbackInput, TraceIds]]:
+    now = utcnow()
+    return [
+        (
+            FeedbackInput(
+                session_id="s", interaction_id=interaction_id, thumb="down" if i % 3 else "up",
+                rating=None, categories=[], comment=f"{COMMENTS[i % len(COMMENTS)]} ({tag} {i})",
+                correction="", implicit="", implicit_text="", source="end_user", user_id="u",
+                user_role="customer", model_confidence=None, attributes={}, occurred_at=now,
+                idempotency_key=None, payload_hash=f"{tag}-{i}",
+            ),
+            TraceIds(),
+        )
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def _route_rate(tmp: Path, earlier: int, routed: int) -> float:
+    db = Database(f"sqlite:///{tmp / f'routing-{earlier}.db'}")
+    db.upgrade()
+    try:
+        ensure_project(db, "bench")
+        policy_set, errors = validate_dir(_policies(tmp))
+        assert policy_set is not None, errors
+        live = LivePolicies(db)
+        live.apply("bench", policy_set, expected_revision=None, applied_by="bench")
+        turn = InteractionInput(
+            session_id="s", turn_index=0, user_id="u", user_role="customer", application="app",
+            prompt_name="support-answer", prompt_version="1", model_name="m", model_version="v1",
+            model_parameters={}, input_messages=[{"role": "user", "content": "How much is the Pro plan?"}],
+            context_documents=[], response="It costs $10.", latency_ms=1, prompt_tokens=1, completion_tokens=1,
+            attributes={}, occurred_at=utcnow(), payload_hash="turn",
+        )  # fmt: skip
+        interaction_id = record_interaction(db, "bench", turn, TraceIds()).id
+        history = _events(interaction_id, earlier, "earlier")
+        for start in range(0, len(history), 1000):
+            submit_feedback_batch(db, "bench", history[start : start + 1000])
+        with db.write() as session:  # the history was routed long ago
+            session.execute(update(PipelineJob).values(status="done"))
+        submit_feedback_batch(db, "bench", _events(interaction_id, routed, "routed"))
+        with db.write() as session:  # indexing is not what is measured
+            session.execute(update(PipelineJob).where(PipelineJob.status == "pending").values(stage="route"))
+        db.refresh_statistics()
+        stage = RouteStage(Router(db, live), batch_size=32)
+        queue = JobQueue(db, RetryPolicy(3, 1.0, 1.0), lease_seconds=60)
+        done = 0
+        started = time.perf_counter()
+        while jobs := queue.claim("route", stage.batch_size):
+            outcomes = stage.process(jobs)
+            failed = {j: e for j, e in outcomes.items() if e is not None}
+            assert not failed, failed
+            queue.advance(list(outcomes), "route")
+            done += len(jobs)
+        elapsed = time.perf_counter() - started
+        assert done == routed, (done, routed)
+        return routed / elapsed
+    finally:
+        db.dispose()
+
+
+def run(quick: bool = False) -> dict[str, float]:
+    routed = 100 if quick else 400
+    result: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        _route_rate(Path(tmp), 1, 32)  # warm-up: imports, CEL compilation, SQLite caches
+        for size in SIZES:
+            rate = _route_rate(Path(tmp), size, routed)
+            result[f"route_events_per_s_session_{size}"] = rate
+            print(
+                f"route stage, session of {size:>6,} earlier events: {rate:,.0f} events/s ({routed} routed)"
+            )
+    rates = [result[f"route_events_per_s_session_{size}"] for size in SIZES]
+    result["route_lowest_over_highest"] = min(rates) / max(rates)
+    print(f"lowest / highest: {result['route_lowest_over_highest']:.2f} (target >= 0.80)")
+    return result
+
+
+if __name__ == "__main__":
+    run()
