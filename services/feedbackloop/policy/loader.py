@@ -172,7 +172,10 @@ def load_text(text: str, file: str) -> tuple[list[Document], list[PolicyError]]:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_FILE_BYTES:
         return [], [_size_error(file, size)]
-    loader = _PolicyLoader(text)
+    try:
+        loader = _PolicyLoader(text)
+    except yaml.YAMLError as exc:  # the reader refuses some characters (e.g. U+0001) up front
+        return [], [PolicyError(file, 1, 1, "", f"YAML error: {exc}")]
     try:
         while loader.check_node():
             node = loader.get_node()
@@ -202,16 +205,19 @@ def load_text(text: str, file: str) -> tuple[list[Document], list[PolicyError]]:
 
 
 def iter_policy_files(root: Path) -> Iterator[Path]:
-    """Every *.yaml / *.yml under root in sorted order, skipping `tests/` folders.
+    """Every *.yaml / *.yml under root in sorted order, skipping `tests/` and hidden folders.
 
-    `tests/` holds policy unit test cases (see testing.py), not resources.
+    `tests/` holds policy unit test cases (see testing.py), not resources. Hidden folders are
+    skipped because a Kubernetes ConfigMap mounted as a directory keeps every file twice: once
+    as `x.yaml` (a link) and once in its `..<timestamp>/` data folder, so each policy would be
+    defined twice.
     """
     if root.is_file():
         yield root
         return
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if any(part == "tests" for part in rel.parts[:-1]):
+        if any(part == "tests" or part.startswith(".") for part in rel.parts[:-1]):
             continue
         if path.is_file() and path.suffix in (".yaml", ".yml"):
             yield path

@@ -56,6 +56,18 @@ def test_directory_walk_is_sorted_recursive_and_skips_tests(tmp_path: Path) -> N
     assert found == ["a.yml", "b.yaml", "sub/c.yaml"]
 
 
+def test_a_configmap_mounted_as_a_directory_is_read_once(tmp_path: Path) -> None:
+    # The kubelet's layout: the data lives in `..<timestamp>/`, `..data` links to it, and each
+    # key is a link `x.yaml -> ..data/x.yaml`.
+    stamped = tmp_path / "..2026_12_02_15_00_00.123"
+    stamped.mkdir()
+    (stamped / "routing.yaml").write_text("kind: Dataset\n")
+    (tmp_path / "..data").symlink_to(stamped.name)
+    (tmp_path / "routing.yaml").symlink_to("..data/routing.yaml")
+    found = [p.relative_to(tmp_path).as_posix() for p in iter_policy_files(tmp_path)]
+    assert found == ["routing.yaml"]
+
+
 def test_missing_path_is_an_error(tmp_path: Path) -> None:
     docs, errors = load_path(tmp_path / "nope")
     assert docs == []
