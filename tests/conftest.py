@@ -99,13 +99,14 @@ class RunningServer:
 
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
-    """Factory: `make_server(database_url=..., **settings)` starts a real server on port 0."""
+    """Factory: `make_server(database_url=..., **settings)` starts a real server on port 0 and
+    returns once it is ready (`wait_ready=False`: at once, as when Milvus is meant to be down)."""
     from feedbackloop.config import Settings
     from feedbackloop.server import App
 
     started: list[RunningServer] = []
 
-    def start(embedder: Any = None, **overrides: Any) -> RunningServer:
+    def start(embedder: Any = None, wait_ready: bool = True, **overrides: Any) -> RunningServer:
         values: dict[str, Any] = {
             "host": "127.0.0.1",
             "port": 0,
@@ -115,7 +116,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
         }
         values.update(overrides)
         app = App(Settings(**values), embedder=embedder)
-        app.start()
+        app.start(wait_ready=wait_ready)
         server = RunningServer(app)
         started.append(server)
         return server

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import enum
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -112,6 +113,22 @@ def generate_key() -> tuple[str, str]:
     """A new (key_id, full_key); the full key is shown once and never stored."""
     key_id = secrets.token_hex(6)
     return key_id, f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+
+
+# A key given to `keys ensure` (from a Secret) must look like a generated one, so that its id
+# can be read off it: the id names the key in logs and in `keys list` / `keys revoke`.
+_GIVEN_KEY = re.compile(rf"{KEY_PREFIX}_([a-z0-9]{{6,32}})_([A-Za-z0-9_-]{{32,256}})")
+
+
+def key_id_of(key: str) -> str:
+    """The id part of a key of the generated form; ValueError (never echoing the key) otherwise."""
+    match = _GIVEN_KEY.fullmatch(key)
+    if match is None:
+        raise ValueError(
+            f"not a key of the form {KEY_PREFIX}_<id>_<secret>: the id 6 to 32 lowercase letters or digits, "
+            "the secret 32 to 256 letters, digits, '_' or '-'"
+        )
+    return match.group(1)
 
 
 def parse_scopes(raw: list[str] | str) -> frozenset[Scope]:

@@ -26,7 +26,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {}
-    for name in ("host", "port", "data_dir", "database_url"):
+    for name in ("role", "host", "port", "data_dir", "database_url"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -45,12 +45,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from feedbackloop.store.db import Database
+    from sqlalchemy.exc import OperationalError
+
+    from feedbackloop.store.db import Database, safe_url
 
     settings = _settings(args)
     db = Database(settings.effective_database_url)
-    db.upgrade(args.revision)
-    print(f"database at revision {db.current_revision()}")
+    try:
+        before = db.upgrade(args.revision)  # several at once take turns (Database.upgrade)
+        after = db.current_revision()
+    except OperationalError as error:
+        print(
+            f"error: cannot reach the database at {safe_url(db.url)}: {error.orig or error}", file=sys.stderr
+        )
+        return 1
+    finally:
+        db.dispose()
+    if before == after:
+        print(f"database at revision {after}: nothing to do")
+    else:
+        print(f"database upgraded from revision {before or 'none (empty)'} to {after}")
     return 0
 
 
@@ -128,6 +142,46 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_ensure(args: argparse.Namespace) -> int:
+    from feedbackloop.store import keys
+
+    try:
+        names.check_project_id(args.project)
+    except ValueError as error:
+        return _usage_error("--project", error)
+    try:
+        scopes = auth.parse_scopes(args.scope)
+    except ValueError as error:
+        return _usage_error("--scope", error)
+    if args.reviewer is not None:
+        try:
+            names.check_reviewer(args.reviewer)
+        except ValueError as error:
+            return _usage_error("--reviewer", error)
+    key = os.environ.get(args.from_env, "").strip()
+    if not key:
+        print(
+            f"error: --from-env: the environment variable {args.from_env} is not set or empty",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        auth.key_id_of(key)
+    except ValueError as error:
+        return _usage_error(f"--from-env {args.from_env}", error)
+    try:
+        key_id, created = keys.ensure_key(
+            _open_migrated_db(args), key, args.project, scopes, args.description, args.reviewer or ""
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"{'created' if created else 'kept'} key {key_id} (project {args.project}, scopes {' '.join(sorted(scopes))})"
+    )
+    return 0
+
+
 def cmd_keys_list(args: argparse.Namespace) -> int:
     from feedbackloop.store import keys
 
@@ -170,14 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the gRPC server (all services and the pipeline)")
+    serve = sub.add_parser("serve", help="run the gRPC server (the services, the pipeline, or both)")
+    serve.add_argument(
+        "--role",
+        choices=["all", "api", "worker"],
+        help="all: the services and the pipeline; api: the services; worker: the pipeline (FEEDBACKLOOP_ROLE)",
+    )
     serve.add_argument("--host", help="bind address (FEEDBACKLOOP_HOST)")
     serve.add_argument("--port", type=int, help="port (FEEDBACKLOOP_PORT)")
     _store_args(serve)
     serve.set_defaults(handler=cmd_serve)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
-    upgrade = db.add_parser("upgrade", help="apply migrations")
+    upgrade = db.add_parser("upgrade", help="apply migrations (safe to run from several processes at once)")
     upgrade.add_argument("revision", nargs="?", default="head")
     _store_args(upgrade)
     upgrade.set_defaults(handler=cmd_db_upgrade)
@@ -202,6 +261,22 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--description", default="")
     _store_args(create)
     create.set_defaults(handler=_quietly(cmd_keys_create))
+    ensure = keys.add_parser(
+        "ensure", help="register a key given in an environment variable, unless it exists (for deployments)"
+    )
+    ensure.add_argument("--project", required=True, help=f"project id: {names.PROJECT_RULE}")
+    ensure.add_argument("--scope", action="append", required=True, help="as for `keys create`; repeatable")
+    ensure.add_argument("--reviewer", help="as for `keys create`")
+    ensure.add_argument("--description", default="")
+    ensure.add_argument(
+        "--from-env",
+        dest="from_env",
+        required=True,
+        metavar="VAR",
+        help="the environment variable holding the key (fbl_<id>_<secret>), e.g. from a Kubernetes Secret",
+    )
+    _store_args(ensure)
+    ensure.set_defaults(handler=_quietly(cmd_keys_ensure))
     listing = keys.add_parser("list", help="list keys (never their secrets)")
     listing.add_argument("--project")
     _store_args(listing)

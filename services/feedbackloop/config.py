@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from feedbackloop.names import check_project_id
+from feedbackloop.roles import Role
 
 ENV_PREFIX = "FEEDBACKLOOP_"
 CONFIG_FILE_ENV = ENV_PREFIX + "CONFIG_FILE"
@@ -50,6 +51,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # --- server ---
+    role: Role = Field(
+        "all",
+        description="What this process runs: all (the gRPC services and the pipeline), api (the services) or worker (the pipeline).",
+    )
     host: str = Field("127.0.0.1", description="Address the gRPC server binds to.")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 picks a free one).")
     data_dir: Path = Field(
@@ -57,6 +62,16 @@ class Settings(BaseSettings):
     )
     max_message_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Largest gRPC message accepted.")
     server_workers: int = Field(16, gt=0, description="Threads serving RPCs.")
+    max_connection_age_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="Age after which the server asks a client to reconnect (GOAWAY), so clients re-resolve and rebalance (0: never).",
+    )
+    max_connection_age_grace_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="How long calls in flight on a connection past its age may finish before it is closed.",
+    )
     shutdown_grace_seconds: float = Field(
         5.0,
         ge=0,
@@ -77,7 +92,9 @@ class Settings(BaseSettings):
         description="How often the server refreshes SQLite's query-planner statistics (0: never).",
     )
     auto_migrate: bool = Field(
-        True, description="`serve` upgrades the schema to the latest migration at start."
+        True,
+        description="`serve` upgrades the schema to the latest migration at start; when false it refuses a schema "
+        "older than the code, an empty database included.",
     )
 
     # --- auth & tenancy ---

@@ -1,4 +1,7 @@
-"""Process assembly: store, services, interceptors, health, reflection, pipeline."""
+"""Process assembly: store, services, interceptors, health, reflection, pipeline.
+
+Which of them a process hosts is its role's (`roles.py`); this module builds what is listed.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Any, Protocol
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.exc import OperationalError
 
 from feedbackloop import auth, heap
 from feedbackloop.binding import bind_failure, grpc_address
@@ -33,15 +37,17 @@ from feedbackloop.interceptors import (
 from feedbackloop.pipeline.component import PipelineComponent
 from feedbackloop.pipeline.jobs import JobQueue, RetryPolicy
 from feedbackloop.pipeline.worker import StageWorker
+from feedbackloop.readiness import Check, Readiness
 from feedbackloop.recall.embedder import Embedder
 from feedbackloop.recall.service import Recall
 from feedbackloop.recall.servicer import REQUIRED_SCOPES as RECALL_SCOPES
 from feedbackloop.recall.servicer import RecallServicer
 from feedbackloop.recall.stage import IndexStage
+from feedbackloop.roles import Part, RoleError, parts_for
 from feedbackloop.routing.component import PolicyBootstrapError, RoutingComponent
 from feedbackloop.routing.similarity import RecallSimilarFeedback
 from feedbackloop.store import keys
-from feedbackloop.store.db import Database
+from feedbackloop.store.db import Database, safe_url
 from feedbackloop.store.statistics import StatisticsRefresher
 from feedbackloop.telemetry import setup_tracing
 from feedbackloop.v1 import ingestion_pb2_grpc, recall_pb2_grpc
@@ -101,7 +107,11 @@ class GrpcService:
 
 
 class App:
-    """One feedbackloop process: `start()` binds and serves, `stop()` drains and closes."""
+    """One feedbackloop process: `start()` binds and serves, `stop()` drains and closes.
+
+    It hosts the parts of its role (`settings.role`, see `roles.py`): the gRPC services, the
+    pipeline, or both.
+    """
 
     def __init__(
         self, settings: Settings, *, embedder: Embedder | None = None, freeze_startup_heap: bool = False
@@ -113,6 +123,10 @@ class App:
         """
         self.settings = settings
         self._freeze_startup_heap = freeze_startup_heap
+        try:
+            self.parts = parts_for(settings.role, pipeline_enabled=settings.pipeline_enabled)
+        except RoleError as error:
+            raise StartupError(str(error)) from error
         self.db = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
         self.taxonomy = Taxonomy(max_age_seconds=settings.schema_refresh_seconds)
         self.wake_index = threading.Event()
@@ -129,28 +143,6 @@ class App:
         self.recall = Recall(self.db, embedder or Embedder.from_settings(settings), settings)
         self.committer = GroupCommitter(self.db, settings.stream_batch_size)
         self.statistics = StatisticsRefresher(self.db, settings.sqlite_analyze_interval_seconds)
-        ingestion = IngestionServicer(self.db, settings, self.taxonomy, self.committer, self.wake_index.set)
-        self.components: list[Component] = [
-            GrpcService(
-                "feedbackloop.v1.IngestionService",
-                INGESTION_SCOPES,
-                lambda server: ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(ingestion, server),
-            ),
-            GrpcService(
-                "feedbackloop.v1.RecallService",
-                RECALL_SCOPES,
-                lambda server: recall_pb2_grpc.add_RecallServiceServicer_to_server(
-                    RecallServicer(self.recall), server
-                ),
-            ),
-            PipelineComponent(  # also runs the index drift check (recall/drift.py)
-                self.queue,
-                self.db,
-                self.recall,
-                settings.index_check_interval_seconds,
-                set_health=lambda name, status: self._health.set(name, status),
-            ),
-        ]
         self.routing = RoutingComponent(
             self.db,
             settings,
@@ -159,7 +151,27 @@ class App:
             embed=self.recall.embedder.encode,
             on_committed=self.wake_index.set,  # a review resolution is new feedback
         )
-        self.components.append(self.routing)
+        # The hosted components, in start order; the role picks which (the pipeline stages are
+        # started apart, see `start_pipeline`).
+        builders: dict[Part, Callable[[], Component]] = {
+            Part.INGESTION: self._ingestion_service,
+            Part.RECALL: lambda: GrpcService(
+                "feedbackloop.v1.RecallService",
+                RECALL_SCOPES,
+                lambda server: recall_pb2_grpc.add_RecallServiceServicer_to_server(
+                    RecallServicer(self.recall), server
+                ),
+            ),
+            Part.PIPELINE_STATUS: lambda: PipelineComponent(  # also runs the index drift check
+                self.queue,
+                self.db,
+                self.recall,
+                settings.index_check_interval_seconds,
+                set_health=lambda name, status: self._health.set(name, status),
+            ),
+            Part.ROUTING: lambda: self.routing,
+        }
+        self.components: list[Component] = [build() for part, build in builders.items() if part in self.parts]
         self.workers: list[StageWorker] = []
         self.index_stage = IndexStage(
             self.recall, settings.embedding_batch_size, settings.embedding_batch_max_wait_ms / 1000
@@ -169,24 +181,63 @@ class App:
         self._health = health.HealthServicer()
         self._stopping = threading.Event()
         self._executor: futures.ThreadPoolExecutor | None = None
+        self.readiness = Readiness(
+            [
+                Check("the store", self.db.ping),
+                Check("the embedding model", self.recall.embedder.load),
+                Check(f"Milvus at {safe_url(settings.effective_milvus_uri)}", lambda: self.recall.index),
+            ],
+            on_ready=self._on_ready,
+            stopping=self._stopping,
+        )
+        self._health_names: list[str] = []
+
+    def _ingestion_service(self) -> GrpcService:
+        ingestion = IngestionServicer(
+            self.db, self.settings, self.taxonomy, self.committer, self.wake_index.set
+        )
+        return GrpcService(
+            "feedbackloop.v1.IngestionService",
+            INGESTION_SCOPES,
+            lambda server: ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(ingestion, server),
+        )
 
     # --- lifecycle ---
 
     def prepare_store(self) -> None:
-        if self.settings.auto_migrate or self.db.is_empty():
-            self.db.upgrade()
-        current, head = self.db.current_revision(), self.db.head_revision()
-        if current != head:
+        """Migrate (FEEDBACKLOOP_AUTO_MIGRATE) or refuse a schema that is not the code's."""
+        url = safe_url(self.db.url)
+        try:
+            if self.settings.auto_migrate:
+                self.db.upgrade()
+            current, head = self.db.current_revision(), self.db.head_revision()
+        except OperationalError as error:
+            raise StartupError(f"cannot reach the database at {url}: {error.orig or error}") from error
+        if current == head:
+            return
+        if current is None:
             raise StartupError(
-                f"the database schema is at revision {current}, the code needs {head}: run `feedbackloop db upgrade`"
+                f"the database at {url} has no schema and FEEDBACKLOOP_AUTO_MIGRATE is off: "
+                "run `feedbackloop db upgrade` first"
             )
+        known = {script.revision for script in self.db.migration_scripts()}
+        if current not in known:
+            raise StartupError(
+                f"the database schema is at revision {current}, newer than this code knows (it needs {head}): "
+                "run the feedbackloop version that migrated it"
+            )
+        raise StartupError(
+            f"the database schema is at revision {current}, the code needs {head}: run `feedbackloop db upgrade`"
+        )
 
     def anonymous_principal(self) -> auth.Principal | None:
         if self.settings.binds_loopback and self.settings.allow_anonymous_loopback:
             return auth.Principal(self.settings.default_project, auth.ALL_SCOPES, key_id="anonymous")
         return None
 
-    def start(self) -> int:
+    def start(self, *, wait_ready: bool = True) -> int:
+        """Bind, start the hosted parts, and serve; health is NOT_SERVING until the readiness
+        checks pass. Returns the port once they have (or at once with `wait_ready=False`)."""
         setup_tracing()
         self.prepare_store()
         anonymous = self.anonymous_principal()
@@ -199,7 +250,7 @@ class App:
                 self.settings.host,
                 anonymous.project_id,
             )
-        elif keys.active_key_count(self.db) == 0:
+        elif self._serves_authenticated_rpcs() and keys.active_key_count(self.db) == 0:
             raise StartupError(
                 f"refusing to serve on {self.settings.host} without authentication: no API key exists. "
                 "Create one with `feedbackloop keys create --project P --scope ingest` first."
@@ -208,7 +259,6 @@ class App:
         for component in self.components:
             scopes.update(component.required_scopes)
         resolver = CachedKeyResolver(lambda digest: keys.principal_for_hash(self.db, digest))
-        max_bytes = self.settings.max_message_bytes
         self._executor = futures.ThreadPoolExecutor(
             max_workers=self.settings.server_workers, thread_name_prefix="rpc"
         )
@@ -220,20 +270,19 @@ class App:
                 ErrorMappingInterceptor(),
                 DecodingInterceptor(),  # innermost: a refused message is traced and authenticated
             ],
-            options=[
-                ("grpc.max_receive_message_length", max_bytes),
-                ("grpc.max_send_message_length", max_bytes),
-                # gRPC sets SO_REUSEPORT by default on Linux: a second server on the same port
-                # would start and silently take part of the traffic.
-                ("grpc.so_reuseport", 0),
-            ],
+            options=server_options(self.settings),
         )
-        names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
+        names: list[str] = [health.SERVICE_NAME]
         for component in self.components:
             component.register(self.server)
             names.extend(component.service_names)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.server)
-        reflection.enable_server_reflection(names, self.server)
+        if Part.REFLECTION in self.parts:
+            names.append(reflection.SERVICE_NAME)
+            reflection.enable_server_reflection(names, self.server)
+        self._health_names = ["", *names]
+        for name in self._health_names:  # until the readiness checks pass
+            self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         address = grpc_address(self.settings.host, self.settings.port)
         try:
             self.port = self.server.add_insecure_port(address)
@@ -246,23 +295,41 @@ class App:
                 component.start()
         except PolicyBootstrapError as error:
             raise StartupError(str(error)) from error
-        if self._freeze_startup_heap and not self.settings.pipeline_enabled:
-            heap.freeze_startup_objects()  # before serving, so no request's objects are frozen
         self.server.start()
         self.statistics.start()
-        if self.settings.pipeline_enabled:
-            self.start_pipeline()  # freezes the heap once the model and the index are loaded
-        for name in names:
-            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self._health.set("", health_pb2.HealthCheckResponse.SERVING)
-        log.info("feedbackloop serving on %s:%d", self.settings.host, self.port)
+        if Part.PIPELINE in self.parts:
+            self.start_pipeline()
+        log.info(
+            "feedbackloop %s role listening on %s:%d (%s); NOT_SERVING until ready",
+            self.settings.role,
+            self.settings.host,
+            self.port,
+            ", ".join(sorted(self.parts)),
+        )
+        self.readiness.start()
+        if wait_ready:
+            self.readiness.wait()
         return self.port
 
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the readiness checks pass (True), or `timeout` passes or the server stops."""
+        return self.readiness.wait(timeout)
+
+    def _serves_authenticated_rpcs(self) -> bool:
+        return any(component.required_scopes for component in self.components)
+
+    def _on_ready(self) -> None:
+        # The model and the index are loaded now: exempt them from garbage collection before
+        # reporting SERVING, so few requests' objects are frozen with them.
+        if self._freeze_startup_heap:
+            heap.freeze_startup_objects()
+        for name in self._health_names:
+            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("feedbackloop %s role SERVING on %s:%d", self.settings.role, self.settings.host, self.port)
+
     def start_pipeline(self) -> None:
-        """Start the stage workers: indexing, then routing."""
-        # Load the model and open the index now, not on the first feedback: that would make the
-        # first events wait seconds for their embedding.
-        threading.Thread(target=self._warm_up_recall, name="recall-warm-up", daemon=True).start()
+        """Start the stage workers: indexing, then routing. (The readiness checks load the model
+        and open the index meanwhile, so the first events do not wait seconds for them.)"""
         poll = self.settings.pipeline_poll_seconds
         self.workers.append(
             StageWorker(
@@ -278,16 +345,6 @@ class App:
         )
         for worker in self.workers:
             worker.start()
-
-    def _warm_up_recall(self) -> None:
-        try:
-            self.recall.embedder.load()
-            if not self._stopping.is_set():
-                self.recall.index  # noqa: B018 - opening it is the point
-        except Exception as error:  # the pipeline retries; warming up is only an optimisation
-            log.warning("recall warm-up failed (the pipeline will retry): %s", error)
-        if self._freeze_startup_heap and not self._stopping.is_set():
-            heap.freeze_startup_objects()
 
     def stop(self, grace: float | None = None) -> bool:
         """Drain and close, within `grace` seconds (default FEEDBACKLOOP_SHUTDOWN_GRACE_SECONDS)
@@ -337,6 +394,27 @@ class App:
             self.server.wait_for_termination()
 
 
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """The gRPC server's channel arguments."""
+    max_bytes = settings.max_message_bytes
+    options = [
+        ("grpc.max_receive_message_length", max_bytes),
+        ("grpc.max_send_message_length", max_bytes),
+        # gRPC sets SO_REUSEPORT by default on Linux: a second server on the same port
+        # would start and silently take part of the traffic.
+        ("grpc.so_reuseport", 0),
+    ]
+    if settings.max_connection_age_seconds > 0:
+        # A client keeps its connections for as long as they live: behind a headless Service
+        # it would never see a new replica. Past this age (gRPC adds up to 10% jitter) the
+        # server sends GOAWAY, and the client resolves the name again and reconnects.
+        options += [
+            ("grpc.max_connection_age_ms", round(settings.max_connection_age_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(settings.max_connection_age_grace_seconds * 1000)),
+        ]
+    return options
+
+
 def _left(deadline: float) -> float:
     return max(deadline - time.monotonic(), 0.0)
 
@@ -365,7 +443,6 @@ def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then stop within FEEDBACKLOOP_SHUTDOWN_GRACE_SECONDS plus a few
     seconds (`App.stop`); a second signal exits at once."""
     app = App(settings, freeze_startup_heap=True)
-    app.start()
     requested = threading.Event()
 
     def _on_signal(signum: int, _frame: Any) -> None:
@@ -382,6 +459,7 @@ def serve(settings: Settings) -> None:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    app.start(wait_ready=False)  # probes see NOT_SERVING while the model loads
     # The main thread waits here and stops the server itself, so `serve` returns only once the
     # shutdown is over (a timeout keeps the wait responsive to signals).
     while not requested.wait(1.0):

@@ -9,6 +9,7 @@ instead of sleeping in SQLite's busy handler. PostgreSQL needs neither.
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from importlib import resources
@@ -18,7 +19,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,6 +28,23 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Rows ANALYZE samples per index: enough for the planner to see that one project holds most
 # rows, and a bounded cost (about 20 ms on 100k feedback) however large the file grows.
 SQLITE_ANALYSIS_LIMIT = 1000
+# The PostgreSQL advisory lock `upgrade` holds: any fixed 64-bit number, the same in every
+# feedbackloop process ("fbloop" in ASCII), so that two upgrades of one database take turns.
+MIGRATION_LOCK_ID = 0x6662_6C6F_6F70
+
+
+def safe_url(url: str) -> str:
+    """`url` with its password, if any, replaced by `***`: for messages and logs."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class Database:
@@ -118,12 +136,32 @@ class Database:
         config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         return config
 
-    def upgrade(self, revision: str = "head") -> None:
+    def upgrade(self, revision: str = "head") -> str | None:
+        """Migrate to `revision` in one transaction; safe to run from several processes at once.
+
+        Two upgrades of a fresh PostgreSQL database would both create the same tables, and one
+        would fail half-way. So on PostgreSQL the transaction first takes an advisory lock (held
+        until it commits or rolls back): a second upgrade waits, then finds the schema at its
+        target and does nothing. On SQLite the transaction's `BEGIN IMMEDIATE` does the same.
+        Returns the revision the schema was at, read under that lock (None: an empty database).
+        """
         config = self._alembic_config()
         with self._write_lock or nullcontext(), self.write_engine.connect() as connection:
+            if not self.is_sqlite:
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
+            else:
+                connection.exec_driver_sql("SELECT 1")  # begins the transaction: BEGIN IMMEDIATE
+            before = MigrationContext.configure(connection).get_current_revision()
+            # Alembic runs inside the transaction already begun (it begins none of its own).
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
             connection.commit()
+        return before
+
+    def ping(self) -> None:
+        """Raise unless the database answers a query."""
+        with self.read_engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
 
     def current_revision(self) -> str | None:
         with self.read_engine.connect() as connection:
@@ -131,6 +169,10 @@ class Database:
 
     def head_revision(self) -> str | None:
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+
+    def migration_scripts(self) -> list[Script]:
+        """Every migration this code knows, newest first."""
+        return list(ScriptDirectory.from_config(self._alembic_config()).walk_revisions())
 
     def is_empty(self) -> bool:
         with self.read_engine.connect() as connection:

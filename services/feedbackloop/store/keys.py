@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from feedbackloop import auth, names
@@ -83,6 +84,63 @@ def create_key(
             )
         )
     return key
+
+
+def ensure_key(
+    db: Database,
+    key: str,
+    project_id: str,
+    scopes: frozenset[auth.Scope],
+    description: str = "",
+    reviewer: str = "",
+) -> tuple[str, bool]:
+    """Register a key the caller already holds (a deployment's bootstrap key, kept in a Secret);
+    (key id, created). Running it again is a no-op, so a deployment hook can run it on every upgrade.
+
+    ValueError, naming the key by its id only, when the key is malformed, revoked, registered with
+    another project, scopes or reviewer, or when its id belongs to another key.
+    """
+    key_id = auth.key_id_of(key)
+    names.check_project_id(project_id)
+    if not scopes:
+        raise ValueError("a key needs at least one scope")
+    if reviewer:
+        names.check_reviewer(reviewer)
+    digest = auth.hash_key(key)
+    wanted = " ".join(sorted(scopes))
+    for attempt in range(2):  # a second pass reads the row a concurrent run inserted first
+        try:
+            with db.write() as session:
+                row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+                if row is not None:
+                    if row.revoked_at is not None:
+                        raise ValueError(f"key {row.id} was revoked; put a new key in its place")
+                    if (row.project_id, row.scopes, row.reviewer) != (project_id, wanted, reviewer):
+                        reviews_as = f", reviewer {row.reviewer}" if row.reviewer else ""
+                        raise ValueError(
+                            f"key {row.id} exists with project {row.project_id}, scopes {row.scopes}"
+                            f"{reviews_as}; revoke it to change them"
+                        )
+                    return row.id, False
+                if session.get(ApiKey, key_id) is not None:
+                    raise ValueError(f"key id {key_id} belongs to another key")
+                ensure_project_in(session, project_id)
+                session.add(
+                    ApiKey(
+                        id=key_id,
+                        project_id=project_id,
+                        key_hash=digest,
+                        scopes=wanted,
+                        description=description,
+                        reviewer=reviewer,
+                    )
+                )
+                session.flush()
+                return key_id, True
+        except IntegrityError:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
 
 
 def principal_for_hash(db: Database, key_hash: str) -> auth.Principal | None:

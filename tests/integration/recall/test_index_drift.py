@@ -228,6 +228,7 @@ def test_an_index_that_cannot_be_opened_is_reported_as_such(
         embedder=embedder,
         database_url=f"sqlite:///{data_dir / 'feedbackloop.db'}",
         milvus_uri=str(blocker / "milvus.db"),
+        wait_ready=False,  # never ready while Milvus is blocked
         pipeline_enabled=False,
     )
     (warning,) = wait_for(lambda: drift_warnings(caplog))

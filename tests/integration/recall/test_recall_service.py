@@ -343,6 +343,7 @@ def test_milvus_outage_retries_dead_letters_and_recovers(
     server = make_server(
         embedder=embedder,
         milvus_uri=str(blocker / "milvus.db"),
+        wait_ready=False,  # never ready while Milvus is blocked
         pipeline_enabled=True,
         pipeline_max_attempts=2,
         pipeline_backoff_seconds=0.05,
