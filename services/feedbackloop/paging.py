@@ -23,6 +23,10 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from feedbackloop.errors import InvalidArgument
 
+MAX_TOKEN_CHARS = 2048  # a real token carries a few sort values and a digest
+INT64 = range(-(2**63), 2**63)
+MALFORMED = "is malformed; pass next_page_token unchanged"
+
 
 @dataclass(frozen=True)
 class SortKey:
@@ -67,9 +71,17 @@ def decode(token: str, digest: str, width: int) -> list[Any]:
             return when
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ValueError("unexpected value type")
+        # The store compares these with its columns: a value no column can hold (an int past
+        # 64 bits, a NUL in text) would fail there, as an internal error.
+        if isinstance(value, int) and value not in INT64:
+            raise ValueError("integer out of range")
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("NUL in a string")
         return value
 
-    malformed = InvalidArgument.single("page_token", "is malformed; pass next_page_token unchanged")
+    malformed = InvalidArgument.single("page_token", MALFORMED)
+    if len(token) > MAX_TOKEN_CHARS:
+        raise malformed
     try:
         payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         token_digest, raw = payload["f"], payload["k"]
@@ -98,6 +110,18 @@ def _after(keys: Sequence[SortKey], values: Sequence[Any]) -> Any:
     return or_(*alternatives)
 
 
+def _fits(key: SortKey, value: Any) -> bool:
+    """Whether a token's value has its sort column's type (a forged token may mix them up)."""
+    column_type = key.column.type
+    try:  # a TypeDecorator (UtcDateTime) says `object`; the type it wraps knows
+        expected = getattr(column_type, "impl", column_type).python_type
+    except NotImplementedError:  # a type that does not say: let the store compare
+        return True
+    if expected is datetime or isinstance(value, datetime):
+        return isinstance(value, datetime) and expected is datetime
+    return isinstance(value, expected)
+
+
 def page(
     session: Session,
     stmt: Select[Any],
@@ -109,7 +133,10 @@ def page(
 ) -> tuple[list[Any], str]:
     """One page of `stmt` in the order of `keys`, and the token of the next page ("" if last)."""
     if token:
-        stmt = stmt.where(_after(keys, decode(token, digest, len(keys))))
+        values = decode(token, digest, len(keys))
+        if not all(_fits(key, value) for key, value in zip(keys, values, strict=True)):
+            raise InvalidArgument.single("page_token", MALFORMED)
+        stmt = stmt.where(_after(keys, values))
     order = [key.column.desc() if key.descending else key.column for key in keys]
     rows: list[Any] = list(session.scalars(stmt.order_by(*order).limit(size + 1)))
     if len(rows) <= size:

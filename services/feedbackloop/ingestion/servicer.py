@@ -12,6 +12,7 @@ from feedbackloop.auth import Scope
 from feedbackloop.config import Settings
 from feedbackloop.decoding import UndecodableRequest
 from feedbackloop.errors import FeedbackloopError, InvalidArgument, Violations
+from feedbackloop.fields import require_id
 from feedbackloop.ingestion import repository
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
 from feedbackloop.ingestion.group_commit import GroupCommitter
@@ -22,6 +23,7 @@ from feedbackloop.ingestion.validation import (
     SOURCES,
     FeedbackInput,
     Limits,
+    filter_bounds,
     validate_feedback,
     validate_interaction,
 )
@@ -160,8 +162,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         self, request: ingestion_pb2.GetFeedbackRequest, context: grpc.ServicerContext
     ) -> ingestion_pb2.GetFeedbackResponse:
         project = auth.current_principal().project_for(request.project)
-        if not request.feedback_id:
-            raise InvalidArgument.single("feedback_id", "is required")
+        require_id("feedback_id", request.feedback_id)
         row = repository.get_feedback(self._db, project, request.feedback_id)
         response = ingestion_pb2.GetFeedbackResponse(feedback=feedback_to_proto(row))
         if row.interaction is not None:
@@ -172,8 +173,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         self, request: ingestion_pb2.GetSessionRequest, context: grpc.ServicerContext
     ) -> ingestion_pb2.GetSessionResponse:
         project = auth.current_principal().project_for(request.project)
-        if not request.session_id:
-            raise InvalidArgument.single("session_id", "is required")
+        require_id("session_id", request.session_id)
         interactions, feedback = repository.get_session(self._db, project, request.session_id)
         by_interaction: dict[str, list[common_pb2.Feedback]] = {}
         session_feedback: list[common_pb2.Feedback] = []
@@ -219,14 +219,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
 def feedback_query_from(message: common_pb2.FeedbackFilter, prefix: str = "filter") -> FeedbackQuery:
     """Validate a wire filter into a store query; shared by ingestion and recall."""
     v = Violations()
-    start = end = None
-    if message.HasField("time_range"):
-        if message.time_range.HasField("start"):
-            start = message.time_range.start.ToDatetime(tzinfo=UTC)
-        if message.time_range.HasField("end"):
-            end = message.time_range.end.ToDatetime(tzinfo=UTC)
-        if start is not None and end is not None and end <= start:
-            v.add(f"{prefix}.time_range", "end must be after start")
+    start, end = filter_bounds(v, message, prefix)
     signals = []
     for i, signal in enumerate(message.signals):
         name = SIGNAL_BY_ENUM.get(signal)

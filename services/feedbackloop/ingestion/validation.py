@@ -15,12 +15,12 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from feedbackloop.errors import Violations
+from feedbackloop import fields
+from feedbackloop.errors import Violations, quote
+from feedbackloop.fields import MAX_ID_CHARS, MAX_KEY_CHARS, MAX_NAME_CHARS
 from feedbackloop.v1 import common_pb2
 
-MAX_ID_CHARS = 128
-MAX_NAME_CHARS = 128
-MAX_KEY_CHARS = 256
+MAX_SHORT_NAME_CHARS = 64  # a user role, a prompt version: their columns are 64 wide
 MAX_CATEGORIES = 16
 MAX_MESSAGES = 512
 MAX_DOCUMENTS = 256
@@ -109,21 +109,22 @@ def payload_hash(message: Message, *, clear: tuple[str, ...] = ()) -> str:
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
-def _text(v: Violations, path: str, value: str, limit: int, *, required: bool = False) -> str:
-    if required and not value.strip():
-        v.add(path, "is required")
-    if len(value) > limit:
-        v.add(path, f"is {len(value)} characters long; the limit is {limit}")
-    return value
+_text = fields.text
+
+
+def _id(v: Violations, path: str, value: str, *, required: bool = False, limit: int = MAX_ID_CHARS) -> str:
+    return fields.identifier(v, path, value, required=required, limit=limit)
+
+
+def _name(v: Violations, path: str, value: str, limit: int = MAX_NAME_CHARS) -> str:
+    return fields.identifier(v, path, value, limit=limit)
 
 
 def _timestamp(v: Violations, path: str, msg: Any, has: bool, now: datetime, limits: Limits) -> datetime:
     if not has:
         return now
-    try:
-        when = msg.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        v.add(path, "is not a valid timestamp")
+    when = fields.timestamp(v, path, msg)
+    if when is None:
         return now
     if when > now + limits.max_future_skew:
         v.add(
@@ -140,14 +141,25 @@ def _attributes(v: Violations, path: str, attributes: Any, limits: Limits) -> di
     if len(result) > limits.max_attributes:
         v.add(path, f"has {len(result)} entries; the limit is {limits.max_attributes}")
     for key, value in result.items():
+        item = f"{path}[{quote(key)!r}]"
         if not key or len(key) > MAX_NAME_CHARS:
-            v.add(f"{path}[{key!r}]", f"key must be 1 to {MAX_NAME_CHARS} characters")
+            v.add(item, f"key must be 1 to {MAX_NAME_CHARS} characters")
+        elif fields.first_control(key) is not None:
+            v.add(item, "key must not contain control characters")
         if len(value) > limits.max_text_chars:
-            v.add(
-                f"{path}[{key!r}]",
-                f"value is {len(value)} characters long; the limit is {limits.max_text_chars}",
-            )
+            v.add(item, f"value is {len(value)} characters long; the limit is {limits.max_text_chars}")
+        elif "\x00" in value:
+            v.add(item, "value must not contain NUL characters (U+0000)")
     return result
+
+
+def _parameters(v: Violations, path: str, parameters: Any) -> dict[str, Any]:
+    """Model parameters as JSON; a NUL or a non-finite number cannot be stored as JSON."""
+    fields.refuse_nul(v, parameters, path)
+    if any(not math.isfinite(n) for n in fields.struct_numbers(parameters)):
+        v.add(path, "numbers must be finite (no NaN or infinity)")
+        return {}
+    return json_format.MessageToDict(parameters)
 
 
 def _non_negative(v: Violations, path: str, value: int) -> int:
@@ -161,7 +173,7 @@ def validate_interaction(
 ) -> InteractionInput:
     v = Violations()
     p = prefix
-    session_id = _text(v, f"{p}.session_id", msg.session_id, MAX_ID_CHARS, required=True)
+    session_id = _id(v, f"{p}.session_id", msg.session_id, required=True)
     turn_index = _non_negative(v, f"{p}.turn_index", msg.turn_index)
     messages = []
     if len(msg.input_messages) > MAX_MESSAGES:
@@ -178,7 +190,7 @@ def validate_interaction(
             f"has {len(msg.context_documents)} documents; the limit is {MAX_DOCUMENTS}",
         )
     for i, d in enumerate(msg.context_documents):
-        _text(v, f"{p}.context_documents[{i}].id", d.id, MAX_ID_CHARS)
+        _id(v, f"{p}.context_documents[{i}].id", d.id)
         _text(v, f"{p}.context_documents[{i}].text", d.text, limits.max_text_chars)
         if not math.isfinite(d.score):
             v.add(f"{p}.context_documents[{i}].score", "must be a finite number")
@@ -186,14 +198,14 @@ def validate_interaction(
     result = InteractionInput(
         session_id=session_id,
         turn_index=turn_index,
-        user_id=_text(v, f"{p}.user.id", msg.user.id, MAX_ID_CHARS),
-        user_role=_text(v, f"{p}.user.role", msg.user.role, MAX_NAME_CHARS),
-        application=_text(v, f"{p}.application", msg.application, MAX_NAME_CHARS),
-        prompt_name=_text(v, f"{p}.prompt.name", msg.prompt.name, MAX_NAME_CHARS),
-        prompt_version=_text(v, f"{p}.prompt.version", msg.prompt.version, MAX_NAME_CHARS),
-        model_name=_text(v, f"{p}.model.name", msg.model.name, MAX_NAME_CHARS),
-        model_version=_text(v, f"{p}.model.version", msg.model.version, MAX_NAME_CHARS),
-        model_parameters=json_format.MessageToDict(msg.model.parameters),
+        user_id=_id(v, f"{p}.user.id", msg.user.id),
+        user_role=_name(v, f"{p}.user.role", msg.user.role, MAX_SHORT_NAME_CHARS),
+        application=_name(v, f"{p}.application", msg.application),
+        prompt_name=_name(v, f"{p}.prompt.name", msg.prompt.name),
+        prompt_version=_name(v, f"{p}.prompt.version", msg.prompt.version, MAX_SHORT_NAME_CHARS),
+        model_name=_name(v, f"{p}.model.name", msg.model.name),
+        model_version=_name(v, f"{p}.model.version", msg.model.version),
+        model_parameters=_parameters(v, f"{p}.model.parameters", msg.model.parameters),
         input_messages=messages,
         context_documents=documents,
         response=_text(v, f"{p}.response", msg.response, limits.max_text_chars),
@@ -222,8 +234,8 @@ def validate_feedback(
     p = prefix
     if not msg.session_id and not msg.interaction_id:
         v.add(f"{p}.session_id", "is required when interaction_id is empty")
-    _text(v, f"{p}.session_id", msg.session_id, MAX_ID_CHARS)
-    _text(v, f"{p}.interaction_id", msg.interaction_id, MAX_ID_CHARS)
+    _id(v, f"{p}.session_id", msg.session_id)
+    _id(v, f"{p}.interaction_id", msg.interaction_id)
 
     thumb = THUMBS.get(msg.thumb)
     if thumb is None:
@@ -237,11 +249,12 @@ def validate_feedback(
     seen: set[str] = set()
     for i, category in enumerate(categories):
         if category in seen:
-            v.add(f"{p}.categories[{i}]", f"duplicate category '{category}'")
+            v.add(f"{p}.categories[{i}]", f"duplicate category '{quote(category)}'")
         elif category not in allowed_categories:
             known = ", ".join(sorted(allowed_categories)) or "none"
             v.add(
-                f"{p}.categories[{i}]", f"unknown category '{category}' (the taxonomy in force has: {known})"
+                f"{p}.categories[{i}]",
+                f"unknown category '{quote(category)}' (the taxonomy in force has: {known})",
             )
         seen.add(category)
     implicit = IMPLICITS.get(msg.implicit_signal)
@@ -266,7 +279,7 @@ def validate_feedback(
             "carries no signal: set at least one of thumb, rating, categories, comment, correction, implicit_signal",
         )
     key = msg.idempotency_key
-    _text(v, f"{p}.idempotency_key", key, MAX_KEY_CHARS)
+    _id(v, f"{p}.idempotency_key", key, limit=MAX_KEY_CHARS)
     result = FeedbackInput(
         session_id=msg.session_id,
         interaction_id=msg.interaction_id,
@@ -278,8 +291,8 @@ def validate_feedback(
         implicit=implicit or "",
         implicit_text=_text(v, f"{p}.implicit_text", msg.implicit_text, limits.max_text_chars),
         source=source or "end_user",
-        user_id=_text(v, f"{p}.user.id", msg.user.id, MAX_ID_CHARS),
-        user_role=_text(v, f"{p}.user.role", msg.user.role, MAX_NAME_CHARS),
+        user_id=_id(v, f"{p}.user.id", msg.user.id),
+        user_role=_name(v, f"{p}.user.role", msg.user.role, MAX_SHORT_NAME_CHARS),
         model_confidence=confidence,
         attributes=_attributes(v, f"{p}.attributes", msg.attributes, limits),
         occurred_at=_timestamp(
@@ -290,3 +303,41 @@ def validate_feedback(
     )
     v.raise_if_any()
     return result
+
+
+MAX_FILTER_VALUES = 256  # values per list field of a filter (each becomes a bound SQL parameter)
+_FILTER_NAME_LISTS = ("categories", "model_versions", "prompt_names", "user_roles")
+
+
+def filter_bounds(
+    v: Violations, message: common_pb2.FeedbackFilter, prefix: str
+) -> tuple[datetime | None, datetime | None]:
+    """Check a FeedbackFilter's time range and its lists of names; its (start, end).
+
+    The list values become SQL parameters and Milvus literals: each is checked as a name, and a
+    list is bounded (SQLite refuses a statement with more than 32,766 parameters).
+    """
+    start = end = None
+    if message.HasField("time_range"):
+        window = message.time_range
+        if window.HasField("start"):
+            start = fields.timestamp(v, f"{prefix}.time_range.start", window.start)
+        if window.HasField("end"):
+            end = fields.timestamp(v, f"{prefix}.time_range.end", window.end)
+        if start is not None and end is not None and end <= start:
+            v.add(f"{prefix}.time_range", "end must be after start")
+    for name in _FILTER_NAME_LISTS:
+        values = getattr(message, name)
+        if len(values) > MAX_FILTER_VALUES:
+            v.add(f"{prefix}.{name}", f"has {len(values)} values; the limit is {MAX_FILTER_VALUES}")
+            continue
+        for i, value in enumerate(values):
+            fields.identifier(v, f"{prefix}.{name}[{i}]", value, required=True, limit=MAX_NAME_CHARS)
+    for name in ("signals", "sources"):
+        if len(getattr(message, name)) > MAX_FILTER_VALUES:
+            v.add(
+                f"{prefix}.{name}",
+                f"has {len(getattr(message, name))} values; the limit is {MAX_FILTER_VALUES}",
+            )
+    fields.identifier(v, f"{prefix}.session_id", message.session_id)
+    return start, end

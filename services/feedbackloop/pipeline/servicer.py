@@ -79,5 +79,12 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
         self, request: pipeline_pb2.RetryDeadLettersRequest, context: grpc.ServicerContext
     ) -> pipeline_pb2.RetryDeadLettersResponse:
         project = auth.current_principal().project_for(request.project)
-        retried = self._queue.retry_dead(project, list(request.job_ids) or None)
+        job_ids = list(request.job_ids)
+        if len(job_ids) > MAX_LIMIT:
+            raise InvalidArgument.single("job_ids", f"has {len(job_ids)} ids; the limit is {MAX_LIMIT}")
+        # No job has an id outside the store's 32-bit column; comparing one would fail there.
+        job_ids = [i for i in job_ids if 0 < i <= 2**31 - 1]
+        if request.job_ids and not job_ids:
+            return pipeline_pb2.RetryDeadLettersResponse(retried=0)
+        retried = self._queue.retry_dead(project, job_ids or None)
         return pipeline_pb2.RetryDeadLettersResponse(retried=retried)

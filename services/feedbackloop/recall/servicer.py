@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC
 
 import grpc
 from google.protobuf.message import Message
 
-from feedbackloop import auth
+from feedbackloop import auth, fields
 from feedbackloop.auth import Scope
 from feedbackloop.deployment import require_deployment_admin
 from feedbackloop.errors import InvalidArgument, Violations
@@ -97,8 +96,8 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
             v.add("query", "set either text or feedback_id")
         elif which == "text" and not request.text.strip():
             v.add("text", "must not be empty")
-        elif which == "feedback_id" and not request.feedback_id:
-            v.add("feedback_id", "must not be empty")
+        elif which == "feedback_id":
+            fields.identifier(v, "feedback_id", request.feedback_id, required=True)
         v.raise_if_any()
         recall_filter = recall_filter_from(request.filter)
         exclude: list[str] = []
@@ -130,10 +129,14 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         project = auth.current_principal().project_for(request.project)
         v = Violations()
         window = request.time_range
+        start = end = None
         if not (request.HasField("time_range") and window.HasField("start") and window.HasField("end")):
             v.add("time_range", "start and end are both required")
-        elif window.end.ToDatetime() <= window.start.ToDatetime():
-            v.add("time_range", "end must be after start")
+        else:
+            start = fields.timestamp(v, "time_range.start", window.start)
+            end = fields.timestamp(v, "time_range.end", window.end)
+            if start is not None and end is not None and end <= start:
+                v.add("time_range", "end must be after start")
         min_similarity = request.min_similarity or DEFAULT_MIN_SIMILARITY
         if not 0.0 < min_similarity <= 1.0:
             v.add("min_similarity", f"must be between 0 and 1 (got {request.min_similarity})")
@@ -148,9 +151,8 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
             raise InvalidArgument.single("filter.time_range", "use the request's time_range for TopIssues")
         base = recall_filter_from(request.filter)
         negative = dataclasses.replace(base, negative_only=True)
-        start = window.start.ToDatetime(tzinfo=UTC)
-        end = window.end.ToDatetime(tzinfo=UTC)
-        previous_start = start - (end - start)
+        assert start is not None and end is not None
+        previous_start = fields.previous_window("time_range", start, end)
         current = self._recall.window_vectors(project, negative, start, end)
         previous = self._recall.window_vectors(project, negative, previous_start, start)
         with tracer().start_as_current_span(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from feedbackloop.errors import InvalidArgument, Violations
+from feedbackloop import fields
+from feedbackloop.errors import InvalidArgument, Violations, quote
 from feedbackloop.ingestion.convert import timestamp
 from feedbackloop.policy import Decision, PolicyError, PolicySet
 from feedbackloop.policy.validate import validate_texts
@@ -35,6 +36,7 @@ ACTION_STATUSES = {
     "would_run": routing_pb2.ACTION_STATUS_WOULD_RUN,
 }
 MAX_FILES = 500
+MAX_PATH_CHARS = 1024  # a path names a file in error messages (file:line:col)
 
 
 def load_files(files: Sequence[routing_pb2.PolicyFile]) -> tuple[PolicySet | None, list[PolicyError]]:
@@ -49,7 +51,9 @@ def load_files(files: Sequence[routing_pb2.PolicyFile]) -> tuple[PolicySet | Non
         if not f.path:
             v.add(f"files[{i}].path", "is required")
         elif f.path in seen:
-            v.add(f"files[{i}].path", f'duplicate path "{f.path}"')
+            v.add(f"files[{i}].path", f'duplicate path "{quote(f.path)}"')
+        else:
+            fields.identifier(v, f"files[{i}].path", f.path, limit=MAX_PATH_CHARS)
         seen.add(f.path)
     v.raise_if_any()
     return validate_texts((f.path, f.content) for f in files)

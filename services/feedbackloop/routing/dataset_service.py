@@ -14,7 +14,7 @@ from feedbackloop.auth import Scope
 from feedbackloop.errors import InvalidArgument
 from feedbackloop.ingestion.convert import timestamp
 from feedbackloop.paging import SortKey, filter_digest, page
-from feedbackloop.routing.sink_common import PageLimits, required
+from feedbackloop.routing.sink_common import PageLimits, require_known, required
 from feedbackloop.store.db import Database
 from feedbackloop.store.routing_models import (
     DatasetItemRow,
@@ -90,6 +90,8 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
         rows, next_token = self._items(
             project, dataset, self._pages.size(request.page_size), request.page_token, filter_digest(request)
         )
+        if not rows and not request.page_token:
+            self._require_dataset(project, dataset)
         return datasets_pb2.ListItemsResponse(
             items=[item_to_proto(r) for r in rows], next_page_token=next_token
         )
@@ -105,15 +107,30 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
             datasets_pb2.EXPORT_FORMAT_PLAIN,
         ):
             raise InvalidArgument.single("format", f"unknown value {request.format}")
-        digest, token = filter_digest(request), ""
+        digest, token, first = filter_digest(request), "", True
         while True:
             rows, token = self._items(project, dataset, EXPORT_PAGE, token, digest)
+            if first and not rows:
+                self._require_dataset(project, dataset)
+            first = False
             for row in rows:
                 yield datasets_pb2.ExportDatasetResponse(
                     line=export_line(row, request.format), item_id=row.id
                 )
             if not token:
                 return
+
+    def _require_dataset(self, project: str, dataset: str) -> None:
+        require_known(
+            self._db,
+            project,
+            "Dataset",
+            "dataset",
+            dataset,
+            select(DatasetItemRow.id).where(
+                DatasetItemRow.project_id == project, DatasetItemRow.dataset == dataset
+            ),
+        )
 
     def _items(
         self, project: str, dataset: str, size: int, token: str, digest: str

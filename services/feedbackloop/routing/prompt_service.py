@@ -7,13 +7,13 @@ from typing import Any
 import grpc
 from sqlalchemy import select
 
-from feedbackloop import auth
+from feedbackloop import auth, fields
 from feedbackloop.auth import Scope
-from feedbackloop.errors import Conflict, InvalidArgument, NotFound
+from feedbackloop.errors import Conflict, InvalidArgument, NotFound, Violations, quote
 from feedbackloop.ingestion.convert import timestamp
 from feedbackloop.paging import SortKey, filter_digest, page
 from feedbackloop.routing.actions import apply_patch
-from feedbackloop.routing.sink_common import PageLimits, required
+from feedbackloop.routing.sink_common import PageLimits, optional, required
 from feedbackloop.store.db import Database
 from feedbackloop.store.models import utcnow
 from feedbackloop.store.routing_models import (
@@ -42,6 +42,8 @@ PATCH_STATUS = {
 }
 PATCH_STATUS_NAME = {v: k for k, v in PATCH_STATUS.items()}
 PATCH_ORDER = (SortKey(PromptPatchRow.created_at, descending=True), SortKey(PromptPatchRow.id))
+MAX_REASON_CHARS = 4096
+LABEL_RULE = '"production", "latest" or a version number from 1 to 2147483647'
 
 
 # --- prompts ---
@@ -92,7 +94,7 @@ class PromptServicer(prompts_pb2_grpc.PromptServiceServicer):
             select(PromptState).where(PromptState.project_id == project, PromptState.name == name)
         )
         if state is None:
-            raise NotFound("name", f'no prompt "{name}"')
+            raise NotFound("name", f'no prompt "{quote(name)}"')
         return state
 
     @classmethod
@@ -123,18 +125,20 @@ class PromptServicer(prompts_pb2_grpc.PromptServiceServicer):
         project = auth.current_principal().project_for(request.project)
         name = required("name", request.name)
         label = request.label or "production"
+        # Checked before the store is read: a number past the version column's range would fail
+        # in the store, and an unknown prompt should not hide a malformed label.
+        pinned = fields.decimal_label(label) if label not in ("production", "latest") else None
+        if label not in ("production", "latest") and pinned is None:
+            raise InvalidArgument.single("label", f'must be {LABEL_RULE} (got "{quote(label)}")')
         with self._db.read() as session:
             state = self._served_state(session, project, name)
             if label == "production":
                 number = state.production_version
             elif label == "latest":
                 number = state.latest_version
-            elif label.isdigit() and int(label) > 0:
-                number = int(label)
             else:
-                raise InvalidArgument.single(
-                    "label", f'must be "production", "latest" or a version number (got "{label}")'
-                )
+                assert pinned is not None
+                number = pinned
             version = self._version(session, project, name, number)
             if version is None:
                 raise NotFound("label", f'prompt "{name}" has no version {number}')
@@ -144,6 +148,7 @@ class PromptServicer(prompts_pb2_grpc.PromptServiceServicer):
         self, request: prompts_pb2.ListPatchesRequest, context: grpc.ServicerContext
     ) -> prompts_pb2.ListPatchesResponse:
         project = auth.current_principal().project_for(request.project)
+        optional("prompt", request.prompt)
         stmt = select(PromptPatchRow).where(PromptPatchRow.project_id == project)
         if request.prompt:
             stmt = stmt.where(PromptPatchRow.prompt == request.prompt)
@@ -199,6 +204,9 @@ class PromptServicer(prompts_pb2_grpc.PromptServiceServicer):
         principal = auth.current_principal()
         project = principal.project_for(request.project)
         with self._db.write() as session:
+            v = Violations()
+            fields.text(v, "reason", request.reason, MAX_REASON_CHARS)
+            v.raise_if_any()
             patch = self._proposed_patch(session, project, request.patch_id, "rejected")
             patch.status = "rejected"
             patch.note = request.reason

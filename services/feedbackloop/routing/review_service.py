@@ -25,7 +25,7 @@ from feedbackloop.ingestion.servicer import limits_from
 from feedbackloop.ingestion.taxonomy import Taxonomy
 from feedbackloop.ingestion.validation import validate_feedback
 from feedbackloop.paging import SortKey, filter_digest, page
-from feedbackloop.routing.sink_common import PageLimits, required
+from feedbackloop.routing.sink_common import PageLimits, optional, require_known, required
 from feedbackloop.store.db import Database
 from feedbackloop.store.lookups import feedback_by_ids
 from feedbackloop.store.models import Feedback, new_id
@@ -56,6 +56,12 @@ REQUIRED_SCOPES = {
 # --- reviews ---
 
 ITEM_STATUS = {"open": reviews_pb2.REVIEW_ITEM_STATUS_OPEN, "done": reviews_pb2.REVIEW_ITEM_STATUS_DONE}
+# A request's status filter; unspecified lists the open items.
+ITEM_STATUS_NAME = {
+    reviews_pb2.REVIEW_ITEM_STATUS_UNSPECIFIED: "open",
+    reviews_pb2.REVIEW_ITEM_STATUS_OPEN: "open",
+    reviews_pb2.REVIEW_ITEM_STATUS_DONE: "done",
+}
 # Highest priority first, then earliest due; creation time and id break ties.
 ITEM_ORDER = (
     SortKey(ReviewItemRow.priority, descending=True),
@@ -112,7 +118,13 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
         self, request: reviews_pb2.ListReviewItemsRequest, context: grpc.ServicerContext
     ) -> reviews_pb2.ListReviewItemsResponse:
         project = auth.current_principal().project_for(request.project)
-        status = "done" if request.status == reviews_pb2.REVIEW_ITEM_STATUS_DONE else "open"
+        if request.status not in ITEM_STATUS_NAME:
+            raise InvalidArgument.single(
+                "status",
+                f"must be REVIEW_ITEM_STATUS_OPEN or REVIEW_ITEM_STATUS_DONE (got {request.status})",
+            )
+        status = ITEM_STATUS_NAME[request.status]
+        optional("queue", request.queue)
         stmt = select(ReviewItemRow).where(
             ReviewItemRow.project_id == project, ReviewItemRow.status == status
         )
@@ -139,6 +151,7 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
         principal = auth.current_principal()
         project = principal.project_for(request.project)
         queue = required("queue", request.queue)
+        optional("reviewer", request.reviewer)
         reviewer = principal.reviewer_for(request.reviewer)
         now = self.clock()
         with self._db.write() as session:
@@ -193,6 +206,14 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
                     claim_id=mine.id,
                     lease_expires_at=timestamp(mine.lease_expires_at),
                 )
+        require_known(
+            self._db,
+            project,
+            "ReviewQueue",
+            "queue",
+            queue,
+            select(ReviewItemRow.id).where(ReviewItemRow.project_id == project, ReviewItemRow.queue == queue),
+        )
         return reviews_pb2.ClaimReviewItemResponse()
 
     def ResolveReviewItem(

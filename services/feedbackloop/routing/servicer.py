@@ -12,9 +12,9 @@ import yaml
 from google.protobuf import json_format, struct_pb2
 from sqlalchemy import select
 
-from feedbackloop import auth
+from feedbackloop import auth, fields
 from feedbackloop.auth import Scope
-from feedbackloop.errors import InvalidArgument, NotFound
+from feedbackloop.errors import InvalidArgument, NotFound, Violations
 from feedbackloop.ingestion.convert import timestamp
 from feedbackloop.paging import filter_digest
 from feedbackloop.policy import CompiledPolicySet, PolicySet, diff_policy_sets, render_json, render_text
@@ -52,12 +52,22 @@ MAX_WINDOW = timedelta(days=366)
 def _window(field: str, message: Any, has: bool, default: timedelta | None) -> timedelta | None:
     if not has:
         return default
-    window = message.ToTimedelta()
+    v = Violations()
+    window = fields.duration(v, field, message)
+    v.raise_if_any()
+    assert window is not None
     if window <= timedelta(0):
         raise InvalidArgument.single(field, f"must be positive (got {window.total_seconds():g}s)")
     if window > MAX_WINDOW:
         raise InvalidArgument.single(field, f"must be at most {MAX_WINDOW.days} days")
     return window
+
+
+def _revision_bound(field: str, value: int) -> None:
+    """Revisions are stored as 32-bit integers: a larger number names none, and the store would
+    refuse to compare it (PostgreSQL's "integer out of range")."""
+    if value > fields.INT32_MAX:
+        raise InvalidArgument.single(field, f"must be at most {fields.INT32_MAX} (got {value})")
 
 
 def _event_numbers(event: dict[str, Any]) -> dict[str, Any]:
@@ -139,6 +149,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         )
         if request.HasField("expected_revision") and request.expected_revision < 0:
             raise InvalidArgument.single("expected_revision", "must not be negative")
+        _revision_bound("expected_revision", request.expected_revision)
         policy_set = convert.require_valid(request.files)
         before = self._live.refresh(project)
         plan_text = render_text(diff_policy_sets(before.policy_set if before else None, policy_set))
@@ -193,6 +204,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         project = auth.current_principal().project_for(request.project)
         if request.revision < 0:
             raise InvalidArgument.single("revision", "must not be negative")
+        _revision_bound("revision", request.revision)
         info = get_revision(self._db, project, request.revision)
         docs = [resource_to_document(r) for r in PolicySet.from_canonical(info.canonical).resources]
         return routing_pb2.GetRevisionResponse(
@@ -208,6 +220,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         project = principal.project_for(request.project)
         if request.revision <= 0:
             raise InvalidArgument.single("revision", "must be a revision number (1 or more)")
+        _revision_bound("revision", request.revision)
+        _revision_bound("expected_revision", request.expected_revision)
         info = self._live.rollback(
             project,
             request.revision,
@@ -222,10 +236,12 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         project = auth.current_principal().project_for(request.project)
         if request.revision < 0:
             raise InvalidArgument.single("revision", "must not be negative")
+        _revision_bound("revision", request.revision)
         target = request.WhichOneof("target")
         if target is None:
             raise InvalidArgument.single("target", "set feedback_id or event")
         if target == "feedback_id":
+            fields.require_id("feedback_id", request.feedback_id)
             with self._db.read() as session:
                 fb = feedback_by_ids(session, project, [request.feedback_id]).get(request.feedback_id)
                 if fb is None:
@@ -256,8 +272,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         self, request: routing_pb2.ExplainRequest, context: grpc.ServicerContext
     ) -> routing_pb2.ExplainResponse:
         project = auth.current_principal().project_for(request.project)
-        if not request.feedback_id:
-            raise InvalidArgument.single("feedback_id", "is required")
+        fields.require_id("feedback_id", request.feedback_id)
         with self._db.read() as session:
             if not feedback_by_ids(session, project, [request.feedback_id]):
                 raise NotFound("feedback_id", f"no feedback {request.feedback_id}")

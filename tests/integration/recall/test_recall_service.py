@@ -489,5 +489,5 @@ def test_a_filter_value_milvus_cannot_take_is_invalid_argument(recall_server: An
     )
     assert code_of(lambda: stub.SearchSimilar(request)) == (
         grpc.StatusCode.INVALID_ARGUMENT,
-        "filter: control character U+0001 is not allowed in a filter value",
+        "filter.model_versions[0]: must not contain control characters (U+0001 at position 1)",
     )
