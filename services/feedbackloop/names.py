@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from feedbackloop.errors import quote
+
 PROJECT_ID_MAX = 63
 PROJECT_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 PROJECT_RULE = (
@@ -28,10 +30,8 @@ QUOTE_MAX = 64
 
 
 def quoted(value: str) -> str:
-    """`value` as a Python literal (so NUL and other control characters show), cut to QUOTE_MAX."""
-    if len(value) > QUOTE_MAX:
-        return f"{value[:QUOTE_MAX]!r}... ({len(value)} characters)"
-    return repr(value)
+    """`value` in quotes, control characters escaped, cut to QUOTE_MAX (errors.quote)."""
+    return f"'{quote(value, QUOTE_MAX)}'"
 
 
 def check_project_id(value: str) -> str:

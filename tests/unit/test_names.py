@@ -41,7 +41,7 @@ def test_invalid_project_ids(value: str, shown: str) -> None:
 def test_a_long_value_is_quoted_in_part() -> None:
     with pytest.raises(ValueError) as raised:
         names.check_project_id("x" * 100_000)
-    assert str(raised.value).startswith(f"{'x' * 64!r}... (100000 characters) is not a valid project id")
+    assert str(raised.value).startswith(f"'{'x' * 64}… (100000 characters)' is not a valid project id")
 
 
 @pytest.mark.parametrize("value", ["alice", "alice@example.com", "a.b-c_d+e", "A1", "z" * 128])
