@@ -150,10 +150,10 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         except UndecodableRequest as error:
             # A malformed stream is one bad request: the batch in progress is not committed, and
             # what earlier batches committed is reported, so no ack is lost and none is false.
-            position = len(acks)
+            uncommitted_from = pending[0][0] if pending else len(acks)
             for index, _, _ in pending:
-                acks[index] = _not_stored(index, position)
-            raise StreamInterrupted(error, _stream_response(acks)) from None
+                acks[index] = _not_stored(index)
+            raise StreamInterrupted(error, _stream_response(acks), uncommitted_from) from None
         if pending:
             flush()
         return _stream_response(acks)
@@ -247,33 +247,66 @@ def feedback_query_from(message: common_pb2.FeedbackFilter, prefix: str = "filte
     )
 
 
+# The acks of a failed stream travel in its status details, in the trailers, which gRPC
+# clients cap (8 KB soft, 16 KB hard; past that the client sees RESOURCE_EXHAUSTED and none of
+# them): they are listed while they fit this many bytes, next to a message and a violation held
+# to errors.py's budgets, so the trailers stay under about 7 KB; the counts cover every event.
+STREAM_ACKS_BYTES = 2500
+
+
 class StreamInterrupted(InvalidArgument):
     """A message on SubmitFeedbackStream did not decode; the status details carry the acks of
-    the messages before it (`status_details`, packed by the error-mapping interceptor)."""
+    the messages before it (`status_details`, packed by the error-mapping interceptor), as many
+    as fit STREAM_ACKS_BYTES."""
 
-    def __init__(self, cause: InvalidArgument, partial: ingestion_pb2.SubmitFeedbackStreamResponse) -> None:
+    def __init__(
+        self,
+        cause: InvalidArgument,
+        partial: ingestion_pb2.SubmitFeedbackStreamResponse,
+        uncommitted_from: int,
+    ) -> None:
         super().__init__(cause.violations)
+        listed = _fitting(partial)
         if partial.acks:
             dropped = sum(1 for ack in partial.acks if ack.error.code == ABORTED)
+            if len(listed.acks) == len(partial.acks):
+                where = "the status details hold one ack per event"
+            else:
+                where = (
+                    f"the status details hold the acks of the first {len(listed.acks)}; "
+                    f"the batch not committed began at event {uncommitted_from}"
+                )
             self.message = (
                 f"{cause.message}; the events before it: {partial.accepted} stored, {dropped} not "
-                f"stored (their batch was not committed), {partial.rejected - dropped} refused "
-                "(the status details hold one ack per event)"
+                f"stored (their batch was not committed), {partial.rejected - dropped} refused ({where})"
             )
         self.args = (self.message,)
-        self.status_details = (partial,)
+        self.status_details = (listed,)
+
+
+def _fitting(
+    partial: ingestion_pb2.SubmitFeedbackStreamResponse,
+) -> ingestion_pb2.SubmitFeedbackStreamResponse:
+    """`partial` with its leading acks that fit STREAM_ACKS_BYTES, and its counts unchanged."""
+    listed = ingestion_pb2.SubmitFeedbackStreamResponse(accepted=partial.accepted, rejected=partial.rejected)
+    size = listed.ByteSize()
+    for ack in partial.acks:
+        size += ack.ByteSize() + 4  # the field's tag and length prefix
+        if size > STREAM_ACKS_BYTES:
+            break
+        listed.acks.append(ack)
+    return listed
 
 
 ABORTED = grpc.StatusCode.ABORTED.name
 
 
-def _not_stored(index: int, position: int) -> ingestion_pb2.FeedbackAck:
+def _not_stored(index: int) -> ingestion_pb2.FeedbackAck:
+    # Short: one goes with every event of the uncommitted batch; the stream's error says why.
     return ingestion_pb2.FeedbackAck(
         index=index,
         error=ingestion_pb2.EventError(
-            code=ABORTED,
-            message=f"not stored: stream message {position} could not be decoded and this event's "
-            "batch was not committed; send it again",
+            code=ABORTED, message="not stored: its batch was not committed; send it again"
         ),
     )
 
