@@ -13,7 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from feedbackloop.errors import PermissionDenied, Unauthenticated
+from feedbackloop.errors import PermissionDenied, Unauthenticated, quote
 
 KEY_PREFIX = "fbl"
 
@@ -82,7 +82,7 @@ class Principal:
         """The project a request acts in: its own `project` field, or the key's project."""
         if requested and requested != self.project_id:
             raise PermissionDenied(
-                f"project: this API key belongs to project '{self.project_id}', not '{requested}'"
+                f"project: this API key belongs to project '{self.project_id}', not '{quote(requested)}'"
             )
         return self.project_id
 

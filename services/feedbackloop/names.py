@@ -24,14 +24,10 @@ REVIEWER_RULE = (
     f"1 to {REVIEWER_MAX} letters, digits, '.', '_', '@', '+' or '-', starting with a letter or digit"
 )
 
-# How much of a refused value an error quotes: enough to recognise it, never the whole of a
-# hostile one.
-QUOTE_MAX = 64
-
 
 def quoted(value: str) -> str:
-    """`value` in quotes, control characters escaped, cut to QUOTE_MAX (errors.quote)."""
-    return f"'{quote(value, QUOTE_MAX)}'"
+    """`value` in quotes, as every error quotes a refused value (errors.quote)."""
+    return f"'{quote(value)}'"
 
 
 def check_project_id(value: str) -> str:

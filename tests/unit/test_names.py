@@ -29,6 +29,7 @@ def test_valid_project_ids(value: str) -> None:
         ("-acme", "'-acme'"),
         (".", "'.'"),
         ("a" * 64, repr("a" * 64)),
+        ("a" * 81, f"'{'a' * 80}… (81 characters)'"),
         ("é", "'é'"),
     ],
 )
@@ -41,7 +42,7 @@ def test_invalid_project_ids(value: str, shown: str) -> None:
 def test_a_long_value_is_quoted_in_part() -> None:
     with pytest.raises(ValueError) as raised:
         names.check_project_id("x" * 100_000)
-    assert str(raised.value).startswith(f"'{'x' * 64}… (100000 characters)' is not a valid project id")
+    assert str(raised.value).startswith(f"'{'x' * 80}… (100000 characters)' is not a valid project id")
 
 
 @pytest.mark.parametrize("value", ["alice", "alice@example.com", "a.b-c_d+e", "A1", "z" * 128])

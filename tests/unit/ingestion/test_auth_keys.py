@@ -80,6 +80,15 @@ def test_project_for() -> None:
     assert raised.value.message == "project: this API key belongs to project 'acme', not 'globex'"
 
 
+def test_project_for_quotes_a_hostile_project_as_every_error_does() -> None:
+    principal = Principal("acme", frozenset({Scope.READ}), key_id="k")
+    with pytest.raises(PermissionDenied) as raised:
+        principal.project_for("g\x00" + "x" * 100_000)
+    assert raised.value.message == (
+        f"project: this API key belongs to project 'acme', not 'g\\x00{'x' * 78}… (100002 characters)'"
+    )
+
+
 def test_a_key_reviews_as_its_reviewer_or_its_key_id() -> None:
     named = Principal("p", frozenset({Scope.REVIEW}), key_id="k1", reviewer="alice")
     nameless = Principal("p", frozenset({Scope.REVIEW}), key_id="k2")
