@@ -11,6 +11,15 @@ There is no method that searches or reads without a project.
 
 Consistency is Strong on every request: the pipeline upserts and routing searches for similar
 feedback straight after, which must see the write.
+
+Two meanings per feedback, searched apart (`recall.text`): the `feedback` field (what the user
+wrote) and the `question` field (what they were asking). Where Milvus holds several vector
+fields in one collection (Milvus Lite, a server from 2.4) both are fields of one collection
+(`vector`, `question_vector`), and "both" is Milvus' `hybrid_search` with an `RRFRanker`. A 2.3
+server allows one vector field per collection: the question vectors then live in a companion
+collection, `<name>_question`, with the same scalar fields, and "both" is two searches merged
+by the same reciprocal-rank formula here. A collection of the earlier one-vector layout keeps
+answering (question searches use its one vector) until a full reindex rebuilds it.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 
 from feedbackloop.recall import lite_search
-from feedbackloop.recall.filters import RecallFilter, quoted_list, shadow_text, tenant_expression
+from feedbackloop.recall.filters import RecallFilter, quote, quoted_list, shadow_text, tenant_expression
 from feedbackloop.recall.text import epoch_ms
 from feedbackloop.signals import is_negative, signals_of
 from feedbackloop.store.models import Feedback, Interaction
@@ -35,6 +44,18 @@ log = logging.getLogger(__name__)
 
 CONSISTENCY = "Strong"
 METRIC = "COSINE"
+FEEDBACK = "feedback"
+QUESTION = "question"
+FIELDS = (FEEDBACK, QUESTION)
+# Vector field of each meaning in the one-collection layout.
+VECTOR_FIELD = {FEEDBACK: "vector", QUESTION: "question_vector"}
+QUESTION_COLLECTION_SUFFIX = "_question"
+RRF_K = 60  # Milvus' RRFRanker default
+# Milvus Lite searches its unflushed rows (the memtable) by brute force and only indexes what it
+# flushes, which by default it does at 128 MiB (about 80,000 of these rows): a server that had
+# just ingested a few thousand feedback searched them all row by row until a restart flushed
+# them. Flushing every this many written rows keeps that part of a search small.
+LITE_FLUSH_ROWS = 1024
 # Milvus caps offset + limit of one query at 16,384 rows; pages stay under that.
 QUERY_PAGE = 4096
 MAX_TOP_K = 1024
@@ -80,16 +101,26 @@ class IndexRow:
     source: str = ""
     occurred_at: int = 0  # epoch milliseconds
     negative: bool = False
+    # The question-side vector; None: the same as `vector` (a row with no question of its own).
+    question_vector: Sequence[float] | np.ndarray | None = None
+    has_question: bool = False
 
     @classmethod
     def from_feedback(
-        cls, feedback: Feedback, interaction: Interaction | None, vector: Sequence[float] | np.ndarray
+        cls,
+        feedback: Feedback,
+        interaction: Interaction | None,
+        vector: Sequence[float] | np.ndarray,
+        question_vector: Sequence[float] | np.ndarray | None = None,
+        has_question: bool = False,
     ) -> IndexRow:
         """The row for a stored feedback; metadata the feedback lacks comes from its interaction."""
         return cls(
             id=feedback.id,
             project_id=feedback.project_id,
             vector=vector,
+            question_vector=question_vector,
+            has_question=has_question,
             signals=signals_of(feedback),
             categories=feedback.category_names,
             model_version=interaction.model_version if interaction else "",
@@ -100,16 +131,41 @@ class IndexRow:
             negative=is_negative(feedback),
         )
 
-    def to_entity(self, dim: int) -> dict[str, Any]:
-        vector = np.asarray(self.vector, dtype=np.float32).reshape(-1)
+    def question(self) -> np.ndarray:
+        return _checked(self.vector if self.question_vector is None else self.question_vector)
+
+    def to_entity(self, dim: int, layout: str = "multi") -> dict[str, Any]:
+        """The row as Milvus stores it in `layout` (`multi`, `split` or `legacy`, see FeedbackIndex)."""
+        vector = _checked(self.vector)
         if vector.shape[0] != dim:
             raise ValueError(f"feedback {self.id}: vector has {vector.shape[0]} dimensions, index has {dim}")
         if not self.id or not self.project_id:
             raise ValueError("an index row needs an id and a project_id")
+        entity = self._scalars()
+        entity["vector"] = vector.tolist()
+        if layout != "legacy":
+            entity["has_question"] = bool(self.has_question)
+        if layout == "multi":
+            question = self.question()
+            if question.shape[0] != dim:
+                raise ValueError(f"feedback {self.id}: question vector has {question.shape[0]} dimensions")
+            entity["question_vector"] = question.tolist()
+        return entity
+
+    def to_question_entity(self, dim: int) -> dict[str, Any]:
+        """The row of the companion question collection (the `split` layout)."""
+        question = self.question()
+        if question.shape[0] != dim:
+            raise ValueError(f"feedback {self.id}: question vector has {question.shape[0]} dimensions")
+        entity = self._scalars()
+        entity["vector"] = question.tolist()
+        entity["has_question"] = bool(self.has_question)
+        return entity
+
+    def _scalars(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "project_id": self.project_id,
-            "vector": vector.tolist(),
             # Oversize values are cut, not refused: the row is still worth recalling, and SQL
             # keeps the full value. Dedupe keeps arrays small and the order stable.
             "signals": [s[:SHORT_MAX] for s in dict.fromkeys(self.signals)][:ARRAY_CAPACITY],
@@ -123,6 +179,45 @@ class IndexRow:
             "occurred_at": int(self.occurred_at),
             "negative": bool(self.negative),
         }
+
+
+def _checked(vector: Sequence[float] | np.ndarray) -> np.ndarray:
+    return np.asarray(vector, dtype=np.float32).reshape(-1)
+
+
+def route_limit(top_k: int) -> int:
+    """Candidates each field contributes to a fused search: more than `top_k`, so that a hit
+    ranked fairly on both fields is not cut off by either alone."""
+    return min(MAX_TOP_K, max(2 * top_k, 20))
+
+
+@dataclass(frozen=True)
+class FusedHit:
+    """A hit of a search over both fields: its fused rank score and each field's cosine."""
+
+    id: str
+    score: float  # reciprocal-rank fusion: sum over fields of 1 / (RRF_K + rank)
+    field_scores: dict[str, float]
+
+
+def rrf_merge(ranked: Sequence[Sequence[str]], limit: int, k: int = RRF_K) -> list[tuple[str, float]]:
+    """Reciprocal-rank fusion of ranked id lists, as Milvus' RRFRanker: best first, ties by id."""
+    scores: dict[str, float] = {}
+    for ids in ranked:
+        for rank, fid in enumerate(ids, start=1):
+            scores[fid] = scores.get(fid, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:limit]
+
+
+def _version_tuple(version: str) -> tuple[int, int, int] | None:
+    match = re.search(r"(\d+)\.(\d+)\.(\d+)", version)
+    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+def _server_has_multi_vector(version: str) -> bool:
+    """Several vector fields in one collection, and hybrid_search, came with Milvus 2.4."""
+    parsed = _version_tuple(version)
+    return parsed is None or parsed >= (2, 4, 0)  # unknown (a managed service): assume current
 
 
 def _server_upsert_is_safe(version: str) -> bool:
@@ -141,7 +236,13 @@ def is_lite_uri(uri: str) -> bool:
 
 
 class FeedbackIndex:
-    """The feedback collection in Milvus Lite or a Milvus server."""
+    """The feedback collection in Milvus Lite or a Milvus server.
+
+    `layout` says how the two meanings are stored: `multi` (both vector fields in one
+    collection), `split` (a 2.3 server: question vectors in the companion collection) or
+    `legacy` (a collection of the one-vector layout, found at start: question searches fall back
+    to its one vector until `drop()` and a rebuild, which a full reindex does).
+    """
 
     def __init__(
         self,
@@ -153,9 +254,11 @@ class FeedbackIndex:
         spec: IndexSpec | None = None,
         timeout: float | None = 30.0,
         lite_live_row_cache: bool = True,
+        lite_flush_rows: int = LITE_FLUSH_ROWS,
     ) -> None:
         self.uri = uri
         self.collection = collection
+        self.question_collection = collection + QUESTION_COLLECTION_SUFFIX
         self.spec = spec or IndexSpec()
         self._timeout = timeout
         kwargs: dict[str, Any] = {"uri": uri}
@@ -173,7 +276,12 @@ class FeedbackIndex:
         self._client = MilvusClient(**kwargs)
         self._dim: int | None = None
         self._lock = threading.Lock()
-        self._upsert_safe = self.is_lite or _server_upsert_is_safe(self._server_version())
+        version = "" if self.is_lite else self._server_version()
+        self._upsert_safe = self.is_lite or _server_upsert_is_safe(version)
+        self._multi_vector = self.is_lite or _server_has_multi_vector(version)
+        self._layout: str | None = None
+        self._flush_rows = lite_flush_rows
+        self._unflushed = 0
 
     @classmethod
     def from_settings(cls, settings: Any, spec: IndexSpec | None = None) -> FeedbackIndex:
@@ -190,6 +298,14 @@ class FeedbackIndex:
     @property
     def is_lite(self) -> bool:
         return is_lite_uri(self.uri)
+
+    @property
+    def layout(self) -> str:
+        """`multi`, `split` or `legacy` (see the class docstring); read from Milvus on first use."""
+        if self._layout is None:
+            self._require_dim()
+        assert self._layout is not None
+        return self._layout
 
     def _server_version(self) -> str:
         try:
@@ -213,22 +329,45 @@ class FeedbackIndex:
                         f"gives {dim}: drop and rebuild the index (Reindex) after changing the model"
                     )
                 self._client.load_collection(self.collection, timeout=self._timeout)
+                if self._layout == "split":
+                    self._client.load_collection(self.question_collection, timeout=self._timeout)
             else:
                 self._create(dim)
             self._dim = dim
 
+    def _read_layout(self) -> None:
+        info = self._client.describe_collection(self.collection, timeout=self._timeout)
+        names = {f["name"] for f in info["fields"]}
+        if VECTOR_FIELD[QUESTION] in names:
+            self._layout = "multi"
+        elif "has_question" in names and self._client.has_collection(
+            self.question_collection, timeout=self._timeout
+        ):
+            self._layout = "split"
+        else:
+            self._layout = "legacy"
+            log.warning(
+                "collection %r has the earlier one-vector layout (comment and question in one "
+                "vector): searches by question use that vector; `feedbackloop recall reindex "
+                "--all-projects` rebuilds it with separate feedback and question vectors",
+                self.collection,
+            )
+
     def _existing_dim(self) -> int:
         info = self._client.describe_collection(self.collection, timeout=self._timeout)
+        if self._layout is None:
+            self._read_layout()
         for f in info["fields"]:
             if f["name"] == "vector":
                 return int(f["params"]["dim"])
         raise ValueError(f"collection {self.collection!r} has no vector field: not a feedback collection")
 
-    def _create(self, dim: int) -> None:
+    def _schema(self, dim: int, vector_fields: Sequence[str]) -> Any:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX)
         schema.add_field("project_id", DataType.VARCHAR, max_length=ID_MAX, is_partition_key=True)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        for name in vector_fields:
+            schema.add_field(name, DataType.FLOAT_VECTOR, dim=dim)
         for name in ("signals", "categories"):
             schema.add_field(
                 name,
@@ -244,28 +383,51 @@ class FeedbackIndex:
             schema.add_field(name, DataType.VARCHAR, max_length=SHORT_MAX)
         schema.add_field("occurred_at", DataType.INT64)
         schema.add_field("negative", DataType.BOOL)
+        # False where the feedback has no question of its own (its question vector is then its
+        # feedback vector): question-side searches leave such rows out.
+        schema.add_field("has_question", DataType.BOOL)
+        return schema
+
+    def _create(self, dim: int) -> None:
+        if self._multi_vector:
+            self._create_one(self.collection, dim, list(VECTOR_FIELD.values()))
+            self._layout = "multi"
+        else:
+            self._create_one(self.collection, dim, ["vector"])
+            self._create_one(self.question_collection, dim, ["vector"])
+            self._layout = "split"
+
+    def _create_one(self, name: str, dim: int, vector_fields: Sequence[str]) -> None:
         index_params = self._client.prepare_index_params()
-        index_params.add_index(
-            field_name="vector",
-            index_type=self.spec.index_type,
-            metric_type=METRIC,
-            params=dict(self.spec.build_params),
-        )
+        for field_name in vector_fields:
+            index_params.add_index(
+                field_name=field_name,
+                index_type=self.spec.index_type,
+                metric_type=METRIC,
+                params=dict(self.spec.build_params),
+            )
         self._client.create_collection(
-            self.collection, schema=schema, consistency_level=CONSISTENCY, timeout=self._timeout
+            name,
+            schema=self._schema(dim, vector_fields),
+            consistency_level=CONSISTENCY,
+            timeout=self._timeout,
         )
         # Not waiting for the build (sync=False): the collection is empty, and the wait asks for
         # a timestamp (AllocTimestamp) that Milvus Lite does not implement, which its in-process
         # server logs as an error with a traceback on every creation.
-        self._client.create_index(self.collection, index_params, timeout=self._timeout, sync=False)
-        self._client.load_collection(self.collection, timeout=self._timeout)
+        self._client.create_index(name, index_params, timeout=self._timeout, sync=False)
+        self._client.load_collection(name, timeout=self._timeout)
 
     def drop(self) -> None:
-        """Drop the collection (all projects); `ensure_collection` recreates it empty."""
+        """Drop the collection (all projects; its companion too); `ensure_collection` recreates it
+        empty, in the current layout."""
         with self._lock:
-            if self._client.has_collection(self.collection, timeout=self._timeout):
-                self._client.drop_collection(self.collection, timeout=self._timeout)
+            for name in (self.collection, self.question_collection):
+                if self._client.has_collection(name, timeout=self._timeout):
+                    self._client.drop_collection(name, timeout=self._timeout)
             self._dim = None
+            self._layout = None
+            self._unflushed = 0
 
     def _require_dim(self) -> int:
         if self._dim is None:
@@ -284,22 +446,55 @@ class FeedbackIndex:
         if not rows:
             return 0
         dim = self._require_dim()
-        by_id = {row.id: row.to_entity(dim) for row in rows}  # last one wins within a batch
-        entities = list(by_id.values())
+        layout = self.layout
+        by_id = {row.id: row for row in rows}  # last one wins within a batch
+        self._write(self.collection, [row.to_entity(dim, layout) for row in by_id.values()])
+        if layout == "split":
+            self._write(self.question_collection, [row.to_question_entity(dim) for row in by_id.values()])
+        self._wrote(len(by_id))
+        return len(by_id)
+
+    def _write(self, collection: str, entities: list[dict[str, Any]]) -> None:
         if self._upsert_safe:
-            self._client.upsert(self.collection, entities, timeout=self._timeout)
+            self._client.upsert(collection, entities, timeout=self._timeout)
         else:
-            ids = list(by_id)
-            self._client.delete(self.collection, filter=f"id in {quoted_list(ids)}", timeout=self._timeout)
-            self._client.insert(self.collection, entities, timeout=self._timeout)
-        return len(entities)
+            ids = [entity["id"] for entity in entities]
+            self._client.delete(collection, filter=f"id in {quoted_list(ids)}", timeout=self._timeout)
+            self._client.insert(collection, entities, timeout=self._timeout)
+
+    def _wrote(self, rows: int) -> None:
+        """Flush Milvus Lite every `lite_flush_rows` written rows (see LITE_FLUSH_ROWS)."""
+        if not self.is_lite or self._flush_rows <= 0:
+            return
+        with self._lock:
+            self._unflushed += rows
+            due = self._unflushed >= self._flush_rows
+            if due:
+                self._unflushed = 0
+        if due:
+            # Lite writes the rows to a segment here and indexes it on its background thread.
+            self._client.flush(self.collection, timeout=self._timeout)
 
     def delete(self, project_id: str, ids: Sequence[str]) -> None:
         if ids:
             expr = tenant_expression(project_id) + f" and id in {quoted_list(ids)}"
             self._client.delete(self.collection, filter=expr, timeout=self._timeout)
+            if self.layout == "split":
+                self._client.delete(self.question_collection, filter=expr, timeout=self._timeout)
+            self._wrote(len(ids))
 
     # --- reads ---
+
+    def _target(self, field: str) -> tuple[str, str, bool]:
+        """(collection, vector field, whether to leave out rows without a question) for `field`."""
+        if field not in FIELDS:
+            raise ValueError(f"unknown field {field!r}; one of {', '.join(FIELDS)}")
+        layout = self.layout
+        if field == FEEDBACK or layout == "legacy":
+            return self.collection, "vector", False
+        if layout == "split":
+            return self.question_collection, "vector", True
+        return self.collection, VECTOR_FIELD[QUESTION], True
 
     def search(
         self,
@@ -309,26 +504,21 @@ class FeedbackIndex:
         min_score: float | None = None,
         filter: RecallFilter | None = None,
         exclude_ids: Sequence[str] = (),
+        field: str = FEEDBACK,
     ) -> list[tuple[str, float]]:
-        """Nearest feedback in `project_id` by cosine similarity, best first.
+        """Nearest feedback in `project_id` by cosine similarity on `field`, best first.
 
         `min_score` drops hits below that cosine similarity (applied here, not as a Milvus range
-        search, whose radius semantics differ between Lite and server versions).
+        search, whose radius semantics differ between Lite and server versions). A question-side
+        search leaves out feedback that has no question.
         """
-        if not 1 <= top_k <= MAX_TOP_K:
-            raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}")
-        dim = self._require_dim()
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if query.shape[0] != dim:
-            raise ValueError(f"query vector has {query.shape[0]} dimensions, index has {dim}")
-        expr = self._expr(project_id, filter)
-        if exclude_ids:
-            expr += f" and not (id in {quoted_list(exclude_ids)})"
+        query = self._query(vector, top_k)
+        collection, anns_field, _ = self._target(field)
         result = self._client.search(
-            self.collection,
+            collection,
             data=[query.tolist()],
-            anns_field="vector",
-            filter=expr,
+            anns_field=anns_field,
+            filter=self._field_expr(project_id, filter, exclude_ids, field),
             limit=top_k,
             output_fields=["id"],
             search_params={"metric_type": METRIC, "params": self._search_params(top_k)},
@@ -345,6 +535,93 @@ class FeedbackIndex:
         hits.sort(key=lambda h: (-h[1], h[0]))
         return hits
 
+    def search_both(
+        self,
+        project_id: str,
+        vectors: dict[str, Sequence[float] | np.ndarray],
+        top_k: int = 10,
+        min_score: float | None = None,
+        filter: RecallFilter | None = None,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[FusedHit]:
+        """Nearest feedback on both fields (one query vector per field), fused by reciprocal rank.
+
+        Each field contributes its `route_limit(top_k)` nearest; a hit's `field_scores` are its
+        cosine similarity to each field's query, and `min_score` keeps hits whose better field
+        reaches it. The multi-vector layout asks Milvus (`hybrid_search`, `RRFRanker`); the others
+        merge two searches here with the same formula.
+        """
+        queries = {field: self._query(vectors[field], top_k) for field in FIELDS}
+        limit = route_limit(top_k)
+        if self.layout == "multi":
+            from pymilvus import AnnSearchRequest, RRFRanker
+
+            requests = [
+                AnnSearchRequest(
+                    data=[queries[field].tolist()],
+                    anns_field=VECTOR_FIELD[field],
+                    param={"metric_type": METRIC, "params": self._search_params(limit)},
+                    limit=limit,
+                    expr=self._field_expr(project_id, filter, exclude_ids, field),
+                )
+                for field in FIELDS
+            ]
+            result = self._client.hybrid_search(
+                self.collection,
+                requests,
+                RRFRanker(RRF_K),
+                limit=limit,
+                output_fields=["id"],
+                consistency_level=CONSISTENCY,
+                timeout=self._timeout,
+            )
+            fused = [(str(hit["id"]), float(hit["distance"])) for hit in (result[0] if result else [])]
+            fused.sort(key=lambda h: (-h[1], h[0]))
+        else:
+            ranked = [
+                [
+                    fid
+                    for fid, _ in self.search(
+                        project_id, queries[field], limit, None, filter, exclude_ids, field
+                    )
+                ]
+                for field in FIELDS
+            ]
+            fused = rrf_merge(ranked, limit)
+        ids = [fid for fid, _ in fused]
+        stored = {field: self.fetch_vectors(project_id, ids, field) for field in FIELDS}
+        hits: list[FusedHit] = []
+        for fid, score in fused:
+            if fid not in stored[FEEDBACK]:
+                continue  # deleted between the search and the read
+            scores = {
+                field: float(np.dot(stored[field].get(fid, stored[FEEDBACK][fid]), queries[field]))
+                for field in FIELDS
+            }
+            if min_score is not None and max(scores.values()) < min_score:
+                continue
+            hits.append(FusedHit(fid, score, scores))
+        return hits[:top_k]
+
+    def _query(self, vector: Sequence[float] | np.ndarray, top_k: int) -> np.ndarray:
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}")
+        dim = self._require_dim()
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if query.shape[0] != dim:
+            raise ValueError(f"query vector has {query.shape[0]} dimensions, index has {dim}")
+        return query
+
+    def _field_expr(
+        self, project_id: str, recall_filter: RecallFilter | None, exclude_ids: Sequence[str], field: str
+    ) -> str:
+        expr = self._expr(project_id, recall_filter)
+        if exclude_ids:
+            expr += f" and not (id in {quoted_list(exclude_ids)})"
+        if self._target(field)[2]:
+            expr += " and has_question == true"
+        return expr
+
     def _expr(self, project_id: str, recall_filter: RecallFilter | None) -> str:
         # Lite: shadow columns (vectorized LIKE); a server evaluates array_contains natively and
         # a 2.3 server's LIKE only matches prefixes, so it keeps the ARRAY form.
@@ -356,27 +633,31 @@ class FeedbackIndex:
             params["ef"] = max(int(params["ef"]), top_k)  # HNSW requires ef >= k
         return params
 
-    def fetch_vectors(self, project_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """Vectors of the given feedback ids that belong to `project_id` (others are absent).
+    def fetch_vectors(
+        self, project_id: str, ids: Sequence[str], field: str = FEEDBACK
+    ) -> dict[str, np.ndarray]:
+        """Vectors (of `field`) of the given feedback ids that belong to `project_id` (others are
+        absent).
 
         A primary-key `get`, not a filtered `query`: Milvus Lite answers the first from its key
         index in about a millisecond and the second by scanning every row. The project check
         happens here on the returned rows, so another tenant's id yields nothing.
         """
+        collection, vector_field, _ = self._target(field)
         out: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), QUERY_PAGE):
             chunk = unique[start : start + QUERY_PAGE]
             rows = self._client.get(
-                self.collection,
+                collection,
                 ids=chunk,
-                output_fields=["id", "project_id", "vector"],
+                output_fields=["id", "project_id", vector_field],
                 timeout=self._timeout,
                 consistency_level=CONSISTENCY,
             )
             for row in rows:
                 if row.get("project_id") == project_id:
-                    out[str(row["id"])] = np.asarray(row["vector"], dtype=np.float32)
+                    out[str(row["id"])] = np.asarray(row[vector_field], dtype=np.float32)
         return out
 
     def query_ids(self, project_id: str, filter: RecallFilter | None = None, limit: int = 1000) -> list[str]:
@@ -418,6 +699,18 @@ class FeedbackIndex:
                     yield str(row["id"]), np.asarray(row["vector"], dtype=np.float32)
         finally:
             iterator.close()
+
+    def holds_only(self, project_id: str) -> bool:
+        """Whether every vector in the collection belongs to `project_id` (or there are none)."""
+        rows = self._client.query(
+            self.collection,
+            filter=f"project_id != {quote(project_id)}",
+            output_fields=["id"],
+            limit=1,
+            consistency_level=CONSISTENCY,
+            timeout=self._timeout,
+        )
+        return not rows
 
     def exists(self) -> bool:
         """Whether the collection is there (it may have been dropped or lost under us)."""

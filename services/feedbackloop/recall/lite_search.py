@@ -125,6 +125,10 @@ class _SearchMasks:
     def newest_seq(self, pk: Any) -> int | None:
         return self._live.newest_seq.get(pk)
 
+    def known_keys(self) -> dict[Any, int]:
+        """The keys that have a row in the segments (a mapping: membership tests only)."""
+        return self._live.newest_seq
+
     def kill_if_older(self, pk: Any, seq: int) -> None:
         """A write or delete with `seq` hides the segment rows of `pk` that are older."""
         newest = self._live.newest_seq.get(pk)
@@ -171,8 +175,8 @@ def execute_search_with_index(
     in_scope = tuple(
         seg for seg in segments if seg.num_rows > 0 and (wanted is None or seg.partition in wanted)
     )
-    mt_pks, mt_seqs, mt_vectors, mt_refs, mt_table = memtable.to_search_snapshot(
-        vector_field=vector_field, partition_names=partition_names, include_table=compiled_filter is not None
+    mt_pks, mt_seqs, mt_vectors, mt_refs, mt_table, mt_units = memtable_snapshot(
+        memtable, vector_field, partition_names, include_table=compiled_filter is not None
     )
     if not in_scope and not mt_pks:
         return [[] for _ in range(nq)]
@@ -185,8 +189,16 @@ def execute_search_with_index(
     for pk, (seq, _partition) in unflushed_deletes.items():
         masks.kill_if_older(pk, seq)
 
-    mt_live = np.zeros(len(mt_pks), dtype=bool)
-    for row, (pk, seq) in enumerate(zip(mt_pks, mt_seqs.tolist(), strict=True)):
+    # A memtable row is live unless a segment row, a tombstone or an unflushed delete of its key
+    # is newer; only the rows whose key appears in one of those need looking at.
+    mt_live = np.ones(len(mt_pks), dtype=bool)
+    known = masks.known_keys()
+    touched = [
+        row for row, pk in enumerate(mt_pks) if pk in known or pk in tombstones or pk in unflushed_deletes
+    ]
+    seqs = mt_seqs.tolist() if touched else []
+    for row in touched:
+        pk, seq = mt_pks[row], seqs[row]
         masks.kill_if_older(pk, seq)
         newest = masks.newest_seq(pk)
         deleted_at = unflushed_deletes.get(pk, (-1, None))[0]
@@ -203,12 +215,18 @@ def execute_search_with_index(
         if valid_vectors is not None:
             live = live & valid_vectors
         index = seg.indexes.get(vector_field)
+        if index is None:
+            index = _unindexed.brute_force(seg, vector_field, vectors, metric_type)
         _collect(candidates, seg_index, live, vectors, index, queries, top_k, metric_type, search_params)
+    _unindexed.keep_only(in_scope, vector_field)
     if mt_pks:
         if mt_table is not None:
             mt_live &= evaluate_mask(compiled_filter, mt_table).astype(bool)
         source = len(in_scope)
-        _collect(candidates, source, mt_live, mt_vectors, None, queries, top_k, metric_type, search_params)
+        mt_index = _UnitBruteForce(mt_units) if mt_units is not None and metric_type == "COSINE" else None
+        _collect(
+            candidates, source, mt_live, mt_vectors, mt_index, queries, top_k, metric_type, search_params
+        )
 
     project = _projection(project_record_fn, output_fields, pk_field, vector_field)
     results: list[list[dict[str, Any]]] = []
@@ -225,6 +243,238 @@ def execute_search_with_index(
             hits.append({"id": pk, "distance": distance, "entity": project(record)})
         results.append(hits)
     return results
+
+
+class _MemtableVectors:
+    """One memtable's insert batches as NumPy arrays, converted once per batch.
+
+    Lite's own snapshot turns every live memtable row's vector into a Python list and back on
+    every search (about 25 µs a row): with a few thousand rows not yet flushed, which is what a
+    server holds after it has just ingested them, that was most of a search. Insert batches are
+    immutable and only ever appended, so their vectors, keys and partitions are read once.
+    """
+
+    def __init__(self, memtable: Any) -> None:
+        self.memtable = memtable  # held so that the id in the cache key stays its own
+        self.batches: list[Any] = []
+        self.vectors: dict[str, list[np.ndarray]] = {}
+        self.partitions: list[np.ndarray] = []
+        self.offsets: list[int] = [0]
+        self._stacked: dict[str, tuple[int, np.ndarray]] = {}
+        self._units: dict[str, tuple[int, np.ndarray]] = {}
+        self._scalars: tuple[int, Any] | None = None
+
+    def extend(self, batches: Sequence[Any]) -> None:
+        for batch in batches[len(self.batches) :]:
+            self.batches.append(batch)
+            self.partitions.append(np.asarray(batch.column("_partition").to_numpy(zero_copy_only=False)))
+            self.offsets.append(self.offsets[-1] + batch.num_rows)
+        for field_name, converted in self.vectors.items():
+            for batch in self.batches[len(converted) :]:
+                converted.append(_batch_vectors(batch, field_name))
+
+    def stacked(self, field_name: str) -> np.ndarray:
+        """Every batch's vectors of `field_name`, one matrix, rows in batch order."""
+        converted = self.vectors.setdefault(field_name, [])
+        for batch in self.batches[len(converted) :]:
+            converted.append(_batch_vectors(batch, field_name))
+        cached = self._stacked.get(field_name)
+        if cached is None or cached[0] != len(converted):
+            cached = (
+                len(converted),
+                np.concatenate(converted) if converted else np.zeros((0, 0), np.float32),
+            )
+            self._stacked[field_name] = cached
+        return cached[1]
+
+    def units(self, field_name: str) -> np.ndarray:
+        """`stacked(field_name)` scaled to unit length (what a cosine brute force compares)."""
+        stacked = self.stacked(field_name)
+        cached = self._units.get(field_name)
+        if cached is None or cached[0] != len(self.batches):
+            cached = (len(self.batches), unit_rows(stacked))
+            self._units[field_name] = cached
+        return cached[1]
+
+    def scalars(self) -> Any:
+        """The batches as one table without vector or WAL columns: what a filter reads.
+
+        Lite's snapshot copies the vectors into the table it filters too; a filter never reads them.
+        """
+        import pyarrow as pa  # type: ignore[import-untyped]
+
+        if self._scalars is None or self._scalars[0] != len(self.batches):
+            table = pa.Table.from_batches(self.batches)
+            drop = [
+                name
+                for name, kind in zip(table.column_names, table.schema.types, strict=True)
+                if name == "_partition" or pa.types.is_fixed_size_list(kind)
+            ]
+            self._scalars = (len(self.batches), table.drop(drop))
+        return self._scalars[1]
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length as Lite's cosine distance scales them (zero rows kept at zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1.0, norms)
+
+
+def _batch_vectors(batch: Any, field_name: str) -> np.ndarray:
+    column = batch.column(field_name)
+    if column.null_count:
+        raise _NullVectors
+    width = column.type.list_size
+    return np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, width)
+
+
+class _NullVectors(Exception):
+    """A batch with null vectors: Lite's own snapshot handles those (as zero vectors)."""
+
+
+_memtables_lock = threading.Lock()
+_memtables: dict[int, _MemtableVectors] = {}
+
+
+def memtable_snapshot(
+    memtable: Any, vector_field: str, partition_names: list[str] | None, include_table: bool
+) -> tuple[list[Any], np.ndarray, np.ndarray, list[tuple[int, int]], Any, np.ndarray | None]:
+    """`memtable.to_search_snapshot(...)`, the same rows in the same order, from arrays, and the
+    rows' unit vectors (None where Lite's own snapshot had to be used).
+
+    The key walk stays (its order is the stock executor's candidate order), but each row costs a
+    dictionary step instead of a list conversion of its vector. The filter table holds the
+    scalar columns only.
+    """
+    import pyarrow as pa
+
+    with memtable._lock:  # the lock Lite's own snapshot takes: batches and keys agree
+        batches = tuple(memtable._insert_batches)
+        positions = list(memtable._pk_index.items())
+    with _memtables_lock:
+        converted = _memtables.get(id(memtable))
+        if converted is None:
+            # A flush swaps in a new memtable; the old one's arrays go with it.
+            _memtables.clear()
+            converted = _memtables[id(memtable)] = _MemtableVectors(memtable)
+        try:
+            converted.extend(batches)
+            vectors_all = converted.stacked(vector_field) if positions else None
+            units_all = converted.units(vector_field) if positions else None
+        except _NullVectors:
+            pks_, seqs_, vectors_, refs_, table_ = memtable.to_search_snapshot(
+                vector_field=vector_field, partition_names=partition_names, include_table=include_table
+            )
+            return pks_, seqs_, vectors_, refs_, table_, None
+        offsets = np.asarray(converted.offsets, dtype=np.int64)
+        partitions = converted.partitions
+        scalars = converted.scalars() if include_table and positions else None
+    pks = [pk for pk, _ in positions]
+    batch_of = np.fromiter((p[0] for _, p in positions), dtype=np.int64, count=len(positions))
+    row_of = np.fromiter((p[1] for _, p in positions), dtype=np.int64, count=len(positions))
+    seqs = np.fromiter((p[2] for _, p in positions), dtype=np.uint64, count=len(positions))
+    if partition_names is not None and positions:
+        wanted = set(partition_names)
+        keep = np.fromiter(
+            (partitions[b][r] in wanted for b, r in zip(batch_of.tolist(), row_of.tolist(), strict=True)),
+            dtype=bool,
+            count=len(positions),
+        )
+        if not keep.all():
+            pks = [pk for pk, k in zip(pks, keep.tolist(), strict=True) if k]
+            batch_of, row_of, seqs = batch_of[keep], row_of[keep], seqs[keep]
+    flat = offsets[batch_of] + row_of
+    refs = list(zip(batch_of.tolist(), row_of.tolist(), strict=True))
+    vectors = (
+        vectors_all[flat] if vectors_all is not None and len(pks) else np.zeros((0, 0), dtype=np.float32)
+    )
+    units = units_all[flat] if units_all is not None and len(pks) else None
+    table = None
+    if include_table:
+        if not len(pks) or scalars is None:
+            table = memtable._data_schema.empty_table()
+        else:
+            table = scalars.take(pa.array(flat, type=pa.int64()))
+    return pks, seqs, vectors, refs, table, units
+
+
+class _UnitBruteForce:
+    """Lite's `BruteForceIndex` for COSINE over rows already scaled to unit length.
+
+    Lite's brute force rescales every candidate row on every search; the same arithmetic done
+    once gives the same distances (each row is scaled on its own), so the answers stay equal.
+    """
+
+    def __init__(self, units: np.ndarray) -> None:
+        self._units = units
+
+    def search(
+        self,
+        queries: np.ndarray,
+        top_k: int,
+        valid_mask: np.ndarray | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        nq = int(queries.shape[0])
+        result_ids = np.full((nq, top_k), -1, dtype=np.int64)
+        result_dists = np.full((nq, top_k), np.inf, dtype=np.float32)
+        n = int(self._units.shape[0])
+        valid = np.arange(n, dtype=np.int64) if valid_mask is None else np.flatnonzero(valid_mask)
+        if n == 0 or top_k <= 0 or valid.size == 0:
+            return result_ids, result_dists
+        candidates = self._units if valid_mask is None else self._units[valid]
+        q_norms = np.linalg.norm(queries, axis=1, keepdims=True)
+        q_unit = queries / np.where(q_norms == 0, 1.0, q_norms)
+        all_dists = np.maximum(1.0 - q_unit @ candidates.T, 0.0)
+        k = min(top_k, valid.size)
+        for q in range(nq):
+            dists = all_dists[q]
+            if k < valid.size:
+                part = np.argpartition(dists, k - 1)[:k]
+                order = part[np.argsort(dists[part])]
+            else:
+                order = np.argsort(dists)
+            chosen = order[:k]
+            result_ids[q, :k] = valid[chosen]
+            result_dists[q, :k] = dists[chosen]
+        return result_ids, result_dists
+
+
+class _UnindexedSegments:
+    """Unit vectors of segments Lite has flushed but not yet indexed, kept until it has.
+
+    Lite builds a new segment's index on a background thread, and compaction replaces small
+    indexed segments by a merged one that is brute-forced until its own index is built.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[int, str], tuple[Any, _UnitBruteForce]] = {}
+
+    def brute_force(self, segment: Any, field_name: str, vectors: np.ndarray, metric_type: str) -> Any:
+        if metric_type != "COSINE":
+            return None  # `_collect` falls back to Lite's own brute force
+        key = (id(segment), field_name)
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or entry[0] is not segment:
+            entry = (segment, _UnitBruteForce(unit_rows(np.asarray(vectors, dtype=np.float32))))
+            with self._lock:
+                self._entries[key] = entry
+        return entry[1]
+
+    def keep_only(self, segments: Sequence[Any], field_name: str) -> None:
+        """Forget segments that are gone or indexed (searched without `brute_force` now)."""
+        with self._lock:
+            if not self._entries:
+                return
+            current = {id(seg): seg for seg in segments if seg.indexes.get(field_name) is None}
+            for key, (segment, _) in list(self._entries.items()):
+                if key[1] == field_name and current.get(key[0]) is not segment:
+                    del self._entries[key]
+
+
+_unindexed = _UnindexedSegments()
 
 
 def _collect(

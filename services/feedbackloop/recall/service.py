@@ -23,8 +23,16 @@ from feedbackloop.errors import InvalidArgument, Unavailable
 from feedbackloop.ingestion import repository
 from feedbackloop.recall.embedder import Embedder
 from feedbackloop.recall.filters import RecallFilter
-from feedbackloop.recall.index import FeedbackIndex, IndexRow, is_lite_uri
-from feedbackloop.recall.text import feedback_text
+from feedbackloop.recall.index import (
+    FEEDBACK,
+    FIELDS,
+    QUESTION,
+    FeedbackIndex,
+    FusedHit,
+    IndexRow,
+    is_lite_uri,
+)
+from feedbackloop.recall.text import EmbeddedTexts, embedded_texts
 from feedbackloop.store.db import Database
 from feedbackloop.store.lookups import feedback_by_ids
 from feedbackloop.store.models import Feedback
@@ -40,6 +48,46 @@ REINDEX_BATCH = 256
 class Hit:
     feedback: Feedback
     score: float
+    # Each field's cosine similarity, for a search over both fields (`score` is then the fused rank).
+    field_scores: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class EmbeddedBatch:
+    """A batch's two vectors per feedback (rows in the batch's order) and the texts behind them."""
+
+    texts: list[EmbeddedTexts]
+    feedback: np.ndarray
+    question: np.ndarray
+
+
+# How a search compares: the feedback field, the question field, or both fused.
+MODE_FEEDBACK = FEEDBACK
+MODE_QUESTION = QUESTION
+MODE_BOTH = "both"
+MODES = (MODE_FEEDBACK, MODE_QUESTION, MODE_BOTH)
+
+
+@dataclass(frozen=True)
+class Similar:
+    """A SearchSimilar answer: the hits, the mode that ran and the text embedded for the query."""
+
+    hits: list[Hit]
+    mode: str
+    query_text: str
+
+
+@dataclass(frozen=True)
+class FeedbackQuery:
+    """What a search by feedback id compares with: the feedback, its texts and stored vectors."""
+
+    feedback: Feedback
+    texts: EmbeddedTexts
+    vectors: dict[str, np.ndarray]
+
+    def default_mode(self) -> str:
+        """The feedback field when the feedback has words, else the question field."""
+        return MODE_FEEDBACK if self.texts.worded else MODE_QUESTION
 
 
 class Recall:
@@ -96,11 +144,25 @@ class Recall:
         with tracer().start_as_current_span("milvus.upsert", attributes={"recall.batch_size": len(feedback)}):
             return self.upsert_feedback(feedback, vectors)
 
-    def embed_feedback(self, feedback: Sequence[Feedback]) -> np.ndarray:
-        return self.embedder.encode([feedback_text(f, f.interaction) for f in feedback])
+    def embed_feedback(self, feedback: Sequence[Feedback]) -> EmbeddedBatch:
+        """Both texts of every feedback, with one model call; a text that occurs more than once
+        in the batch (a question asked in many sessions, or the question a wordless feedback
+        uses as its own text) is embedded once."""
+        texts = [embedded_texts(f, f.interaction) for f in feedback]
+        unique = list(dict.fromkeys(t for pair in texts for t in (pair.feedback, pair.question)))
+        encoded = self.embedder.encode(unique)
+        row = {text: n for n, text in enumerate(unique)}
+        return EmbeddedBatch(
+            texts=texts,
+            feedback=encoded[[row[t.feedback] for t in texts]] if texts else encoded,
+            question=encoded[[row[t.question] for t in texts]] if texts else encoded,
+        )
 
-    def upsert_feedback(self, feedback: Sequence[Feedback], vectors: np.ndarray) -> int:
-        rows = [IndexRow.from_feedback(f, f.interaction, v) for f, v in zip(feedback, vectors, strict=True)]
+    def upsert_feedback(self, feedback: Sequence[Feedback], vectors: EmbeddedBatch) -> int:
+        rows = [
+            IndexRow.from_feedback(f, f.interaction, v, q, t.has_question)
+            for f, v, q, t in zip(feedback, vectors.feedback, vectors.question, vectors.texts, strict=True)
+        ]
         try:
             return self.index.upsert(rows)
         except Exception:
@@ -125,12 +187,29 @@ class Recall:
         index = self.index
         # The collection may have been dropped under the open client (the case reindex repairs).
         index.ensure_collection(self.embedder.dimension)
+        if index.layout == "legacy":
+            self._migrate_layout(index, project_id)
         stale = index.query_ids(project_id, limit=16_384)
         while stale:
             index.delete(project_id, stale)
             stale = index.query_ids(project_id, limit=16_384)
         yield 0, total
         yield from self._index_ids(ids, 0, total)
+
+    def _migrate_layout(self, index: FeedbackIndex, project_id: str) -> None:
+        """Rebuild a collection of the one-vector layout in the current one, when it holds this
+        project's vectors alone (the rebuild that follows then restores everything it held).
+        Other projects' vectors would be lost with it: that takes a full reindex."""
+        if index.holds_only(project_id):
+            log.info("recall: rebuilding collection %r with feedback and question vectors", index.collection)
+            index.drop()
+            index.ensure_collection(self.embedder.dimension)
+        else:
+            log.warning(
+                "recall: collection %r keeps its one-vector layout: it holds other projects' vectors "
+                "too; `feedbackloop recall reindex --all-projects` rebuilds it for every project",
+                index.collection,
+            )
 
     def reindex_all(self) -> Iterator[tuple[str, int, int]]:
         """Drop the whole collection and rebuild every project's vectors; yields (project, done, total).
@@ -181,18 +260,69 @@ class Recall:
             return np.asarray(self.embedder.encode([text])[0])
 
     def query_vector_for_feedback(self, project_id: str, feedback_id: str) -> tuple[np.ndarray, Feedback]:
+        """The feedback-field vector of a stored feedback (what aggregates compare with)."""
+        query = self.query_for_feedback(project_id, feedback_id)
+        return query.vectors[FEEDBACK], query.feedback
+
+    def query_for_feedback(self, project_id: str, feedback_id: str) -> FeedbackQuery:
+        """A stored feedback's texts and both vectors, from the index (else embedded now)."""
         feedback = repository.get_feedback(self.db, project_id, feedback_id)
+        texts = embedded_texts(feedback, feedback.interaction)
         # Linked to the trace ingestion stored for that feedback, so the search shows up from
         # the complaint's own trace (and the complaint from the search's).
         with tracer().start_as_current_span("milvus.fetch_vector", links=_links_to(feedback)):
-            stored = self.index.fetch_vectors(project_id, [feedback_id]).get(feedback_id)
-        if stored is not None:
-            return stored, feedback
+            stored = {field: self.index.fetch_vectors(project_id, [feedback_id], field) for field in FIELDS}
+        if all(feedback_id in stored[field] for field in FIELDS):
+            return FeedbackQuery(feedback, texts, {field: stored[field][feedback_id] for field in FIELDS})
         # Not indexed yet (the pipeline is behind): embed it now, the same way the pipeline will.
         with tracer().start_as_current_span("recall.embed_query"):
-            return np.asarray(
-                self.embedder.encode([feedback_text(feedback, feedback.interaction)])[0]
-            ), feedback
+            encoded = self.embed_feedback([feedback])
+        return FeedbackQuery(feedback, texts, {FEEDBACK: encoded.feedback[0], QUESTION: encoded.question[0]})
+
+    def similar(
+        self,
+        project_id: str,
+        *,
+        text: str | None = None,
+        feedback_id: str | None = None,
+        mode: str | None = None,
+        top_k: int,
+        min_score: float | None,
+        recall_filter: RecallFilter | None,
+    ) -> Similar:
+        """SearchSimilar: by `text` or by a stored `feedback_id` (left out of the hits), in `mode`
+        (one of MODES; None picks the feedback field for a text, and for an id the feedback field
+        when that feedback has words, else the question field)."""
+        if mode is not None and mode not in MODES:
+            raise InvalidArgument.single("mode", f"unknown mode {mode!r}; one of {', '.join(MODES)}")
+        if text is not None:
+            vector = self.query_vector_for_text(text)
+            chosen = mode or MODE_FEEDBACK
+            vectors = {FEEDBACK: vector, QUESTION: vector}
+            exclude: list[str] = []
+            query_text = text
+        elif feedback_id is not None:
+            query = self.query_for_feedback(project_id, feedback_id)
+            chosen = mode or query.default_mode()
+            vectors = query.vectors
+            exclude = [feedback_id]
+            query_text = {
+                MODE_FEEDBACK: query.texts.feedback,
+                MODE_QUESTION: query.texts.question,
+                MODE_BOTH: "\n".join(dict.fromkeys((query.texts.feedback, query.texts.question))),
+            }[chosen]
+        else:
+            raise InvalidArgument.single("query", "set either text or feedback_id")
+        hits = self.search_mode(
+            project_id,
+            vectors,
+            chosen,
+            top_k=top_k,
+            min_score=min_score,
+            recall_filter=recall_filter,
+            exclude_ids=exclude,
+        )
+        return Similar(hits, chosen, query_text)
 
     def search(
         self,
@@ -203,7 +333,9 @@ class Recall:
         min_score: float | None,
         recall_filter: RecallFilter | None,
         exclude_ids: Sequence[str] = (),
+        field: str = FEEDBACK,
     ) -> list[Hit]:
+        """Nearest stored feedback on one field (`feedback` or `question`)."""
         with tracer().start_as_current_span("milvus.search", attributes={"recall.top_k": top_k}):
             matches = self.index.search(
                 project_id,
@@ -212,11 +344,50 @@ class Recall:
                 min_score=min_score,
                 filter=recall_filter,
                 exclude_ids=exclude_ids,
+                field=field,
             )
+        return self._hydrate(project_id, [(fid, score, None) for fid, score in matches])
+
+    def search_mode(
+        self,
+        project_id: str,
+        vectors: dict[str, np.ndarray],
+        mode: str,
+        *,
+        top_k: int,
+        min_score: float | None,
+        recall_filter: RecallFilter | None,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[Hit]:
+        """Nearest stored feedback in `mode` (one of MODES), with one query vector per field."""
+        if mode != MODE_BOTH:
+            return self.search(
+                project_id,
+                vectors[mode],
+                top_k=top_k,
+                min_score=min_score,
+                recall_filter=recall_filter,
+                exclude_ids=exclude_ids,
+                field=mode,
+            )
+        with tracer().start_as_current_span("milvus.hybrid_search", attributes={"recall.top_k": top_k}):
+            fused: list[FusedHit] = self.index.search_both(
+                project_id,
+                dict(vectors),
+                top_k=top_k,
+                min_score=min_score,
+                filter=recall_filter,
+                exclude_ids=exclude_ids,
+            )
+        return self._hydrate(project_id, [(h.id, h.score, h.field_scores) for h in fused])
+
+    def _hydrate(
+        self, project_id: str, matches: list[tuple[str, float, dict[str, float] | None]]
+    ) -> list[Hit]:
         with tracer().start_as_current_span("store.hydrate"):
-            rows = repository.get_feedback_many(self.db, project_id, [fid for fid, _ in matches])
+            rows = repository.get_feedback_many(self.db, project_id, [fid for fid, _, _ in matches])
         # An id Milvus knows but SQL does not (a deleted row) is skipped: SQL is the truth.
-        return [Hit(rows[fid], score) for fid, score in matches if fid in rows]
+        return [Hit(rows[fid], score, scores) for fid, score, scores in matches if fid in rows]
 
     def window_vectors(
         self, project_id: str, recall_filter: RecallFilter, start: datetime, end: datetime

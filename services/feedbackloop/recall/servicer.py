@@ -17,7 +17,7 @@ from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_pro
 from feedbackloop.ingestion.servicer import feedback_query_from
 from feedbackloop.recall.clustering import DEFAULT_THRESHOLD, top_issues
 from feedbackloop.recall.filters import FilterError, RecallFilter
-from feedbackloop.recall.service import MAX_TOP_K, Recall
+from feedbackloop.recall.service import MAX_TOP_K, MODE_BOTH, MODE_FEEDBACK, MODE_QUESTION, Recall
 from feedbackloop.recall.text import feedback_text
 from feedbackloop.store.lookups import categories_by_ids, feedback_by_ids
 from feedbackloop.telemetry import tracer
@@ -30,6 +30,14 @@ REQUIRED_SCOPES = {
     SERVICE + "Reindex": Scope.ADMIN,
 }
 DEFAULT_TOP_K = 10
+# None: the service picks (the feedback field for a text, by the feedback's words for an id).
+SEARCH_MODES: dict[recall_pb2.SearchMode, str | None] = {
+    recall_pb2.SEARCH_MODE_UNSPECIFIED: None,
+    recall_pb2.SEARCH_MODE_FEEDBACK: MODE_FEEDBACK,
+    recall_pb2.SEARCH_MODE_QUESTION: MODE_QUESTION,
+    recall_pb2.SEARCH_MODE_BOTH: MODE_BOTH,
+}
+MODE_TO_PROTO = {mode: number for number, mode in SEARCH_MODES.items() if mode is not None}
 DEFAULT_MIN_SIMILARITY = DEFAULT_THRESHOLD  # tuned on tests/testdata/recall/labeled_feedback.yaml
 DEFAULT_MIN_SIZE = 2
 DEFAULT_MAX_ISSUES = 10
@@ -98,27 +106,27 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
             v.add("text", "must not be empty")
         elif which == "feedback_id":
             fields.identifier(v, "feedback_id", request.feedback_id, required=True)
+        if request.mode not in SEARCH_MODES:
+            v.add("mode", f"unknown value {request.mode}; one of {', '.join(recall_pb2.SearchMode.keys())}")
         v.raise_if_any()
         recall_filter = recall_filter_from(request.filter)
-        exclude: list[str] = []
-        if which == "text":
-            query_text = request.text
-            vector = self._recall.query_vector_for_text(request.text)
-        else:
-            vector, source = self._recall.query_vector_for_feedback(project, request.feedback_id)
-            query_text = feedback_text(source, source.interaction)
-            exclude = [request.feedback_id]
-        hits = self._recall.search(
+        found = self._recall.similar(
             project,
-            vector,
+            text=request.text if which == "text" else None,
+            feedback_id=request.feedback_id if which == "feedback_id" else None,
+            mode=SEARCH_MODES[request.mode],
             top_k=top_k,
             min_score=request.min_score or None,
             recall_filter=recall_filter,
-            exclude_ids=exclude,
         )
-        response = recall_pb2.SearchSimilarResponse(query_text=query_text)
-        for hit in hits:
+        response = recall_pb2.SearchSimilarResponse(
+            query_text=found.query_text, mode=MODE_TO_PROTO[found.mode]
+        )
+        for hit in found.hits:
             item = response.hits.add(score=hit.score, feedback=feedback_to_proto(hit.feedback))
+            if hit.field_scores is not None:
+                item.feedback_score = hit.field_scores[MODE_FEEDBACK]
+                item.question_score = hit.field_scores[MODE_QUESTION]
             if hit.feedback.interaction is not None:
                 item.interaction.CopyFrom(interaction_to_proto(hit.feedback.interaction))
         return response

@@ -1,27 +1,36 @@
-"""The text embedded for one feedback event, and the scalar metadata indexed beside it.
+"""The texts embedded for one feedback event, and the scalar metadata indexed beside it.
 
-What goes into the embedded text, in this fixed order (absent parts are left out):
+Each feedback is embedded twice, as two separately searchable meanings (two vector fields of the
+Milvus collection, `recall.index`):
 
-1. ``<comment>``, unlabeled — the user's own words are the strongest signal of the cause. No
-   label: a constant prefix on every row pulls all vectors together. On the labeled test data a
-   ``Feedback: `` label lowered the texts with a same-cause majority among their 5 neighbours
-   from 83% to 80% and made TopIssues merge unrelated causes; and a free-text query (which
-   carries no label) matches an unlabeled comment directly.
-2. ``Correction: <correction>`` — what the answer should have said; it names the fault's topic.
-3. ``Categories: <words>`` — picked categories rendered as words (``wrong_tone`` -> ``wrong tone``)
+**feedback**: what the user wrote, in this fixed order (absent parts are left out):
+
+1. ``<comment>``, unlabeled: the user's own words are the strongest signal of the cause. No
+   label: a constant prefix on every row pulls all vectors together, and a free-text query
+   (which carries no label) matches an unlabeled comment directly.
+2. ``Correction: <correction>``: what the answer should have said; it names the fault's topic.
+3. ``Categories: <words>``: picked categories rendered as words (``wrong_tone`` -> ``wrong tone``)
    so that a category-only feedback lands near comments that describe the same problem.
-4. ``User edited answer to: <text>`` / ``User rephrased question: <text>`` — implicit edit and
+4. ``User edited answer to: <text>`` / ``User rephrased question: <text>``: implicit edit and
    rephrase texts, which carry what the user actually wanted.
-5. ``Question: <excerpt>`` — the first 300 characters of the user's last input message. A bare
-   thumbs-down has no words of its own; with this it still lands near feedback on similar
-   questions, and for worded feedback it adds topic without drowning the comment (it comes last
-   and is short, and MiniLM truncates at 256 word pieces, so the feedback's own words come first).
+
+**question**: the first 300 characters of the user's last input message, unlabeled.
+
+Kept apart because one blended string (the comment followed by ``Question: <excerpt>``) pulled
+feedback whose questions looked alike together whatever the complaint said: with every labeled
+text as the comment of a thumbs-down under the same opening question, neighbours were measurably
+worse than the bare model's on the comments alone (README, "What text is embedded").
+
+A feedback without words of its own (a bare thumbs-down, an abandon) has nothing for the first
+meaning: its feedback text is its question (so both vectors are one embedding), and a search by
+its id goes to the question field. With neither words nor a question, both texts describe the
+signal (``Feedback signal: thumb_down``), so the row still embeds to something stable.
 
 Left out on purpose: the model's response (long, and similar answers are not similar faults),
 ids, user ids, ratings and thumbs as numbers (they are filterable metadata instead: the `signals`
 and `negative` fields), and free attributes (unbounded, often secrets or noise).
 
-The result is deterministic: the same feedback and interaction always give the same text
+The result is deterministic: the same feedback and interaction always give the same texts
 (whitespace is collapsed, no clock or randomness), so a rebuild from SQL reproduces the index.
 """
 
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,9 +88,19 @@ def _content_text(content: Any) -> str:
     return ""
 
 
-def feedback_text(feedback: Feedback, interaction: Interaction | None) -> str:
-    """The text embedded for `feedback` (see the module docstring for what and why)."""
-    return compose_text(
+@dataclass(frozen=True)
+class EmbeddedTexts:
+    """The two texts embedded for one feedback (see the module docstring)."""
+
+    feedback: str
+    question: str
+    worded: bool  # the feedback has words of its own (else `feedback` is its question)
+    has_question: bool  # there is a user question (else `question` is the feedback text)
+
+
+def embedded_texts(feedback: Feedback, interaction: Interaction | None) -> EmbeddedTexts:
+    """The texts embedded for `feedback` (see the module docstring for what and why)."""
+    return compose_texts(
         comment=feedback.comment,
         correction=feedback.correction,
         categories=feedback.category_names,
@@ -91,12 +111,17 @@ def feedback_text(feedback: Feedback, interaction: Interaction | None) -> str:
     )
 
 
-def event_text(event: Mapping[str, Any]) -> str:
-    """The same text for a policy event (feedback and interaction sections), stored or not: a
+def feedback_text(feedback: Feedback, interaction: Interaction | None) -> str:
+    """The feedback-side text of `feedback`: the user's own words (its question if it has none)."""
+    return embedded_texts(feedback, interaction).feedback
+
+
+def event_texts(event: Mapping[str, Any]) -> EmbeddedTexts:
+    """The same texts for a policy event (feedback and interaction sections), stored or not: a
     dry run of an event that was never submitted searches with what indexing it would embed."""
     fb = event.get("feedback") or {}
     interaction = event.get("interaction") or {}
-    return compose_text(
+    return compose_texts(
         comment=str(fb.get("comment") or ""),
         correction=str(fb.get("correction") or ""),
         categories=[str(c) for c in fb.get("categories") or []],
@@ -107,7 +132,12 @@ def event_text(event: Mapping[str, Any]) -> str:
     )
 
 
-def compose_text(
+def event_text(event: Mapping[str, Any]) -> str:
+    """The feedback-side text of a policy event (what its feedback vector is embedded from)."""
+    return event_texts(event).feedback
+
+
+def compose_texts(
     *,
     comment: str,
     correction: str,
@@ -116,7 +146,7 @@ def compose_text(
     implicit_text: str,
     question: str,
     signals: Sequence[str],
-) -> str:
+) -> EmbeddedTexts:
     parts: list[str] = []
     if comment.strip():
         parts.append(_clean(comment, PART_MAX_CHARS))
@@ -130,14 +160,14 @@ def compose_text(
             implicit, "User action text"
         )
         parts.append(f"{label}: " + _clean(implicit_text, PART_MAX_CHARS))
-    question = _clean(question, QUESTION_EXCERPT_CHARS)
-    if question:
-        parts.append("Question: " + question)
-    if not parts:
-        # Nothing worded at all (e.g. a bare regenerate on a turn with no input): describe the
-        # signal, so the row still embeds to something stable rather than an empty string.
-        parts.append("Feedback signal: " + (" ".join(signals) or "none"))
-    return "\n".join(parts)
+    asked = _clean(question, QUESTION_EXCERPT_CHARS)
+    own = "\n".join(parts)
+    # Nothing worded at all (e.g. a bare regenerate on a turn with no input): describe the
+    # signal, so the row still embeds to something stable rather than an empty string.
+    fallback = own or asked or "Feedback signal: " + (" ".join(signals) or "none")
+    return EmbeddedTexts(
+        feedback=fallback, question=asked or fallback, worded=bool(own), has_question=bool(asked)
+    )
 
 
 def epoch_ms(moment: datetime) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 
 from feedbackloop.recall.embedder import Embedder
 from feedbackloop.recall.filters import RecallFilter, quote, shadow_text, tenant_expression
-from feedbackloop.recall.text import event_text, feedback_text
+from feedbackloop.recall.text import EmbeddedTexts, embedded_texts, event_text, event_texts, feedback_text
 from feedbackloop.routing.events import feedback_section, interaction_section
 from feedbackloop.signals import is_negative, signals_of
 from feedbackloop.store.models import Feedback, FeedbackCategory, Interaction
@@ -85,13 +85,20 @@ def test_feedback_text_parts_and_order() -> None:
             {"role": "user", "content": [{"type": "text", "text": "and per year?"}]},
         ]
     )
-    assert feedback_text(fb, it) == (
-        "Price is wrong\n"
-        "Correction: It costs $15\n"
-        "Categories: outdated info, wrong tone\n"
-        "User edited answer to: Pro costs $15/month\n"
-        "Question: and per year?"
+    texts = embedded_texts(fb, it)
+    # What the user wrote and what they asked are two texts (two vectors), never one string.
+    assert texts == EmbeddedTexts(
+        feedback=(
+            "Price is wrong\n"
+            "Correction: It costs $15\n"
+            "Categories: outdated info, wrong tone\n"
+            "User edited answer to: Pro costs $15/month"
+        ),
+        question="and per year?",
+        worded=True,
+        has_question=True,
     )
+    assert feedback_text(fb, it) == texts.feedback
     # The same names the FeedbackFilter signals map to, so recall filters match what is indexed.
     assert signals_of(fb) == ["thumbs_down", "category", "comment", "correction", "edit"]
 
@@ -102,16 +109,26 @@ def test_an_events_text_is_its_stored_feedbacks_text() -> None:
     fb.categories = [FeedbackCategory(category="outdated_info", position=0)]
     it = _interaction([{"role": "user", "content": "How much is Pro?"}])
     with_interaction = {"feedback": feedback_section(fb), "interaction": interaction_section(it)}
+    assert event_texts(with_interaction) == embedded_texts(fb, it)
     assert event_text(with_interaction) == feedback_text(fb, it)
     bare = _feedback(implicit="regenerate")
-    assert event_text({"feedback": feedback_section(bare)}) == feedback_text(bare, None)
+    assert event_texts({"feedback": feedback_section(bare)}) == embedded_texts(bare, None)
     assert event_text({}) == "Feedback signal: none"
 
 
-def test_bare_thumb_down_uses_the_question() -> None:
-    text = feedback_text(_feedback(thumb="down"), _interaction([{"role": "user", "content": "q" * 500}]))
-    assert text == "Question: " + "q" * 300 + "…"
-    assert feedback_text(_feedback(implicit="regenerate"), None) == "Feedback signal: regenerate"
+def test_bare_thumb_down_is_its_question() -> None:
+    texts = embedded_texts(_feedback(thumb="down"), _interaction([{"role": "user", "content": "q" * 500}]))
+    # No words of its own: both texts are the question excerpt, so the batch embeds it once.
+    assert texts == EmbeddedTexts("q" * 300 + "…", "q" * 300 + "…", worded=False, has_question=True)
+    signal_only = embedded_texts(_feedback(implicit="regenerate"), None)
+    assert signal_only == EmbeddedTexts(
+        "Feedback signal: regenerate", "Feedback signal: regenerate", worded=False, has_question=False
+    )
+
+
+def test_session_level_feedback_has_no_question() -> None:
+    texts = embedded_texts(_feedback(thumb="down", comment="too slow"), None)
+    assert texts == EmbeddedTexts("too slow", "too slow", worded=True, has_question=False)
 
 
 def test_is_negative() -> None:
