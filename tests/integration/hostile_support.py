@@ -2,17 +2,18 @@
 
 The example policy set is applied (a prompt, a dataset, review queues), one interaction and one
 feedback are stored, and `row_counts` reads every table the store defines, so a test can check
-that a refused request stored nothing anywhere.
+that a refused request changed nothing anywhere.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from feedbackloop.config import Settings
 from feedbackloop.server import App
@@ -90,10 +91,12 @@ def start_loaded(store_url: str, data_dir: Path, embedder: Any = None, **overrid
     return Loaded(app, channel, interaction_id, feedback_id)
 
 
-def row_counts(db: Database) -> dict[str, int]:
-    """Rows in every table the store defines, in one query."""
-    tables = sorted(Base.metadata.tables.values(), key=lambda t: t.name)
-    stmt = select(*(select(func.count()).select_from(t).scalar_subquery().label(t.name) for t in tables))
+def row_counts(db: Database) -> dict[str, tuple[int, str]]:
+    """Every table the store defines, as (rows, digest of their contents): a refused request
+    must neither add nor delete a row, nor change one in place (a status, a lease, a counter)."""
+    state: dict[str, tuple[int, str]] = {}
     with db.read() as session:
-        row = session.execute(stmt).one()
-    return dict(row._mapping)
+        for table in sorted(Base.metadata.tables.values(), key=lambda t: t.name):
+            rows = session.execute(select(table).order_by(*table.primary_key.columns)).all()
+            state[table.name] = (len(rows), hashlib.sha256(repr(rows).encode()).hexdigest())
+    return state
