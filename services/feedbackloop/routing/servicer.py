@@ -19,6 +19,7 @@ from feedbackloop.ingestion.convert import timestamp
 from feedbackloop.paging import filter_digest
 from feedbackloop.policy import CompiledPolicySet, PolicySet, diff_policy_sets, render_json, render_text
 from feedbackloop.policy.event import EVENT_DEFAULTS, EventError, make_event
+from feedbackloop.policy.event_limits import event_problems
 from feedbackloop.policy.model import resource_to_document
 from feedbackloop.routing import convert
 from feedbackloop.routing.actions import WOULD_RUN, result
@@ -252,6 +253,11 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                 event = make_event(_event_numbers(json_format.MessageToDict(request.event)))
             except EventError as error:
                 raise InvalidArgument.single("event", str(error)) from None
+            # The live conditions' cost bounds hold only on events within ingestion's sizes.
+            v = Violations()
+            for path, reason in event_problems(event):
+                v.add(f"event.{path}", reason)
+            v.raise_if_any()
         if request.revision:
             live: LiveSet | None = self._live.compiled(project, request.revision)
         else:

@@ -155,3 +155,41 @@ def test_validate_and_plan_need_the_policy_scope(
         )
     )
     assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+# Accepted with a wide margin: the estimate counts `feedback.categories` at ingestion's 16.
+NESTED_OVER_CATEGORIES = 'feedback.categories.exists(a, feedback.categories.exists(b, a == b + "x"))'
+
+
+def test_evaluate_refuses_an_inline_event_larger_than_the_estimate_assumes(h: Harness) -> None:
+    """With 2,000 inline categories this accepted condition held the GIL for 2.6 s, and a few
+    megabytes of them for hours: an inline event is held to the sizes ingestion stores."""
+    assert estimate_cost(NESTED_OVER_CATEGORIES) < EXPRESSION_COST_LIMIT // 10
+    h.apply(routing(NESTED_OVER_CATEGORIES))
+
+    def evaluate(event: dict[str, object]) -> routing_pb2.EvaluateResponse:
+        return h.routing.Evaluate(routing_pb2.EvaluateRequest(event=event))
+
+    categories = [f"c{i}" for i in range(2000)]
+    code, details = code_of(lambda: evaluate({"feedback": {"categories": categories}}))
+    assert (code, details) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "event.feedback.categories: has 2000 entries; the limit is 16",
+    )
+    code, details = code_of(
+        lambda: evaluate(
+            {
+                "feedback": {"comment": "x" * 32_001, "attributes": {"k": ["a", "b"]}},
+                "interaction": {"input_messages": [{"role": "user", "content": "hi", "extra": "x"}]},
+            }
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details == (
+        "event.feedback.comment: is 32001 characters long; the limit is 32000; "
+        "event.feedback.attributes['k']: must be a string; "
+        "event.interaction.input_messages[0]: has a field that events do not have ('extra')"
+    )
+    # Within ingestion's sizes the same condition evaluates as before.
+    (decision,) = evaluate({"feedback": {"categories": categories[:16]}}).decisions
+    assert decision.outcome == routing_pb2.DECISION_OUTCOME_CONDITION_FALSE
