@@ -60,11 +60,13 @@ def test_readme_documents_every_setting() -> None:
     settings = {f"FEEDBACKLOOP_{name.upper()}" for name in Settings.model_fields}
     assert settings - documented == set()
     # And nothing documented that is not a setting, beyond the variables read elsewhere: the CLI's
-    # server and key, the settings file itself, and the test suite's PostgreSQL URL.
+    # server and key, the settings file itself, and the test suite's PostgreSQL URL and fuzz run.
     read_elsewhere = {
         "FEEDBACKLOOP_SERVER",
         "FEEDBACKLOOP_API_KEY",
         "FEEDBACKLOOP_CONFIG_FILE",
         "FEEDBACKLOOP_TEST_POSTGRES_URL",
+        "FEEDBACKLOOP_FUZZ_ITERATIONS",
+        "FEEDBACKLOOP_FUZZ_SEED",
     }
     assert documented - settings - read_elsewhere == set()
