@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from collections.abc import Iterator
 
 import grpc
@@ -15,12 +14,9 @@ from feedbackloop.deployment import require_deployment_admin
 from feedbackloop.errors import InvalidArgument, Violations
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
 from feedbackloop.ingestion.servicer import feedback_query_from
-from feedbackloop.recall.clustering import DEFAULT_THRESHOLD, top_issues
+from feedbackloop.recall import issues
 from feedbackloop.recall.filters import FilterError, RecallFilter
 from feedbackloop.recall.service import MAX_TOP_K, MODE_BOTH, MODE_FEEDBACK, MODE_QUESTION, Recall
-from feedbackloop.recall.text import feedback_text
-from feedbackloop.store.lookups import categories_by_ids, feedback_by_ids
-from feedbackloop.telemetry import tracer
 from feedbackloop.v1 import common_pb2, recall_pb2, recall_pb2_grpc
 
 SERVICE = "/feedbackloop.v1.RecallService/"
@@ -38,7 +34,6 @@ SEARCH_MODES: dict[recall_pb2.SearchMode, str | None] = {
     recall_pb2.SEARCH_MODE_BOTH: MODE_BOTH,
 }
 MODE_TO_PROTO = {mode: number for number, mode in SEARCH_MODES.items() if mode is not None}
-DEFAULT_MIN_SIMILARITY = DEFAULT_THRESHOLD  # tuned on tests/testdata/recall/labeled_feedback.yaml
 DEFAULT_MIN_SIZE = 2
 DEFAULT_MAX_ISSUES = 10
 MAX_ISSUES = 100
@@ -145,8 +140,8 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
             end = fields.timestamp(v, "time_range.end", window.end)
             if start is not None and end is not None and end <= start:
                 v.add("time_range", "end must be after start")
-        min_similarity = request.min_similarity or DEFAULT_MIN_SIMILARITY
-        if not 0.0 < min_similarity <= 1.0:
+        min_similarity = request.min_similarity  # 0: each group's bound comes from the data
+        if not 0.0 <= min_similarity <= 1.0:
             v.add("min_similarity", f"must be between 0 and 1 (got {request.min_similarity})")
         min_size = request.min_size or DEFAULT_MIN_SIZE
         if min_size < 1:
@@ -161,34 +156,13 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         negative = dataclasses.replace(base, negative_only=True)
         assert start is not None and end is not None
         previous_start = fields.previous_window("time_range", start, end)
-        current = self._recall.window_vectors(project, negative, start, end)
-        previous = self._recall.window_vectors(project, negative, previous_start, start)
-        with tracer().start_as_current_span(
-            "recall.cluster", attributes={"recall.window_size": len(current)}
-        ):
-            groups = top_issues(
-                current, previous, threshold=min_similarity, min_size=min_size, limit=max_issues
-            )
-        with self._recall.db.read() as session:
-            representatives = feedback_by_ids(session, project, [g.representative_id for g in groups])
-            member_categories = categories_by_ids(session, project, [i for g in groups for i in g.member_ids])
-        response = recall_pb2.TopIssuesResponse(
-            total_negative=len(current), previous_total_negative=len(previous)
+        return issues.top_issues(
+            self._recall,
+            issues.Window(project, negative, start, end, previous_start),
+            min_similarity=min_similarity,
+            min_size=min_size,
+            max_issues=max_issues,
         )
-        for group in groups:
-            representative = representatives.get(group.representative_id)
-            categories = Counter(c for member in group.member_ids for c in member_categories.get(member, ()))
-            issue = response.issues.add(
-                size=group.size,
-                member_ids=group.member_ids,
-                previous_size=group.previous_count,
-                growth=group.growth,
-                top_categories=[name for name, _ in categories.most_common()],
-            )
-            if representative is not None:
-                issue.representative.CopyFrom(feedback_to_proto(representative))
-                issue.representative_text = feedback_text(representative, representative.interaction)
-        return response
 
     def Reindex(
         self, request: recall_pb2.ReindexRequest, context: grpc.ServicerContext
