@@ -7,7 +7,7 @@
   done (claim, embed, upsert into a Milvus server, route), and two over one.
 
 Every process is a real `feedbackloop serve` subprocess (each with its own GIL), on a fresh
-PostgreSQL database (FEEDBACKLOOP_TEST_POSTGRES_URL, or FEEDBACKLOOP_BENCH_POSTGRES_URL) and,
+PostgreSQL database (on the server FEEDBACKLOOP_TEST_POSTGRES_URL names) and,
 for the workers, a real Milvus server (`milvus-server`, as the tests start it). On a machine
 with as many cores as processes the ratios approach 2; on 2 cores they cannot: the servers,
 PostgreSQL, Milvus and the client share them.
@@ -39,15 +39,12 @@ from feedbackloop.store.models import PipelineJob
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]
-URL_ENVS = ("FEEDBACKLOOP_BENCH_POSTGRES_URL", "FEEDBACKLOOP_TEST_POSTGRES_URL")
+POSTGRES_ENV = "FEEDBACKLOOP_TEST_POSTGRES_URL"
 STREAMS_PER_RUN = 4  # concurrent client streams in every run, whatever the number of servers
 
 
 def _postgres_base() -> str | None:
-    for name in URL_ENVS:
-        if os.environ.get(name):
-            return os.environ[name]
-    return None
+    return os.environ.get(POSTGRES_ENV) or None
 
 
 @contextmanager
@@ -190,7 +187,7 @@ def _route(url: str, workers: int, events: int, milvus_uri: str, tmp: Path) -> f
 def run(quick: bool = False) -> dict[str, float]:
     base = _postgres_base()
     if base is None:
-        print(f"   skipped: set {URL_ENVS[0]} or {URL_ENVS[1]} to a PostgreSQL URL")
+        print(f"   skipped: set {POSTGRES_ENV} to a PostgreSQL URL")
         return {}
     sys.path.insert(0, str(REPO / "tests" / "integration"))
     from milvus_server import start_milvus_server
