@@ -23,6 +23,7 @@ BENCHMARKS = (
     "policy_bench",
     "policy_limits_bench",
     "aggregate_bench",
+    "ingest_search_bench",
     "roles_bench",
 )
 
