@@ -13,16 +13,18 @@ density clustering -> class-based TF-IDF labels, the last in `recall.topics`), w
    data came back as two groups); on the neighbour graph the distinct complaints separate.
 3. **Cluster.** scikit-learn's `HDBSCAN` (min cluster size `round(sqrt(n) / 6)`, at least 3).
    There is no similarity threshold: density decides, per data set, where groups are.
-4. **Leftovers.** HDBSCAN leaves points of no dense region unlabeled. As BERTopic's outlier
-   reduction does, each is given to its most similar group centroid when it is at least as
-   similar as the group's own least similar core member (a bound per group, from the data);
-   what stays is reported as unclustered, never forced into a group.
+4. **Leftovers.** Each group's bound is the lower Tukey fence (Q1 - 1.5 IQR) of its members'
+   cosine to its centroid, in the original space, capped by the median group's bound (a core of
+   a few near-identical texts would otherwise take nothing more). HDBSCAN's members below it
+   leave the group; points HDBSCAN left unlabeled join their most similar centroid when above
+   that group's bound, as BERTopic's outlier reduction does. What stays is reported as
+   unclustered, never forced into a group.
 5. **Assign the rest.** Feedback outside the sample goes to its most similar centroid under the
    same per-group bound, or stays unclustered. A window of 100,000 costs one sample clustering
    plus one (n x groups) product.
 
 Parameters were chosen on tests/testdata/recall/invoicing_feedback.yaml and checked on
-labeled_feedback.yaml (see tests/unit/recall/test_quality.py for the figures).
+labeled_feedback.yaml (tests/unit/recall/test_top_issues_quality.py prints the figures).
 
 Growth: the previous window's feedback is assigned to the current groups the same way (bound
 included); a group's `previous_count` is how many landed in it.
@@ -205,9 +207,18 @@ def group(vectors: np.ndarray, order: np.ndarray | None = None, sample_size: int
             len(sample),
         )
     cents = _centroids(vectors[sample], core, k)
-    own = np.einsum("ij,ij->i", vectors[sample][core >= 0], cents[core[core >= 0]])
-    bounds = np.full(k, np.inf)
-    np.minimum.at(bounds, core[core >= 0], own)
+    own = np.full(len(sample), np.nan)
+    own[core >= 0] = np.einsum("ij,ij->i", vectors[sample][core >= 0], cents[core[core >= 0]])
+    # Each group's bound is the lower Tukey fence (Q1 - 1.5 IQR) of its members' similarity to
+    # its centroid, in the original space. The neighbour graph links every point to its nearest
+    # neighbours, so a point near nothing can land inside a dense region there; below the fence
+    # it leaves the group.
+    bounds = np.zeros(k)
+    for g in range(k):
+        sims = own[core == g]
+        q1, q3 = np.percentile(sims, [25, 75])
+        bounds[g] = q1 - 1.5 * (q3 - q1)
+    core = np.where((core >= 0) & (own >= bounds[np.maximum(core, 0)]), core, -1)
     # A core of a few points near its centroid sets a bound no looser member could pass; the
     # typical group's bound caps it (the median over the groups, so it still comes from the data).
     # Less a rounding margin: the least similar member itself must pass when recomputed.

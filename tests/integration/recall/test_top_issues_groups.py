@@ -1,0 +1,111 @@
+"""TopIssues over two windows through the real server: a group keeps its id, new ones show as new."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from feedbackloop.v1 import (
+    common_pb2,
+    ingestion_pb2,
+    ingestion_pb2_grpc,
+    pipeline_pb2,
+    pipeline_pb2_grpc,
+    recall_pb2,
+    recall_pb2_grpc,
+)
+from support import ts
+
+PRICING = [
+    "The bot quoted last year's price for the Pro plan.",
+    "Pricing in the answer is outdated, Pro costs more now.",
+    "It told me the old subscription price.",
+    "wrong price for the pro plan, you raised it",
+]
+TONE = [
+    "The assistant was rude and condescending to me.",
+    "Very impolite answer, it mocked my question.",
+    "Unfriendly, sarcastic tone in the reply.",
+    "rude bot, it talked down to me",
+]
+
+
+@pytest.fixture
+def server(make_server: Callable[..., Any], embedder: Any) -> Any:
+    return make_server(
+        embedder=embedder, pipeline_enabled=True, embedding_batch_max_wait_ms=20, pipeline_poll_seconds=0.05
+    )
+
+
+def _complain(server: Any, texts: list[str], when: datetime) -> list[str]:
+    ingest = server.stub(ingestion_pb2_grpc.IngestionServiceStub)
+    ids = []
+    for text in texts:
+        interaction = ingest.RecordInteraction(
+            ingestion_pb2.RecordInteractionRequest(
+                interaction=common_pb2.Interaction(
+                    session_id=f"s-{len(ids)}-{when.timestamp()}",
+                    turn_index=0,
+                    input_messages=[common_pb2.ChatMessage(role="user", content="Can you help me?")],
+                    response="Sure.",
+                )
+            )
+        ).interaction_id
+        feedback = common_pb2.Feedback(interaction_id=interaction, thumb=common_pb2.THUMB_DOWN, comment=text)
+        feedback.occurred_at.CopyFrom(ts(when))
+        ids.append(ingest.SubmitFeedback(ingestion_pb2.SubmitFeedbackRequest(feedback=feedback)).feedback_id)
+    return ids
+
+
+def _wait_indexed(server: Any) -> None:
+    stub = server.stub(pipeline_pb2_grpc.PipelineServiceStub)
+    deadline = time.monotonic() + 60
+    while stub.GetPipelineStatus(pipeline_pb2.GetPipelineStatusRequest()).pending_index:
+        assert time.monotonic() < deadline, "the pipeline did not index in 60 s"
+        time.sleep(0.1)
+
+
+def _top(server: Any, start: datetime, end: datetime) -> recall_pb2.TopIssuesResponse:
+    return server.stub(recall_pb2_grpc.RecallServiceStub).TopIssues(
+        recall_pb2.TopIssuesRequest(time_range=common_pb2.TimeRange(start=ts(start), end=ts(end)))
+    )
+
+
+def _issue_of(response: recall_pb2.TopIssuesResponse, members: list[str]) -> recall_pb2.Issue:
+    """The group holding most of `members`, and nothing else (a loose one may stay unclustered)."""
+    candidates = [i for i in response.issues if set(i.member_ids) <= set(members)]
+    assert candidates, f"no group of {members}"
+    issue = max(candidates, key=lambda i: len(i.member_ids))
+    assert len(issue.member_ids) >= len(members) - 1
+    return issue
+
+
+def test_a_group_keeps_its_id_from_week_to_week_and_a_new_complaint_is_new(server: Any) -> None:
+    week = timedelta(days=7)
+    now = datetime.now(UTC).replace(microsecond=0)
+    last_week = _complain(server, PRICING, now - week - timedelta(days=2))
+    this_week_pricing = _complain(server, PRICING[:3], now - timedelta(days=2))
+    this_week_tone = _complain(server, TONE, now - timedelta(days=1))
+    _wait_indexed(server)
+
+    before = _top(server, now - 2 * week, now - week)
+    pricing_before = _issue_of(before, last_week)
+    assert pricing_before.new_in_window and pricing_before.group_id.startswith("ig_")
+    assert "price" in pricing_before.label or "pricing" in pricing_before.label
+
+    after = _top(server, now - week, now)
+    pricing = _issue_of(after, this_week_pricing)
+    tone = _issue_of(after, this_week_tone)
+    assert pricing.group_id == pricing_before.group_id  # the same complaint, the same group
+    assert pricing.previous_size >= 3 and not pricing.new_in_window
+    assert pricing.first_seen.ToDatetime(tzinfo=UTC) == now - week - timedelta(days=2)
+    assert tone.new_in_window and tone.group_id != pricing.group_id
+    assert "rude" in tone.keywords
+    assert after.groups_found == 2
+
+    # Asked again, nothing changes identity.
+    assert _issue_of(_top(server, now - week, now), this_week_tone).group_id == tone.group_id
