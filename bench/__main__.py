@@ -25,6 +25,7 @@ BENCHMARKS = (
     "aggregate_bench",
     "ingest_search_bench",
     "roles_bench",
+    "top_issues_bench",
 )
 
 

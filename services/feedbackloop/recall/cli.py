@@ -72,12 +72,20 @@ def cmd_top_issues(args: argparse.Namespace) -> int:
     except grpc.RpcError as error:
         return rpc_error_exit(error)
     print(
-        f"{response.total_negative} complaints in the last {args.window} ({response.previous_total_negative} before)"
+        f"{response.total_negative} complaints in the last {args.window} ({response.previous_total_negative} before), "
+        f"{response.groups_found} groups, {response.unclustered} in no group"
     )
+    new = [issue for issue in response.issues if issue.new_in_window]
     for issue in response.issues:
-        print(f"{issue.size:5d}  {issue.growth:+.0%}  {issue.representative_text[:100]}")
+        mark = "NEW " if issue.new_in_window else "    "
+        print(
+            f"{mark}{issue.size:5d}  {issue.growth:+6.0%}  {issue.label or '(no words)'}  [{issue.group_id}]"
+        )
+        print(f"{'':17}e.g. {issue.representative_text[:100]}")
     if not response.issues:
         print("no issues (no group of similar complaints in the window)")
+    elif new:
+        print(f"new this {args.window}: {', '.join(issue.label or issue.group_id for issue in new)}")
     return 0
 
 

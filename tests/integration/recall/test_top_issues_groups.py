@@ -109,3 +109,23 @@ def test_a_group_keeps_its_id_from_week_to_week_and_a_new_complaint_is_new(serve
 
     # Asked again, nothing changes identity.
     assert _issue_of(_top(server, now - week, now), this_week_tone).group_id == tone.group_id
+
+
+def test_the_cli_shows_labels_and_what_is_new_this_window(
+    server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from feedbackloop.cli import main
+
+    now = datetime.now(UTC)
+    _complain(server, PRICING, now - timedelta(hours=3))
+    _wait_indexed(server)
+    assert main(["recall", "top-issues", "--window", "1d", "--server", server.address]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{len(PRICING)} complaints in the last 1d (0 before), 1 groups")
+    first_issue = out.splitlines()[1]
+    assert first_issue.startswith("NEW ") and "price" in first_issue and "[ig_" in first_issue
+    assert "new this 1d: " in out
+    # Asked again, the group is still new in this window (first seen inside it), with one id.
+    assert main(["recall", "top-issues", "--window", "1d", "--server", server.address]) == 0
+    again = capsys.readouterr().out.splitlines()[1]
+    assert again.split("[")[1] == first_issue.split("[")[1]
