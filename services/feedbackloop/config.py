@@ -153,6 +153,17 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(64, gt=0, description="Feedback embedded per model call.")
     embedding_batch_max_wait_ms: int = Field(200, ge=0, description="Longest wait to fill a batch.")
 
+    # --- OTLP in ---
+    span_link_wait_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="How long feedback naming a span not received yet waits for it (0: refused at once with NOT_FOUND).",
+    )
+    span_link_expiry: Literal["keep", "refuse"] = Field(
+        "keep",
+        description="Feedback whose span did not arrive in time: keep (routed unlinked) or refuse (not routed; dead letter).",
+    )
+
     # --- routing ---
     policies_dir: Path | None = Field(
         Path("policies"), description="Policy set `serve` applies on first start when none is live."

@@ -24,6 +24,7 @@ class Part(enum.StrEnum):
     RECALL = "recall"  # RecallService
     PIPELINE_STATUS = "pipeline-status"  # PipelineService and the index drift check beside it
     ROUTING = "routing"  # RoutingService, PromptService, DatasetService, ReviewService; policy bootstrap
+    OTLP = "otlp"  # OpenTelemetry TraceService/Export (spans in), and the span link sweep
     REFLECTION = "reflection"  # server reflection over the services hosted
     PIPELINE = "pipeline"  # the index and route stage workers
 

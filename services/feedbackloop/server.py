@@ -34,6 +34,7 @@ from feedbackloop.interceptors import (
     ErrorMappingInterceptor,
     TracingInterceptor,
 )
+from feedbackloop.otlp.component import OtlpComponent
 from feedbackloop.pipeline.component import PipelineComponent
 from feedbackloop.pipeline.jobs import JobQueue, RetryPolicy
 from feedbackloop.pipeline.worker import StageWorker
@@ -170,6 +171,7 @@ class App:
                 set_health=lambda name, status: self._health.set(name, status),
             ),
             Part.ROUTING: lambda: self.routing,
+            Part.OTLP: lambda: OtlpComponent(self.db, settings, self.taxonomy, self.wake_index.set),
         }
         self.components: list[Component] = [build() for part, build in builders.items() if part in self.parts]
         self.workers: list[StageWorker] = []

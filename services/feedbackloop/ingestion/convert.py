@@ -12,6 +12,13 @@ from feedbackloop.v1 import common_pb2
 
 _THUMB_ENUM = {name: value for value, name in THUMBS.items()}
 _IMPLICIT_ENUM = {name: value for value, name in IMPLICITS.items()}
+_SPAN_LINK_ENUM = {
+    "": common_pb2.SPAN_LINK_STATE_UNSPECIFIED,
+    "linked": common_pb2.SPAN_LINK_STATE_LINKED,
+    "pending": common_pb2.SPAN_LINK_STATE_PENDING,
+    "unlinked": common_pb2.SPAN_LINK_STATE_UNLINKED,
+    "refused": common_pb2.SPAN_LINK_STATE_REFUSED,
+}
 _SOURCE_ENUM = {
     name: value for value, name in SOURCES.items() if value != common_pb2.FEEDBACK_SOURCE_UNSPECIFIED
 }
@@ -44,6 +51,7 @@ def interaction_to_proto(row: Interaction) -> common_pb2.Interaction:
         occurred_at=timestamp(row.occurred_at),
         received_at=timestamp(row.received_at),
         trace_id=row.trace_id,
+        span_id=row.span_id,
     )
 
 
@@ -66,6 +74,9 @@ def feedback_to_proto(row: Feedback) -> common_pb2.Feedback:
         idempotency_key=row.idempotency_key or "",
         trace_id=row.trace_id,
     )
+    if row.span_trace_id:
+        message.span.CopyFrom(common_pb2.SpanRef(trace_id=row.span_trace_id, span_id=row.span_span_id))
+        message.span_link = _SPAN_LINK_ENUM[row.span_link]
     if row.rating is not None:
         message.rating = row.rating
     if row.model_confidence is not None:

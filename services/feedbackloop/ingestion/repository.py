@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Connection, Select, Table, and_, exists, insert, or_, select
@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from feedbackloop.errors import AlreadyExists, Conflict, FeedbackloopError, InvalidArgument, NotFound
+from feedbackloop.ingestion import span_links
 from feedbackloop.ingestion.validation import FeedbackInput, InteractionInput
 from feedbackloop.paging import SortKey, page
 from feedbackloop.signals import is_negative
@@ -29,6 +30,7 @@ from feedbackloop.store.models import (
     FeedbackCategory,
     Interaction,
     PipelineJob,
+    SpanLinkWait,
     new_id,
     utcnow,
 )
@@ -175,10 +177,14 @@ def _store_batch(
     sessions = _known_sessions(
         session, project_id, [d.session_id for d, _ in events if d.session_id and not d.interaction_id]
     )
+    spans = span_links.find_spans(
+        session, project_id, [(d.span_trace_id, d.span_span_id) for d, _ in events if d.span_trace_id]
+    )
     outcomes: list[Stored | FeedbackloopError] = []
     feedback_rows: list[dict[str, Any]] = []
     category_rows: list[dict[str, Any]] = []
     job_rows: list[dict[str, Any]] = []
+    wait_rows: list[dict[str, Any]] = []
     negatives: list[bool] = []
     received = utcnow()
     for data, ids in events:
@@ -195,11 +201,12 @@ def _store_batch(
                 outcomes.append(Stored(feedback_id, False))
             continue
         try:
-            session_id = _resolve_target(data, interactions, sessions)
+            session_id, interaction_id, link = _resolve_target(data, interactions, sessions, spans)
         except FeedbackloopError as error:
             outcomes.append(error)
             continue
         feedback_id = new_id("fb")
+        waiting = link == span_links.PENDING_LINK
         # Plain rows, inserted below with one executemany per table: the ORM unit of work
         # (an object graph per event, flushed one INSERT at a time) was most of the hot path.
         feedback_rows.append(
@@ -207,7 +214,7 @@ def _store_batch(
                 "id": feedback_id,
                 "project_id": project_id,
                 "session_id": session_id,
-                "interaction_id": data.interaction_id or None,
+                "interaction_id": interaction_id,
                 "thumb": data.thumb,
                 "rating": data.rating,
                 "comment": data.comment,
@@ -226,9 +233,27 @@ def _store_batch(
                 "span_id": ids.span_id,
                 "occurred_at": data.occurred_at,
                 "received_at": received,
+                "span_trace_id": data.span_trace_id,
+                "span_span_id": data.span_span_id,
+                "span_link": link,
+                # Waiting feedback joins its session's counts when it is linked (span_links).
+                "session_turn_count": 0,
+                "session_feedback_count": 0,
+                "session_negative_count": 0,
             }
         )
         negatives.append(is_negative(data))
+        if waiting:
+            wait_rows.append(
+                {
+                    "feedback_id": feedback_id,
+                    "project_id": project_id,
+                    "trace_id": data.span_trace_id,
+                    "span_id": data.span_span_id,
+                    "negative": negatives[-1],
+                    "expires_at": received + timedelta(seconds=data.span_wait_seconds),
+                }
+            )
         category_rows.extend(
             {"feedback_id": feedback_id, "category": c, "position": i} for i, c in enumerate(data.categories)
         )
@@ -237,6 +262,7 @@ def _store_batch(
                 "project_id": project_id,
                 "feedback_id": feedback_id,
                 "traceparent": ids.traceparent,
+                "status": span_links.WAITING if waiting else span_links.PENDING,
                 "next_attempt_at": received,
                 "created_at": received,
                 "updated_at": received,
@@ -246,11 +272,18 @@ def _store_batch(
             known[data.idempotency_key] = (feedback_id, data.payload_hash)
         outcomes.append(Stored(feedback_id, True))
     if feedback_rows:
-        _count_in_sessions(session, project_id, feedback_rows, negatives)
+        counted = [
+            (r, n)
+            for r, n in zip(feedback_rows, negatives, strict=True)
+            if r["span_link"] != span_links.PENDING_LINK
+        ]
+        _count_in_sessions(session, project_id, [r for r, _ in counted], [n for _, n in counted])
         session.execute(insert(_table(Feedback)), feedback_rows)
         if category_rows:
             session.execute(insert(_table(FeedbackCategory)), category_rows)
         session.execute(insert(_table(PipelineJob)), job_rows)
+        if wait_rows:
+            session.execute(insert(_table(SpanLinkWait)), wait_rows)
     return outcomes
 
 
@@ -259,6 +292,8 @@ def _count_in_sessions(
 ) -> None:
     """Bump the sessions' counters by these new rows and give each row its place in them:
     the batch's rows follow each other in order, after what the session held before."""
+    if not rows:
+        return
     deltas: dict[str, session_stats.Counts] = {}
     for row, negative in zip(rows, negatives, strict=True):
         d = deltas.get(row["session_id"], session_stats.Counts())
@@ -277,7 +312,7 @@ def _count_in_sessions(
         row["session_negative_count"] = negative_count + negative
 
 
-def _table(model: type[Feedback | FeedbackCategory | PipelineJob]) -> Table:
+def _table(model: type[Feedback | FeedbackCategory | PipelineJob | SpanLinkWait]) -> Table:
     return cast(Table, model.__table__)
 
 
@@ -306,7 +341,28 @@ def _known_sessions(session: Connection, project_id: str, session_ids: list[str]
     return set(rows)
 
 
-def _resolve_target(data: FeedbackInput, interactions: dict[str, str], sessions: set[str]) -> str:
+def _resolve_target(
+    data: FeedbackInput,
+    interactions: dict[str, str],
+    sessions: set[str],
+    spans: dict[span_links.SpanKey, span_links.SpanTarget],
+) -> tuple[str, str | None, str]:
+    """(session id, interaction id or None, span link state) of the feedback's target."""
+    if data.span_trace_id:
+        target = spans.get((data.span_trace_id, data.span_span_id))
+        if target is not None:
+            return target.session_id, target.interaction_id, span_links.LINKED
+        if data.span_wait_seconds <= 0:
+            raise NotFound(
+                "feedback.span",
+                f"no span {data.span_span_id} of trace {data.span_trace_id} received in this project",
+            )
+        # Until linked, the session the span's interaction has when it carries no conversation id.
+        return data.span_trace_id, None, span_links.PENDING_LINK
+    return _resolve_session(data, interactions, sessions), data.interaction_id or None, ""
+
+
+def _resolve_session(data: FeedbackInput, interactions: dict[str, str], sessions: set[str]) -> str:
     if data.interaction_id:
         owner = interactions.get(data.interaction_id)
         if owner is None:

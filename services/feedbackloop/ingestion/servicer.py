@@ -101,6 +101,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             request.feedback, self._limits, _now(), self._taxonomy.categories_for(project)
         )
         check_source(auth.current_principal(), data)
+        data.span_wait_seconds = self._settings.span_link_wait_seconds
         ids = _trace_ids()
         stored = self._committer.submit(project, data, ids)
         if stored.created:
@@ -141,6 +142,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
                         request.feedback, self._limits, _now(), self._taxonomy.categories_for(project)
                     )
                     check_source(principal, data)
+                    data.span_wait_seconds = self._settings.span_link_wait_seconds
                 except FeedbackloopError as error:
                     acks[index] = _ack(index, error)
                     continue

@@ -98,6 +98,12 @@ class FeedbackInput:
     payload_hash: str
     # Name of the routing policy whose action produced this feedback (loop guard); "" for clients.
     origin_policy: str = ""
+    # The OTLP span named instead of an interaction (lowercase hex), "" when none.
+    span_trace_id: str = ""
+    span_span_id: str = ""
+    # How long it may wait for that span if it has not arrived (FEEDBACKLOOP_SPAN_LINK_WAIT_SECONDS,
+    # set by the servicer); 0 refuses an unknown span with NOT_FOUND.
+    span_wait_seconds: float = 0.0
 
 
 def payload_hash(message: Message, *, clear: tuple[str, ...] = ()) -> str:
@@ -216,7 +222,7 @@ def validate_interaction(
         occurred_at=_timestamp(
             v, f"{p}.occurred_at", msg.occurred_at, msg.HasField("occurred_at"), now, limits
         ),
-        payload_hash=payload_hash(msg, clear=("id", "received_at", "trace_id")),
+        payload_hash=payload_hash(msg, clear=("id", "received_at", "trace_id", "span_id")),
     )
     v.raise_if_any()
     return result
@@ -232,7 +238,16 @@ def validate_feedback(
 ) -> FeedbackInput:
     v = Violations()
     p = prefix
-    if not msg.session_id and not msg.interaction_id:
+    span_trace_id, span_span_id = _span_ref(v, f"{p}.span", msg)
+    if msg.HasField("span"):
+        if msg.interaction_id:
+            v.add(f"{p}.interaction_id", "must be empty when span is set (name the interaction one way)")
+        if msg.session_id:
+            v.add(
+                f"{p}.session_id",
+                "must be empty when span is set (the span's interaction decides the session)",
+            )
+    elif not msg.session_id and not msg.interaction_id:
         v.add(f"{p}.session_id", "is required when interaction_id is empty")
     _id(v, f"{p}.session_id", msg.session_id)
     _id(v, f"{p}.interaction_id", msg.interaction_id)
@@ -299,10 +314,33 @@ def validate_feedback(
             v, f"{p}.occurred_at", msg.occurred_at, msg.HasField("occurred_at"), now, limits
         ),
         idempotency_key=key or None,
-        payload_hash=payload_hash(msg, clear=("id", "received_at", "trace_id")),
+        payload_hash=payload_hash(msg, clear=("id", "received_at", "trace_id", "span_link")),
+        span_trace_id=span_trace_id,
+        span_span_id=span_span_id,
     )
     v.raise_if_any()
     return result
+
+
+def hex_id(v: Violations, path: str, value: str, digits: int) -> str:
+    """A W3C trace context id: `digits` hex digits, not all zero; lowercased."""
+    if len(value) != digits or any(c not in "0123456789abcdefABCDEF" for c in value):
+        v.add(path, f"must be {digits} hex digits (got '{quote(value)}')")
+        return ""
+    if set(value) == {"0"}:
+        v.add(path, "must not be all zeros (an invalid id in W3C trace context)")
+        return ""
+    return value.lower()
+
+
+def _span_ref(v: Violations, path: str, msg: common_pb2.Feedback) -> tuple[str, str]:
+    if not msg.HasField("span"):
+        return "", ""
+    trace_id = hex_id(v, f"{path}.trace_id", msg.span.trace_id, 32)
+    span_id = hex_id(v, f"{path}.span_id", msg.span.span_id, 16)
+    if not (trace_id and span_id):
+        return "", ""
+    return trace_id, span_id
 
 
 MAX_FILTER_VALUES = 256  # values per list field of a filter (each becomes a bound SQL parameter)

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -172,6 +173,12 @@ class Feedback(Base):
     session_turn_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     session_feedback_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     session_negative_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The OTLP span the client named instead of an interaction ("" when none), and where the
+    # feedback stands with it: "linked", "pending" (waiting in `span_link_waits`), "unlinked"
+    # or "refused" (the wait ended without the span), "" when it names no span.
+    span_trace_id: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    span_span_id: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    span_link: Mapped[str] = mapped_column(String(16), default="", server_default="")
 
     interaction: Mapped[Interaction | None] = relationship(back_populates="feedback")
     categories: Mapped[list[FeedbackCategory]] = relationship(
@@ -237,3 +244,39 @@ class PipelineJob(Base):
     traceparent: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class InteractionSpan(Base):
+    """The OTLP span an interaction was taken from: what makes a re-exported span one
+    interaction, and how feedback naming a span finds its interaction."""
+
+    __tablename__ = "interaction_spans"
+
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    # Span id first: a batch looks its spans up by `span_id IN (...)` within the project.
+    span_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    trace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    interaction_id: Mapped[str] = mapped_column(ForeignKey("interactions.id"), unique=True)
+
+
+class SpanLinkWait(Base):
+    """Feedback waiting for the span it names; the row is deleted once linked or expired.
+
+    Its pipeline job waits too (status `waiting`), so the pipeline routes the feedback only once
+    policies can see the interaction, or once the wait is over.
+    """
+
+    __tablename__ = "span_link_waits"
+    __table_args__ = (
+        Index("ix_span_link_waits_span", "project_id", "span_id", "trace_id"),
+        Index("ix_span_link_waits_expires_at", "expires_at"),
+    )
+
+    feedback_id: Mapped[str] = mapped_column(ForeignKey("feedback.id"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    trace_id: Mapped[str] = mapped_column(String(32))
+    span_id: Mapped[str] = mapped_column(String(16))
+    # Whether the feedback is a complaint (`signals.is_negative`), for the session counters it
+    # joins when it is linked.
+    negative: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime] = mapped_column()

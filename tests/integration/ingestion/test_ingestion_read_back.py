@@ -96,6 +96,8 @@ def test_every_interaction_and_feedback_field_round_trips(stub) -> None:  # type
     expected_interaction.id = recorded.interaction_id
     expected_interaction.trace_id = recorded.trace_id
     expected_interaction.received_at.CopyFrom(got.interaction.received_at)
+    assert len(got.interaction.span_id) == 16  # the recording request's server span
+    expected_interaction.span_id = got.interaction.span_id
     assert got.interaction == expected_interaction
     assert_recent(got.interaction.received_at)
 
