@@ -95,17 +95,19 @@ class TopIssues:
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms == 0, 1.0, norms)
+    vectors = np.array(vectors, dtype=np.float32)  # a copy: the caller's rows stay as they were
+    # einsum, not linalg.norm: a third of the time on a (100k x 384) window.
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None]
+    vectors /= np.where(norms == 0, 1.0, norms)
+    return vectors
 
 
 def _matrix(items: Sequence[tuple[str, np.ndarray]]) -> tuple[list[str], np.ndarray]:
-    ordered = sorted(items, key=lambda item: item[0])
-    ids = [i for i, _ in ordered]
-    if not ordered:
-        return ids, np.zeros((0, 0), dtype=np.float32)
-    return ids, unit_rows(np.stack([np.asarray(v, dtype=np.float32).reshape(-1) for _, v in ordered]))
+    if not items:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    order = sorted(range(len(items)), key=lambda n: items[n][0])
+    ids = [items[n][0] for n in order]
+    return ids, unit_rows(np.stack([np.asarray(items[n][1], dtype=np.float32) for n in order]))
 
 
 def sample_order(ids: Sequence[str]) -> np.ndarray:
@@ -247,7 +249,8 @@ def top_issues(
     ids, vectors = _matrix(current)
     if not ids:
         return TopIssues([])
-    grouping = group(vectors, sample_order(ids), sample_size)
+    order = sample_order(ids)
+    grouping = group(vectors, order, sample_size)
     labels = grouping.labels
     if min_similarity > 0 and grouping.count:
         own = np.einsum("ij,ij->i", vectors, grouping.centroids[np.maximum(labels, 0)])
@@ -259,7 +262,7 @@ def top_issues(
         prev_labels = grouping.assign(prev_vectors, min_similarity)
         np.add.at(prev_counts, prev_labels[prev_labels >= 0], 1)
     in_sample = np.zeros(len(ids), dtype=bool)
-    in_sample[sample_order(ids)[:sample_size]] = True
+    in_sample[order[:sample_size]] = True
     issues: list[Issue] = []
     for g in range(k):
         members = np.flatnonzero(labels == g)

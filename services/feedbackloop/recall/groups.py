@@ -6,9 +6,13 @@ centroids, and paired one to one (scipy's `linear_sum_assignment`, the Hungarian
 the similarities) where the pair is at least `MATCH_SIMILARITY` alike. A paired group keeps the
 stored id and first-seen time; its centroid moves halfway toward the new one (it follows a
 complaint whose wording drifts, without forgetting where it was), and its label is the new one.
-A group without a pair is stored as new. Two windows' groups of one cause have centroids far
-closer than two causes' groups (tests/unit/recall/test_groups.py measures both on the labeled
-sets), so the bound sits between them.
+A group without a pair is stored as new.
+
+The bound, measured by clustering each labeled set's even and odd texts as two windows: groups of
+one cause have centroids at a median cosine of 0.79, groups of different causes at a median of
+0.34 (invoicing set; 99th percentile 0.74, maximum 0.83) and 0.22 (the 96 texts). At 0.8, 12 of
+the 13 pairs matched on the invoicing set share their cause (at 0.7, 18 of 20): a wrongly merged
+identity is worse than a new id, so the bound favours precision.
 
 A group's `first_seen_at` is the earliest occurrence of a clustered member in any window it was
 found in, so a window queried after a later one still moves it back.
