@@ -25,6 +25,7 @@ pytestmark = pytest.mark.milvus_server
 
 # About Lite's own in-process channel, not the index contract: it runs once, in the unit tests.
 del test_an_idle_lite_channel_is_not_sent_away  # noqa: F821
+del test_lite_flushes_every_so_many_written_rows  # noqa: F821  (Lite only)
 
 
 @pytest.fixture

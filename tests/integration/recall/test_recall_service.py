@@ -465,7 +465,8 @@ def test_the_index_stage_calls_the_model_once_per_batch(
     jobs = app.queue.claim("index", app.index_stage.batch_size)
     outcomes = app.index_stage.process(jobs)
     assert len(jobs) == 8 and all(error is None for error in outcomes.values())
-    assert counting.calls == [8]
+    # One call for the batch: the 8 feedback texts and their distinct questions.
+    assert len(counting.calls) == 1 and counting.calls[0] > 8
 
 
 def test_search_by_feedback_links_to_the_feedbacks_own_trace(recall_server: Any, spans: Any) -> None:

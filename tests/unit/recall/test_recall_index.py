@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from feedbackloop.recall.filters import FilterError, RecallFilter
-from feedbackloop.recall.index import FeedbackIndex, IndexRow
+from feedbackloop.recall.index import FeedbackIndex, IndexRow, rrf_merge
 
 DIM = 8
 T0 = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
@@ -237,6 +237,117 @@ def test_counts_per_project_follow_upserts_deletes_and_a_drop(filled: FeedbackIn
     filled.drop()
     assert not filled.exists()
     assert filled.project_count("p1") == 0
+
+
+@pytest.fixture
+def two_fields(index: FeedbackIndex) -> FeedbackIndex:
+    """Rows whose feedback and question vectors point different ways (fb_0003 has no question)."""
+    index.ensure_collection(DIM)
+    index.upsert(
+        [
+            row(0, vector=unit(1, 0), question_vector=unit(0, 0, 1), has_question=True),
+            row(1, vector=unit(1, 0.3), question_vector=unit(0, 0, 0, 1), has_question=True),
+            row(2, vector=unit(0, 1), question_vector=unit(0, 0, 1, 0.2), has_question=True),
+            row(3, vector=unit(0, 0, 1)),  # session-level: its question vector is its feedback vector
+        ]
+    )
+    return index
+
+
+def test_each_field_is_searched_on_its_own(two_fields: FeedbackIndex) -> None:
+    assert two_fields.layout == ("multi" if two_fields._multi_vector else "split")
+    assert ids(two_fields.search("p1", unit(1, 0), top_k=2)) == ["fb_0000", "fb_0001"]
+    # The question side ranks by question; rows without a question are left out of it.
+    assert ids(two_fields.search("p1", unit(0, 0, 1), top_k=4, field="question")) == [
+        "fb_0000",
+        "fb_0002",
+        "fb_0001",
+    ]
+    assert ids(two_fields.search("p1", unit(0, 0, 1), top_k=1)) == ["fb_0003"]
+    got = two_fields.fetch_vectors("p1", ["fb_0000", "fb_0003"], "question")
+    np.testing.assert_allclose(got["fb_0000"], unit(0, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(got["fb_0003"], unit(0, 0, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="unknown field"):
+        two_fields.search("p1", unit(1, 0), top_k=1, field="answer")
+
+
+def test_both_fields_fuse_by_reciprocal_rank(two_fields: FeedbackIndex) -> None:
+    vectors = {"feedback": unit(1, 0), "question": unit(0, 0, 1)}
+    fused = two_fields.search_both("p1", vectors, top_k=4)
+    # The same formula over the two single-field rankings (what a 2.3 server gets here).
+    ranked = [ids(two_fields.search("p1", vectors[f], top_k=20, field=f)) for f in ("feedback", "question")]
+    assert [(h.id, round(h.score, 6)) for h in fused] == [(i, round(s, 6)) for i, s in rrf_merge(ranked, 4)]
+    assert fused[0].id == "fb_0000"  # first on both fields
+    assert fused[0].field_scores == pytest.approx({"feedback": 1.0, "question": 1.0}, abs=1e-5)
+    # min_score keeps a hit whose better field reaches it.
+    kept = two_fields.search_both("p1", vectors, top_k=4, min_score=0.9)
+    assert {h.id for h in kept} == {h.id for h in fused if max(h.field_scores.values()) >= 0.9}
+    assert two_fields.search_both("p1", vectors, top_k=4, exclude_ids=["fb_0000"])[0].id != "fb_0000"
+
+
+def test_a_collection_of_the_one_vector_layout_is_read_and_rebuilt(index: FeedbackIndex) -> None:
+    """A collection an earlier version created (one `vector`, no question field) keeps working,
+    question searches on its one vector, until drop and rebuild give the current layout."""
+    from pymilvus import DataType, MilvusClient
+
+    client = index._client
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=128)
+    schema.add_field("project_id", DataType.VARCHAR, max_length=128, is_partition_key=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+    for name in ("signals", "categories"):
+        schema.add_field(name, DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=64, max_length=256)
+    for name in ("signals_text", "categories_text"):
+        schema.add_field(name, DataType.VARCHAR, max_length=65_535)
+    for name in ("model_version", "prompt_name", "user_role", "source"):
+        schema.add_field(name, DataType.VARCHAR, max_length=256)
+    schema.add_field("occurred_at", DataType.INT64)
+    schema.add_field("negative", DataType.BOOL)
+    params = client.prepare_index_params()
+    params.add_index(
+        field_name="vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200}
+    )
+    client.create_collection(index.collection, schema=schema, consistency_level="Strong")
+    client.create_index(index.collection, params, sync=False)
+    client.load_collection(index.collection)
+    reopened = FeedbackIndex(index.uri, index.collection)
+    try:
+        reopened.ensure_collection(DIM)
+        assert reopened.layout == "legacy"
+        reopened.upsert([row(0, vector=unit(1, 0), question_vector=unit(0, 1), has_question=True)])
+        assert ids(reopened.search("p1", unit(1, 0), top_k=1, field="question")) == ["fb_0000"]
+        assert reopened.holds_only("p1") and not reopened.holds_only("p2")
+        reopened.drop()
+        reopened.ensure_collection(DIM)
+        assert reopened.layout in ("multi", "split")
+    finally:
+        reopened.close()
+
+
+def test_lite_flushes_every_so_many_written_rows(lite_uri_for_flush: str) -> None:
+    """Lite searches unflushed rows one by one and flushes only at 128 MiB on its own: a server
+    that had just ingested a few thousand feedback searched them that way until a restart."""
+    flushing = FeedbackIndex(lite_uri_for_flush, "flushed", lite_flush_rows=10)
+    never = FeedbackIndex(lite_uri_for_flush, "unflushed", lite_flush_rows=0)
+    try:
+        for index in (flushing, never):
+            index.ensure_collection(DIM)
+            for lo in range(0, 25, 5):
+                index.upsert([row(i) for i in range(lo, lo + 5)])
+        segments = {
+            name: sorted(Path(lite_uri_for_flush, "collections", name).glob("partitions/*/data/*.parquet"))
+            for name in ("flushed", "unflushed")
+        }
+        assert len(segments["flushed"]) == 2 and segments["unflushed"] == []
+        assert ids(flushing.search("p1", row(3).vector, top_k=1)) == ["fb_0003"]
+    finally:
+        flushing.close()
+        never.close()
+
+
+@pytest.fixture
+def lite_uri_for_flush(tmp_path: Path) -> str:
+    return str(tmp_path / "flush.db")
 
 
 def test_dimension_mismatch_is_refused(filled: FeedbackIndex) -> None:
