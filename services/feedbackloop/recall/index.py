@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -538,7 +538,7 @@ class FeedbackIndex:
     def search_both(
         self,
         project_id: str,
-        vectors: dict[str, Sequence[float] | np.ndarray],
+        vectors: Mapping[str, Sequence[float] | np.ndarray],
         top_k: int = 10,
         min_score: float | None = None,
         filter: RecallFilter | None = None,
