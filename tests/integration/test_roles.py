@@ -34,6 +34,7 @@ API_SERVICES = {
     "feedbackloop.v1.PromptService",
     "feedbackloop.v1.DatasetService",
     "feedbackloop.v1.ReviewService",
+    "opentelemetry.proto.collector.trace.v1.TraceService",
 }
 FAST_PIPELINE = {"pipeline_enabled": True, "embedding_batch_max_wait_ms": 0, "pipeline_poll_seconds": 0.05}
 

@@ -147,16 +147,20 @@ def _attributes(v: Violations, path: str, attributes: Any, limits: Limits) -> di
     if len(result) > limits.max_attributes:
         v.add(path, f"has {len(result)} entries; the limit is {limits.max_attributes}")
     for key, value in result.items():
-        item = f"{path}[{quote(key)!r}]"
         if not key or len(key) > MAX_NAME_CHARS:
-            v.add(item, f"key must be 1 to {MAX_NAME_CHARS} characters")
+            v.add(_item(path, key), f"key must be 1 to {MAX_NAME_CHARS} characters")
         elif fields.first_control(key) is not None:
-            v.add(item, "key must not contain control characters")
+            v.add(_item(path, key), "key must not contain control characters")
         if len(value) > limits.max_text_chars:
-            v.add(item, f"value is {len(value)} characters long; the limit is {limits.max_text_chars}")
+            v.add(_item(path, key), f"value is {len(value)} characters long; the limit is {limits.max_text_chars}")
         elif "\x00" in value:
-            v.add(item, "value must not contain NUL characters (U+0000)")
+            v.add(_item(path, key), "value must not contain NUL characters (U+0000)")
     return result
+
+
+def _item(path: str, key: str) -> str:
+    # Only for a violation: quoting every key of every record showed in the ingest profile.
+    return f"{path}[{quote(key)!r}]"
 
 
 def _parameters(v: Violations, path: str, parameters: Any) -> dict[str, Any]:
