@@ -32,7 +32,7 @@ from feedbackloop.recall.index import (
     IndexRow,
     is_lite_uri,
 )
-from feedbackloop.recall.text import EmbeddedTexts, embedded_texts
+from feedbackloop.recall.text import EmbeddedTexts, distinct_texts, embedded_texts
 from feedbackloop.store.db import Database
 from feedbackloop.store.lookups import feedback_by_ids
 from feedbackloop.store.models import Feedback
@@ -149,7 +149,7 @@ class Recall:
         in the batch (a question asked in many sessions, or the question a wordless feedback
         uses as its own text) is embedded once."""
         texts = [embedded_texts(f, f.interaction) for f in feedback]
-        unique = list(dict.fromkeys(t for pair in texts for t in (pair.feedback, pair.question)))
+        unique = distinct_texts(texts)
         encoded = self.embedder.encode(unique)
         row = {text: n for n, text in enumerate(unique)}
         return EmbeddedBatch(

@@ -170,6 +170,13 @@ def compose_texts(
     )
 
 
+def distinct_texts(texts: Sequence[EmbeddedTexts]) -> list[str]:
+    """The model inputs for a batch: every feedback's feedback text and question, each distinct
+    text once, in first-seen order (a question asked in many sessions, or the question a
+    wordless feedback uses as its own text, is embedded once)."""
+    return list(dict.fromkeys(t for pair in texts for t in (pair.feedback, pair.question)))
+
+
 def epoch_ms(moment: datetime) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)  # the store hands back aware datetimes; tests may not
