@@ -13,6 +13,13 @@ from feedbackloop.ingestion.convert import timestamp
 from feedbackloop.policy.durations import parse_duration
 from feedbackloop.v1 import common_pb2, pipeline_pb2, pipeline_pb2_grpc, recall_pb2, recall_pb2_grpc
 
+SEARCH_MODES = {
+    "auto": recall_pb2.SEARCH_MODE_UNSPECIFIED,
+    "feedback": recall_pb2.SEARCH_MODE_FEEDBACK,
+    "question": recall_pb2.SEARCH_MODE_QUESTION,
+    "both": recall_pb2.SEARCH_MODE_BOTH,
+}
+
 
 def cmd_reindex(args: argparse.Namespace) -> int:
     from tqdm import tqdm
@@ -38,7 +45,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     stub = recall_pb2_grpc.RecallServiceStub(channel(args))
     request = recall_pb2.SearchSimilarRequest(
-        project=args.project, top_k=args.top_k, min_score=args.min_score
+        project=args.project, top_k=args.top_k, min_score=args.min_score, mode=SEARCH_MODES[args.mode]
     )
     if args.feedback_id:
         request.feedback_id = args.text
@@ -48,10 +55,19 @@ def cmd_search(args: argparse.Namespace) -> int:
         response = stub.SearchSimilar(request)
     except grpc.RpcError as error:
         return rpc_error_exit(error)
+    # The mode that ran, since an unspecified one is picked per query (a wordless feedback id
+    # searches the question field).
+    ran = recall_pb2.SearchMode.Name(response.mode).removeprefix("SEARCH_MODE_").lower()
+    print(f"mode: {ran}")
     for hit in response.hits:
         f = hit.feedback
         words = f.comment or f.correction or ", ".join(f.categories)
-        print(f"{hit.score:.3f}  {f.id}  {words[:100]}")
+        if not words and hit.interaction.input_messages:  # a wordless feedback: show its question
+            words = "(asked) " + hit.interaction.input_messages[-1].content
+        fields = ""
+        if response.mode == recall_pb2.SEARCH_MODE_BOTH:  # `score` is the fused rank score there
+            fields = f"  feedback {hit.feedback_score:.3f}  question {hit.question_score:.3f}"
+        print(f"{hit.score:.3f}{fields}  {f.id}  {words[:100]}")
     if not response.hits:
         print("no similar feedback")
     return 0
@@ -158,6 +174,13 @@ def register(sub: Any) -> None:
     search.add_argument("--feedback-id", action="store_true", help="TEXT is a feedback id")
     search.add_argument("--top-k", type=int, default=10)
     search.add_argument("--min-score", type=float, default=0.0)
+    search.add_argument(
+        "--mode",
+        choices=sorted(SEARCH_MODES),
+        default="auto",
+        help="the field searched: what users wrote (feedback), what they asked (question), or both "
+        "fused by rank; auto (default) is feedback, or question for a feedback id without words",
+    )
     add_connection_args(search)
     search.set_defaults(handler=cmd_search)
     top = recall.add_parser("top-issues", help="what users complain about")
