@@ -164,6 +164,28 @@ class Settings(BaseSettings):
         description="Feedback whose span did not arrive in time: keep (routed unlinked) or refuse (not routed; dead letter).",
     )
 
+    # --- metrics ---
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus `/metrics` endpoint, on the gRPC bind address (0: no endpoint).",
+    )
+    metrics_project_label: bool = Field(
+        False,
+        description="Label the feedback, pipeline and routing metrics with the project (a series per project: for few projects).",
+    )
+    metrics_max_versions: int = Field(
+        20,
+        gt=0,
+        description="Distinct model versions per project, and prompt versions per prompt, kept as label values; later ones count as `other`.",
+    )
+    metrics_refresh_seconds: float = Field(
+        15.0,
+        ge=0,
+        description="Most often the store-wide gauges (pipeline queue, review queues, patches) are re-read; a scrape in between sees the last reading.",
+    )
+
     # --- routing ---
     policies_dir: Path | None = Field(
         Path("policies"), description="Policy set `serve` applies on first start when none is live."

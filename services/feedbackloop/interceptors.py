@@ -1,4 +1,4 @@
-"""Server interceptors, installed in this order: tracing, then auth, then error mapping.
+"""Server interceptors, installed in this order: metrics, tracing, auth, then error mapping.
 
 Each wraps the RPC's behaviour function; `_WrappingInterceptor` does the plumbing for the four
 RPC shapes so every concern is one `scope` context manager.
@@ -22,6 +22,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from feedbackloop import auth
 from feedbackloop.errors import FeedbackloopError, Unauthenticated
+from feedbackloop.metrics.instruments import Metrics
 from feedbackloop.telemetry import tracer
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,35 @@ class TracingInterceptor(_WrappingInterceptor):
                     span.set_status(Status(StatusCode.ERROR, code.name))
                 raise
             span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.OK.value[0])
+
+
+class MetricsInterceptor(_WrappingInterceptor):
+    """Records each RPC's duration by service, method and final status code; outermost, so the
+    time includes authentication and a refused call is counted with its code."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def applies_to(self, method: str) -> bool:
+        return not is_open_method(method)  # probes and reflection, as for tracing
+
+    @contextmanager
+    def scope(self, method: str, metadata: Metadata, context: grpc.ServicerContext) -> Iterator[None]:
+        started = time.perf_counter()
+        code: grpc.StatusCode | None = None
+        try:
+            yield
+        except GeneratorExit:  # a streamed response the client stopped reading
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except BaseException:
+            code = _context_code(context) or grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            # A servicer may also set a code and return normally.
+            final = code or _context_code(context) or grpc.StatusCode.OK
+            service, _, rpc = method.lstrip("/").partition("/")
+            self._metrics.rpc(service, rpc, final.name, time.perf_counter() - started)
 
 
 def _context_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:

@@ -6,6 +6,9 @@
 - `worker`: the pipeline stages (embed and index, then route), claiming jobs from the shared
   queue; it serves `grpc.health.v1.Health` alone, for its probes.
 
+Every role also serves its metrics (`metrics/`, on FEEDBACKLOOP_METRICS_PORT and over OTLP
+when configured), as it serves health: they are not a part a role may leave out.
+
 Every role waits for the same things before it reports SERVING (`readiness.py`): the store
 answers, the embedding model is loaded (the api role embeds too: text searches, inline
 evaluations) and Milvus is reachable.

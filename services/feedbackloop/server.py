@@ -32,8 +32,10 @@ from feedbackloop.interceptors import (
     AuthInterceptor,
     CachedKeyResolver,
     ErrorMappingInterceptor,
+    MetricsInterceptor,
     TracingInterceptor,
 )
+from feedbackloop.metrics import MetricsBindError, ServerMetrics
 from feedbackloop.otlp.component import OtlpComponent
 from feedbackloop.pipeline.component import PipelineComponent
 from feedbackloop.pipeline.jobs import JobQueue, RetryPolicy
@@ -144,6 +146,14 @@ class App:
         self.recall = Recall(self.db, embedder or Embedder.from_settings(settings), settings)
         self.committer = GroupCommitter(self.db, settings.stream_batch_size)
         self.statistics = StatisticsRefresher(self.db, settings.sqlite_analyze_interval_seconds)
+        # Every role has its metrics (FEEDBACKLOOP_METRICS_PORT, OTLP), like its health service.
+        self.telemetry = ServerMetrics.build(
+            settings,
+            self.db,
+            categories_for=self.taxonomy.categories_for,
+            prompts_for=lambda project: self.routing.known_prompts(project),
+        )
+        self.metrics = self.telemetry.metrics
         self.routing = RoutingComponent(
             self.db,
             settings,
@@ -151,6 +161,7 @@ class App:
             similar=RecallSimilarFeedback(self.db, self.recall),
             embed=self.recall.embedder.encode,
             on_committed=self.wake_index.set,  # a review resolution is new feedback
+            metrics=self.metrics,
         )
         # The hosted components, in start order; the role picks which (the pipeline stages are
         # started apart, see `start_pipeline`).
@@ -176,7 +187,10 @@ class App:
         self.components: list[Component] = [build() for part, build in builders.items() if part in self.parts]
         self.workers: list[StageWorker] = []
         self.index_stage = IndexStage(
-            self.recall, settings.embedding_batch_size, settings.embedding_batch_max_wait_ms / 1000
+            self.recall,
+            settings.embedding_batch_size,
+            settings.embedding_batch_max_wait_ms / 1000,
+            metrics=self.metrics,
         )
         self.server: grpc.Server | None = None
         self.port: int = 0
@@ -267,6 +281,7 @@ class App:
         self.server = grpc.server(
             self._executor,
             interceptors=[
+                *([MetricsInterceptor(self.metrics)] if self.metrics.enabled else []),
                 TracingInterceptor(),
                 AuthInterceptor(resolver, scopes, anonymous),
                 ErrorMappingInterceptor(),
@@ -292,6 +307,11 @@ class App:
             self.port = 0
         if self.port == 0:
             raise StartupError(bind_failure(self.settings.host, self.settings.port))
+        try:
+            self.telemetry.start(self.settings.host)
+        except MetricsBindError as error:
+            self.server.stop(None)
+            raise StartupError(str(error)) from error
         try:
             for component in self.components:
                 component.start()
@@ -340,10 +360,17 @@ class App:
                 poll_seconds=poll,
                 wake=self.wake_index,
                 on_advanced=self.wake_route.set,
+                metrics=self.metrics,
             )
         )
         self.workers.append(
-            StageWorker(self.queue, self.routing.route_stage, poll_seconds=poll, wake=self.wake_route)
+            StageWorker(
+                self.queue,
+                self.routing.route_stage,
+                poll_seconds=poll,
+                wake=self.wake_route,
+                metrics=self.metrics,
+            )
         )
         for worker in self.workers:
             worker.start()
@@ -388,6 +415,7 @@ class App:
             ("the statistics refresher", self.statistics.stop),
             *((f"component {type(c).__name__}", c.stop) for c in reversed(self.components)),
             ("the recall index", self.recall.close),
+            ("the metrics endpoint", self.telemetry.stop),
             ("the store", self.db.dispose),
         ]
 

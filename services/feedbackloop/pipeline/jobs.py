@@ -139,11 +139,13 @@ class JobQueue:
                 .values(**values)
             )
 
-    def fail(self, job_ids: list[int], error: str) -> None:
-        """Schedule a retry with exponential backoff, or dead-letter after the last attempt."""
+    def fail(self, job_ids: list[int], error: str) -> int:
+        """Schedule a retry with exponential backoff, or dead-letter after the last attempt;
+        returns how many went to the dead letter."""
         if not job_ids:
-            return
+            return 0
         now = utcnow()
+        dead = 0
         with self._db.write() as session:
             for job in session.scalars(select(PipelineJob).where(PipelineJob.id.in_(job_ids))):
                 job.attempts += 1
@@ -152,8 +154,10 @@ class JobQueue:
                 job.updated_at = now
                 if job.attempts >= self._retry.max_attempts:
                     job.status = DEAD
+                    dead += 1
                 else:
                     job.next_attempt_at = now + self._retry.delay(job.attempts)
+        return dead
 
     def dead_letters(self, project_id: str | None = None, limit: int = 100) -> list[PipelineJob]:
         with self._db.read() as session:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from feedbackloop.metrics.instruments import DEAD_LETTERED, DONE, RETRIED, Metrics
 from feedbackloop.pipeline.jobs import ClaimedJob, JobQueue
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,10 @@ class StageWorker:
         poll_seconds: float,
         wake: threading.Event,
         on_advanced: Callable[[], None] = lambda: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._queue = queue
+        self._metrics = metrics
         self._stage = stage
         self._poll = poll_seconds
         self.wake = wake
@@ -102,12 +105,14 @@ class StageWorker:
         return True
 
     def _process(self, jobs: list[ClaimedJob]) -> None:
+        started = time.perf_counter()
         ids = [job.id for job in jobs]
         try:
             outcomes = self._stage.process(jobs)
         except Exception as error:
             log.warning("pipeline %s: batch of %d failed: %s", self._stage.name, len(jobs), error)
-            self._queue.fail(ids, f"{type(error).__name__}: {error}")
+            dead = self._queue.fail(ids, f"{type(error).__name__}: {error}")
+            self._record(started, done=0, failed=len(ids), dead=dead)
             return
         done = [job_id for job_id in ids if outcomes.get(job_id, "no outcome reported") is None]
         failures: dict[str, list[int]] = {}
@@ -116,7 +121,15 @@ class StageWorker:
             if error_text is not None:
                 failures.setdefault(error_text, []).append(job_id)
         self._queue.advance(done, self._stage.name)
-        for error_text, failed in failures.items():
-            self._queue.fail(failed, error_text)
+        dead = sum(self._queue.fail(failed, error_text) for error_text, failed in failures.items())
+        self._record(started, done=len(done), failed=len(ids) - len(done), dead=dead)
         if done:
             self._on_advanced()
+
+    def _record(self, started: float, *, done: int, failed: int, dead: int) -> None:
+        if self._metrics is not None:
+            self._metrics.batch(
+                self._stage.name,
+                time.perf_counter() - started,
+                {DONE: done, RETRIED: failed - dead, DEAD_LETTERED: dead},
+            )

@@ -9,6 +9,7 @@ from typing import TypeVar
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
+from feedbackloop.metrics.instruments import Metrics
 from feedbackloop.pipeline.jobs import ClaimedJob
 from feedbackloop.recall.service import Recall
 from feedbackloop.telemetry import context_from_traceparent, tracer
@@ -19,10 +20,13 @@ T = TypeVar("T")
 class IndexStage:
     name = "index"
 
-    def __init__(self, recall: Recall, batch_size: int, max_wait_seconds: float) -> None:
+    def __init__(
+        self, recall: Recall, batch_size: int, max_wait_seconds: float, metrics: Metrics | None = None
+    ) -> None:
         self._recall = recall
         self.batch_size = batch_size
         self.max_wait_seconds = max_wait_seconds
+        self._metrics = metrics
 
     def process(self, jobs: list[ClaimedJob]) -> dict[int, str | None]:
         # Each feedback's own trace (the one ingestion stored) gets a `pipeline.index` span with
@@ -40,15 +44,21 @@ class IndexStage:
             rows = self._recall.load_feedback([job.feedback_id for job in jobs])
             present = [rows[job.feedback_id] for job in jobs if job.feedback_id in rows]
             if present:
+                started = time.perf_counter()
                 vectors = self._step(
                     "recall.embed", job_spans, len(present), lambda: self._recall.embed_feedback(present)
                 )
+                embedded = time.perf_counter()
                 self._step(
                     "milvus.upsert",
                     job_spans,
                     len(present),
                     lambda: self._recall.upsert_feedback(present, vectors),
                 )
+                if self._metrics is not None:  # feedback is counted once it is in the loop
+                    self._metrics.embedded(len(present), embedded - started)
+                    self._metrics.milvus("upsert", time.perf_counter() - embedded)
+                    self._metrics.feedback_received(present)
             return {
                 job.id: None if job.feedback_id in rows else f"feedback {job.feedback_id} is not in the store"
                 for job in jobs

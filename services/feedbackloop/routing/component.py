@@ -16,6 +16,7 @@ from feedbackloop import auth
 from feedbackloop.config import Settings
 from feedbackloop.errors import Aborted
 from feedbackloop.ingestion.taxonomy import Taxonomy
+from feedbackloop.metrics.instruments import Metrics
 from feedbackloop.policy import validate_dir
 from feedbackloop.routing import dataset_service, prompt_service, review_service
 from feedbackloop.routing import servicer as routing_servicer
@@ -51,6 +52,7 @@ class RoutingComponent:
     similar: SimilarFeedback | None = None
     embed: Embed | None = None
     on_committed: Callable[[], None] | None = None
+    metrics: Metrics | None = None  # decisions and actions of the route stage
     service_names: tuple[str, ...] = (
         routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name,
         prompts_pb2.DESCRIPTOR.services_by_name["PromptService"].full_name,
@@ -70,7 +72,7 @@ class RoutingComponent:
         self.live = LivePolicies(self.db, self.taxonomy)
         self.taxonomy.follow(self.live.refresh)
         self.router = Router(self.db, self.live, self.similar, self.embed)
-        self.route_stage = RouteStage(self.router)
+        self.route_stage = RouteStage(self.router, metrics=self.metrics)
         pages = PageLimits.from_settings(self.settings)
         self.routing_servicer = routing_servicer.RoutingServicer(self.router, pages)
         self.prompt_servicer = prompt_service.PromptServicer(self.db, pages)
@@ -114,6 +116,11 @@ class RoutingComponent:
             return 0  # another process bootstrapped first
         log.info("applied %s as policy revision %d of project %s", directory, info.revision, project)
         return info.revision
+
+    def known_prompts(self, project_id: str) -> frozenset[str]:
+        """The project's applied Prompt resources (the prompt names metrics keep as labels)."""
+        live = self.live.get(project_id)
+        return frozenset(live.policy_set.prompts) if live is not None else frozenset()
 
     def stop(self) -> None:
         pass

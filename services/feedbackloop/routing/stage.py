@@ -7,6 +7,7 @@ import logging
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from feedbackloop.metrics.instruments import Metrics
 from feedbackloop.pipeline.jobs import ClaimedJob
 from feedbackloop.routing.revisions import LiveSet
 from feedbackloop.routing.router import Router
@@ -20,10 +21,17 @@ class RouteStage:
 
     name = "route"
 
-    def __init__(self, router: Router, batch_size: int = 32, max_wait_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        router: Router,
+        batch_size: int = 32,
+        max_wait_seconds: float = 0.0,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.router = router
         self.batch_size = batch_size
         self.max_wait_seconds = max_wait_seconds
+        self._metrics = metrics
 
     def process(self, jobs: list[ClaimedJob]) -> dict[int, str | None]:
         outcomes: dict[int, str | None] = {}
@@ -48,6 +56,8 @@ class RouteStage:
                         span.set_attribute("routing.revision", result.revision)
                         span.set_attribute("routing.created", result.created)
                         outcomes[job.id] = None
+                        if self._metrics is not None and result.routed:
+                            self._metrics.routed(job.project_id, result.decisions)
                     except Exception as exc:
                         log.warning("route %s failed: %s", job.feedback_id, exc)
                         span.record_exception(exc)
