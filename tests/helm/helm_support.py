@@ -63,7 +63,11 @@ _EVERY_OPTION: dict[str, Any] = {
         "ingressFrom": [{"namespaceSelector": {"matchLabels": {"team": "llm-apps"}}}],
         "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
     },
-    "metrics": {"enabled": True, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    "metrics": {
+        "enabled": True,
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+        "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "LLM"}},
+    },
     "policies": {"files": POLICY_FILES},
     "otel": {
         "endpoint": "http://otel-collector:4317",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import helm_python
@@ -11,6 +13,7 @@ from helm_support import (
     CHART_DIR,
     FULLNAME,
     NAMESPACE,
+    REPO,
     VALUE_SETS,
     containers,
     pod_spec,
@@ -189,6 +192,34 @@ def test_service_monitor_scrapes_the_metrics_port_of_api_and_workers() -> None:
         (server,) = pod_spec(r.get("Deployment", f"{FULLNAME}-{role}"))["containers"]
         assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in server["ports"]
     assert r.get("ConfigMap", f"{FULLNAME}-settings")["data"]["FEEDBACKLOOP_METRICS_PORT"] == "9464"
+
+
+@pytest.mark.parametrize("values_set", ["standalone-every-option", "distributed-every-option"])
+def test_the_grafana_dashboard_is_a_configmap_for_the_sidecar_of_exported_series(values_set: str) -> None:
+    dashboard = rendered(values_set).get("ConfigMap", f"{FULLNAME}-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "LLM"}
+    (name,) = dashboard["data"]
+    board = json.loads(dashboard["data"][name])
+    assert name == "feedbackloop.json" and board["uid"] == "feedbackloop"
+    exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    assert all(p["datasource"]["uid"] == "${datasource}" for p in board["panels"] if p["type"] != "row")
+    # Every series a panel reads is one the server exports (the README's metrics table lists them).
+    server_readme = (REPO / "README.md").read_text()
+    documented = set(re.findall(r"`((?:feedbackloop|rpc)_[a-z_]+)`", server_readme))
+    used = {
+        re.sub(r"_(bucket|sum|count)$", "", n)
+        for e in exprs
+        for n in re.findall(r"\b(?:feedbackloop|rpc)_[a-z_]+", e)
+    }
+    assert used and used <= documented, used - documented
+    negative_share = next(p for p in board["panels"] if p["title"] == "Negative share")
+    assert "feedbackloop_feedback_negative_total" in negative_share["targets"][0]["expr"]
+
+
+def test_the_dashboard_is_off_by_default() -> None:
+    for values_set in ("standalone", "distributed-minimal"):
+        assert not rendered(values_set).has("ConfigMap", f"{FULLNAME}-dashboard")
 
 
 def test_network_policies_open_only_the_declared_ports() -> None:

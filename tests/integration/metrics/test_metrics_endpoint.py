@@ -6,6 +6,7 @@ and the real pipeline, and the assertions read the Prometheus text format the en
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -163,6 +164,15 @@ def test_feedback_pipeline_routing_and_rpc_series_after_real_traffic(
     }
     # Tenancy: no project label unless asked for.
     assert not any("project" in s.labels for s in m.samples)
+    # The README's table of series (which the chart's dashboard reads) is what the server serves.
+    documented = set(
+        re.findall(r"^\| `((?:feedbackloop|rpc)_[a-z_]+)`", (REPO / "README.md").read_text(), re.M)
+    )
+    documented |= set(
+        re.findall(r"^\| `[a-z_]+`, `((?:feedbackloop|rpc)_[a-z_]+)`", (REPO / "README.md").read_text(), re.M)
+    )
+    served = {re.sub(r"_(bucket|count|sum)$", "", s.name) for s in m.samples}
+    assert len(documented) == 18 and documented <= served, documented - served
 
 
 def test_the_project_is_a_label_when_enabled(
