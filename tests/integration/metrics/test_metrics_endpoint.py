@@ -97,6 +97,9 @@ def test_feedback_pipeline_routing_and_rpc_series_after_real_traffic(
     submit(channel, common_pb2.Feedback(interaction_id=known, thumb=common_pb2.THUMB_UP))
     submit(channel, common_pb2.Feedback(interaction_id=unknown_prompt, thumb=down))
     submit(
+        channel, common_pb2.Feedback(interaction_id=unknown_prompt, categories=["unsafe"])
+    )  # always reviewed
+    submit(
         channel,
         common_pb2.Feedback(
             interaction_id=third_model, implicit_signal=common_pb2.IMPLICIT_SIGNAL_REGENERATE
@@ -107,23 +110,23 @@ def test_feedback_pipeline_routing_and_rpc_series_after_real_traffic(
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     wait_for(lambda: all_done(server.app))
 
-    m = wait_for(lambda: (s := scrape(port)).value(RECEIVED) == 9 and s)
+    m = wait_for(lambda: (s := scrape(port)).value(RECEIVED) == 10 and s)
     known_labels = {"source": "end_user", "prompt_name": "support-answer", "prompt_version": "3"}
     assert m.value(RECEIVED, model_version="model-a", **known_labels) == 6
     assert m.value(NEGATIVE, model_version="model-a", **known_labels) == 5  # the share: 5 of 6
     # Outside the applied Prompts, and past the first two model versions: folded into `other`.
-    assert m.value(RECEIVED, prompt_name="other", prompt_version="other", model_version="model-b") == 1
+    assert m.value(RECEIVED, prompt_name="other", prompt_version="other", model_version="model-b") == 2
     assert m.value(RECEIVED, prompt_name="support-answer", model_version="other") == 1
     assert m.value(RECEIVED, prompt_name="none", prompt_version="none", model_version="none") == 1
     assert m.label_values(RECEIVED, "model_version") == {"model-a", "model-b", "other", "none"}
     assert m.value("feedbackloop_feedback_signals_total", signal="thumbs_down") == 6
     assert m.value("feedbackloop_feedback_signals_total", signal="regenerate") == 1
     assert m.value("feedbackloop_feedback_categories_total", category="outdated_info") == 5
-    assert m.value(NEGATIVE) == 7  # 6 thumbs down and a regenerate
+    assert m.value(NEGATIVE) == 8  # 6 thumbs down, a regenerate, a category
 
     # gRPC: by service, method and status code, the refused call included.
     ingestion = {"rpc_service": "feedbackloop.v1.IngestionService"}
-    assert m.value(RPC_COUNT, rpc_method="SubmitFeedback", rpc_response_status_code="OK", **ingestion) == 9
+    assert m.value(RPC_COUNT, rpc_method="SubmitFeedback", rpc_response_status_code="OK", **ingestion) == 10
     assert m.value(RPC_COUNT, rpc_method="SubmitFeedback", rpc_response_status_code="INVALID_ARGUMENT") == 1
     assert m.value(RPC_COUNT, rpc_method="RecordInteraction", rpc_response_status_code="OK") == 3
     assert m.label_values(RPC_COUNT, "rpc_method") == {
@@ -132,27 +135,29 @@ def test_feedback_pipeline_routing_and_rpc_series_after_real_traffic(
     }  # no health checks
 
     # The pipeline: every job done in both stages, the batches embedded and upserted.
-    assert m.value("feedbackloop_pipeline_jobs_total", stage="index", outcome="done") == 9
-    assert m.value("feedbackloop_pipeline_jobs_total", stage="route", outcome="done") == 9
+    assert m.value("feedbackloop_pipeline_jobs_total", stage="index", outcome="done") == 10
+    assert m.value("feedbackloop_pipeline_jobs_total", stage="route", outcome="done") == 10
     assert m.value("feedbackloop_pipeline_jobs_total", outcome="retried") == 0
-    assert m.value("feedbackloop_embedding_batch_size_sum") == 9
+    assert m.value("feedbackloop_embedding_batch_size_sum") == 10
     assert m.value("feedbackloop_embedding_duration_seconds_count") >= 1
     assert m.value("feedbackloop_milvus_duration_seconds_count", operation="upsert") >= 1
     assert m.value("feedbackloop_pipeline_queue_depth", stage="index") == 0
     assert m.value("feedbackloop_pipeline_queue_depth", stage="route") == 0
     assert m.value("feedbackloop_pipeline_dead_letters") == 0
 
-    # Routing: the first policy decided on each of the 9, a match stopped the ones after it.
+    # Routing: the first policy decided on each of the 10, a match stopped the ones after it.
     decisions = "feedbackloop_routing_decisions_total"
     assert m.value(decisions, policy="unsafe-to-safety-review", outcome="condition_false") == 9
+    assert m.value(decisions, policy="unsafe-to-safety-review", outcome="matched") == 1
     assert m.value(decisions, policy="outdated-info-guideline", outcome="matched") == 1
     assert m.value(decisions, policy="outdated-info-guideline", outcome="aggregate_below_threshold") == 4
     sampled = m.value(decisions, policy="thumbs-down-comment-review", outcome="matched")  # sample: 0.25
     assert sampled + m.value(decisions, policy="thumbs-down-comment-review", outcome="sampled_out") == 4
     actions = "feedbackloop_routing_actions_total"
     assert m.value(actions, kind="prompt_patch", status="created") == 1
-    assert m.value(actions, kind="human_review", status="created") == sampled
+    assert m.value(actions, kind="human_review", status="created") == sampled + 1
     assert m.value("feedbackloop_review_queue_depth", queue="quality-review") == sampled
+    assert m.value("feedbackloop_review_queue_depth", queue="safety-review") == 1
     assert m.value("feedbackloop_review_overdue") == 0
     assert m.value("feedbackloop_prompt_patches", status="proposed") == 1
     assert m.value("feedbackloop_prompt_patches", status="applied") == 0
