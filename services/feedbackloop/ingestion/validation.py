@@ -152,7 +152,10 @@ def _attributes(v: Violations, path: str, attributes: Any, limits: Limits) -> di
         elif fields.first_control(key) is not None:
             v.add(_item(path, key), "key must not contain control characters")
         if len(value) > limits.max_text_chars:
-            v.add(_item(path, key), f"value is {len(value)} characters long; the limit is {limits.max_text_chars}")
+            v.add(
+                _item(path, key),
+                f"value is {len(value)} characters long; the limit is {limits.max_text_chars}",
+            )
         elif "\x00" in value:
             v.add(_item(path, key), "value must not contain NUL characters (U+0000)")
     return result
