@@ -26,6 +26,7 @@ BENCHMARKS = (
     "ingest_search_bench",
     "roles_bench",
     "top_issues_bench",
+    "otlp_bench",
 )
 
 
