@@ -1,6 +1,7 @@
 """Fuzz every RPC the server serves, over real gRPC on loopback.
 
-The methods come from the generated descriptors of `feedbackloop.v1` (plus the health check),
+The methods come from the generated descriptors of `feedbackloop.v1` (plus the health check and
+OTLP's TraceService),
 kept when the server's reflection lists their service, so a new RPC is fuzzed without touching
 this file. Each gets random bytes, mutations of a valid serialized request (bytes flipped,
 inserted, deleted) and requests with extreme field values (huge strings, NUL, negative and
@@ -46,6 +47,9 @@ from hostile_support import (
     row_counts,
     start_loaded,
 )
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1 import common_pb2 as otlp_common
+from opentelemetry.proto.trace.v1 import trace_pb2 as otlp_trace
 
 import feedbackloop.v1
 from feedbackloop.v1 import (
@@ -112,7 +116,10 @@ class Method:
 def served_methods(channel: grpc.Channel) -> list[Method]:
     """Every method of every generated service that this server serves."""
     served = set(ProtoReflectionDescriptorDatabase(channel).get_services())
-    services: list[pb_descriptor.ServiceDescriptor] = [health_pb2.DESCRIPTOR.services_by_name["Health"]]
+    services: list[pb_descriptor.ServiceDescriptor] = [
+        health_pb2.DESCRIPTOR.services_by_name["Health"],
+        trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"],
+    ]
     for module in pkgutil.iter_modules(feedbackloop.v1.__path__):
         if module.name.endswith("_pb2"):
             file = import_module(f"feedbackloop.v1.{module.name}").DESCRIPTOR
@@ -177,8 +184,37 @@ def valid_requests(loaded: Loaded) -> dict[str, Message]:
             claim_id="rc_nope", verdict=reviews_pb2.REVIEW_VERDICT_ACCEPT
         ),
         "Health/Check": health_pb2.HealthCheckRequest(service=""),
+        "TraceService/Export": llm_span_export(),
     }
     return requests
+
+
+def llm_span_export() -> trace_service_pb2.ExportTraceServiceRequest:
+    """One GenAI chat span, so mutations start from a span the server would store."""
+
+    def text(key: str, value: str) -> otlp_common.KeyValue:
+        return otlp_common.KeyValue(key=key, value=otlp_common.AnyValue(string_value=value))
+
+    span = otlp_trace.Span(
+        trace_id=bytes(range(1, 17)),
+        span_id=bytes(range(1, 9)),
+        name="chat gpt-4o",
+        kind=otlp_trace.Span.SPAN_KIND_CLIENT,
+        start_time_unix_nano=1_764_000_000_000_000_000,
+        end_time_unix_nano=1_764_000_000_250_000_000,
+        attributes=[
+            text("gen_ai.operation.name", "chat"),
+            text("gen_ai.request.model", "gpt-4o"),
+            text("gen_ai.input.messages", '[{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]'),
+            text(
+                "gen_ai.output.messages",
+                '[{"role": "assistant", "parts": [{"type": "text", "content": "hello"}]}]',
+            ),
+        ],
+    )
+    return trace_service_pb2.ExportTraceServiceRequest(
+        resource_spans=[otlp_trace.ResourceSpans(scope_spans=[otlp_trace.ScopeSpans(spans=[span])])]
+    )
 
 
 def base_request(method: Method, valid: dict[str, Message]) -> Message:
