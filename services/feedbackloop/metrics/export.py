@@ -4,9 +4,11 @@
   address the gRPC server binds (`opentelemetry-exporter-prometheus` over `prometheus_client`).
 - OTLP follows the SDK's conventions: metrics are pushed over OTLP/gRPC when
   OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_METRICS_ENDPOINT is set and
-  OTEL_METRICS_EXPORTER (default `otlp`) names `otlp`; `OTEL_METRICS_EXPORTER=none` or
-  OTEL_SDK_DISABLED=true turns the push off. The exporter reads its own variables
-  (OTEL_EXPORTER_OTLP_HEADERS, OTEL_METRIC_EXPORT_INTERVAL, ...).
+  OTEL_METRICS_EXPORTER (default `otlp`) names `otlp`; `OTEL_METRICS_EXPORTER=none` turns the
+  push off. The exporter reads its own variables (OTEL_EXPORTER_OTLP_HEADERS,
+  OTEL_METRIC_EXPORT_INTERVAL, ...).
+- OTEL_SDK_DISABLED=true turns every metric off, the endpoint included: the SDK's meter
+  provider records nothing then, and an endpoint serving nothing would only mislead.
 
 Each server builds its own MeterProvider (and Prometheus registry) rather than the global one,
 so several servers in one process (tests, benchmarks) keep their series apart. With neither
@@ -30,8 +32,12 @@ log = logging.getLogger(__name__)
 METER_NAME = "feedbackloop"
 
 
+def sdk_disabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
 def otlp_metrics_wanted() -> bool:
-    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+    if sdk_disabled():
         return False
     exporters = {e.strip().lower() for e in os.environ.get("OTEL_METRICS_EXPORTER", "otlp").split(",")}
     if "otlp" not in exporters:
@@ -55,7 +61,12 @@ class MetricsExport:
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
-        if port:
+        if port and sdk_disabled():
+            log.warning(
+                "metrics: OTEL_SDK_DISABLED=true turns metrics off; FEEDBACKLOOP_METRICS_PORT=%d is not served",
+                port,
+            )
+        elif port:
             from opentelemetry.exporter.prometheus import PrometheusMetricReader
             from prometheus_client import CollectorRegistry
 
