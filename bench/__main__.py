@@ -27,6 +27,7 @@ BENCHMARKS = (
     "roles_bench",
     "top_issues_bench",
     "otlp_bench",
+    "metrics_bench",
 )
 
 

@@ -1,0 +1,221 @@
+"""Metrics overhead: streamed and unary ingest with metrics on and off, in one run.
+
+Two real `feedbackloop serve` subprocesses on embedded SQLite stores (pipeline off as in the
+ingestion benchmark, tracing sampled off), one with FEEDBACKLOOP_METRICS_PORT set and scraped
+every second over HTTP by a thread of this process (thirty times the chart's default scrape
+rate; the store gauges are re-read at their default interval), one without any exporter. The
+runs alternate between the two servers (off, on, on, off, ...), so a load change on the machine
+hits both alike; each figure is the median of its rounds, and the spread of the paired rounds'
+ratios is printed beside it.
+
+Target: metrics cost at most 5% of streamed ingest throughput (on >= 0.95 x off).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+
+from bench.ingestion_bench import _free_port, _wait_serving
+from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
+
+TARGET_RATIO = 0.95
+UNARY_THREADS = 8
+
+
+@contextmanager
+def _server(data_dir: Path, metrics_port: int) -> Iterator[str]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "FEEDBACKLOOP_PIPELINE_ENABLED": "false",
+        "FEEDBACKLOOP_POLICIES_DIR": "",
+        "FEEDBACKLOOP_DATABASE_URL": "",
+        "FEEDBACKLOOP_METRICS_PORT": str(metrics_port),
+        # Tracing off by sampling, not OTEL_SDK_DISABLED (which turns metrics off too), on both.
+        "OTEL_SDK_DISABLED": "false",
+        "OTEL_TRACES_SAMPLER": "always_off",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+    }
+    log_path = data_dir / "server.log"
+    command = [sys.executable, "-m", "feedbackloop.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [*command, "--data-dir", str(data_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=data_dir,
+        )
+    address = f"127.0.0.1:{port}"
+    try:
+        _wait_serving(proc, address, log_path)
+        yield address
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _feedback(interaction_id: str, key: str, i: int) -> common_pb2.Feedback:
+    return common_pb2.Feedback(
+        interaction_id=interaction_id,
+        thumb=common_pb2.THUMB_DOWN if i % 3 else common_pb2.THUMB_UP,
+        categories=["outdated_info"] if i % 4 == 0 else [],
+        comment="The price changed in March." if i % 2 else "",
+        idempotency_key=key,
+    )
+
+
+def _interaction(address: str) -> str:
+    with grpc.insecure_channel(address) as channel:
+        request = ingestion_pb2.RecordInteractionRequest(
+            interaction=common_pb2.Interaction(session_id="bench", turn_index=0, response="It costs $10.")
+        )
+        return str(ingestion_pb2_grpc.IngestionServiceStub(channel).RecordInteraction(request).interaction_id)
+
+
+def _stream_eps(address: str, interaction_id: str, prefix: str, events: int) -> float:
+    requests = [
+        ingestion_pb2.SubmitFeedbackStreamRequest(feedback=_feedback(interaction_id, f"{prefix}-{i}", i))
+        for i in range(events)
+    ]
+    with grpc.insecure_channel(address) as channel:
+        stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
+        t0 = time.perf_counter()
+        response = stub.SubmitFeedbackStream(iter(requests), timeout=600)
+        elapsed = time.perf_counter() - t0
+    if response.rejected or response.accepted != events:
+        raise RuntimeError(f"stream: {response.accepted} accepted, {response.rejected} rejected")
+    return events / elapsed
+
+
+def _unary_eps(address: str, interaction_id: str, prefix: str, events: int) -> float:
+    per_thread = events // UNARY_THREADS
+    channels = [grpc.insecure_channel(address) for _ in range(UNARY_THREADS)]
+    stubs = [ingestion_pb2_grpc.IngestionServiceStub(c) for c in channels]
+    gate = threading.Barrier(UNARY_THREADS + 1)
+
+    def worker(n: int) -> None:
+        requests = [
+            ingestion_pb2.SubmitFeedbackRequest(feedback=_feedback(interaction_id, f"{prefix}-{n}-{i}", i))
+            for i in range(per_thread)
+        ]
+        gate.wait()
+        for request in requests:
+            stubs[n].SubmitFeedback(request, timeout=30)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(UNARY_THREADS)]
+    for thread in threads:
+        thread.start()
+    gate.wait()
+    t0 = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - t0
+    for channel in channels:
+        channel.close()
+    return per_thread * UNARY_THREADS / elapsed
+
+
+class _Scraper:
+    """Scrapes /metrics every `interval` seconds until stopped; counts the scrapes that worked."""
+
+    def __init__(self, port: int, interval: float = 1.0) -> None:
+        self._url = f"http://127.0.0.1:{port}/metrics"
+        self._interval = interval
+        self._stop = threading.Event()
+        self.scrapes = 0
+        self.last = ""
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            with urllib.request.urlopen(self._url, timeout=10) as response:
+                self.last = response.read().decode()
+            self.scrapes += 1
+
+
+def run(quick: bool = False) -> dict[str, float]:
+    rounds = 2 if quick else 5
+    stream_events = 2_000 if quick else 10_000
+    unary_events = 800 if quick else 4_000
+    metrics_port = _free_port()
+    with (
+        tempfile.TemporaryDirectory(prefix="fl-metrics-off-") as off_dir,
+        tempfile.TemporaryDirectory(prefix="fl-metrics-on-") as on_dir,
+        _server(Path(off_dir), 0) as off,
+        _server(Path(on_dir), metrics_port) as on,
+        _Scraper(metrics_port) as scraper,
+    ):
+        targets = {"off": (off, _interaction(off)), "on": (on, _interaction(on))}
+        for name, (address, interaction) in targets.items():  # warm up each server and channel path
+            _stream_eps(address, interaction, f"warm-{name}", 200)
+        figures: dict[str, list[float]] = {f"{k}_{m}": [] for k in ("stream", "unary") for m in targets}
+        for r in range(rounds):
+            order = (
+                list(targets.items()) if r % 2 == 0 else list(reversed(targets.items()))
+            )  # ABBA: drift cancels
+            for name, (address, interaction) in order:
+                figures[f"stream_{name}"].append(
+                    _stream_eps(address, interaction, f"s{r}-{name}", stream_events)
+                )
+                figures[f"unary_{name}"].append(
+                    _unary_eps(address, interaction, f"u{r}-{name}", unary_events)
+                )
+        scrapes = scraper.scrapes
+        if "rpc_server_call_duration_seconds_count" not in scraper.last:
+            raise RuntimeError(
+                f"the metrics server served no gRPC series ({scrapes} scrapes): {scraper.last[:300]!r}"
+            )
+    results = {key: statistics.median(values) for key, values in figures.items()}
+    for kind in ("stream", "unary"):  # the spread of the paired rounds shows the machine's noise
+        ratios = [on / off for on, off in zip(figures[f"{kind}_on"], figures[f"{kind}_off"], strict=True)]
+        results[f"{kind}_ratio_min"], results[f"{kind}_ratio_max"] = min(ratios), max(ratios)
+    results["stream_ratio"] = results["stream_on"] / results["stream_off"]
+    results["unary_ratio"] = results["unary_on"] / results["unary_off"]
+    results["scrapes"] = float(scrapes)
+    _print(results, rounds, stream_events, unary_events)
+    return results
+
+
+def _print(results: dict[str, float], rounds: int, stream_events: int, unary_events: int) -> None:
+    print(
+        f"metrics overhead: {rounds} alternating rounds of {stream_events:,} streamed and {unary_events:,} unary "
+        f"events per server; {results['scrapes']:.0f} scrapes of the metrics server"
+    )
+    print(f"  {'metric':<26} {'off':>10} {'on':>10} {'on/off':>7} {'rounds':>13}  target")
+    for kind in ("stream", "unary"):
+        ratio = results[f"{kind}_ratio"]
+        target = f">= {TARGET_RATIO:.2f}" if kind == "stream" else ""
+        verdict = ("ok" if ratio >= TARGET_RATIO else "MISSED") if kind == "stream" else ""
+        print(
+            f"  {kind + ' events/s':<26} {results[f'{kind}_off']:>10,.0f} {results[f'{kind}_on']:>10,.0f} "
+            f"{ratio:>7.3f} {results[f'{kind}_ratio_min']:>6.3f}-{results[f'{kind}_ratio_max']:.3f}  {target} {verdict}"
+        )
+
+
+if __name__ == "__main__":
+    run(quick="--quick" in sys.argv)
