@@ -28,7 +28,9 @@ def upgrade() -> None:
         sa.Column("trace_id", sa.String(length=32), nullable=False),
         sa.Column("interaction_id", sa.String(length=64), nullable=False),
         sa.ForeignKeyConstraint(
-            ["interaction_id"], ["interactions.id"], name=op.f("fk_interaction_spans_interaction_id_interactions")
+            ["interaction_id"],
+            ["interactions.id"],
+            name=op.f("fk_interaction_spans_interaction_id_interactions"),
         ),
         sa.ForeignKeyConstraint(
             ["project_id"], ["projects.id"], name=op.f("fk_interaction_spans_project_id_projects")
@@ -55,8 +57,12 @@ def upgrade() -> None:
     op.create_index("ix_span_link_waits_span", "span_link_waits", ["project_id", "span_id", "trace_id"])
     op.create_index("ix_span_link_waits_expires_at", "span_link_waits", ["expires_at"])
     with op.batch_alter_table("feedback") as batch_op:
-        batch_op.add_column(sa.Column("span_trace_id", sa.String(length=32), nullable=False, server_default=""))
-        batch_op.add_column(sa.Column("span_span_id", sa.String(length=16), nullable=False, server_default=""))
+        batch_op.add_column(
+            sa.Column("span_trace_id", sa.String(length=32), nullable=False, server_default="")
+        )
+        batch_op.add_column(
+            sa.Column("span_span_id", sa.String(length=16), nullable=False, server_default="")
+        )
         batch_op.add_column(sa.Column("span_link", sa.String(length=16), nullable=False, server_default=""))
 
 
