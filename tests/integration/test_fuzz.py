@@ -166,6 +166,9 @@ def valid_requests(loaded: Loaded) -> dict[str, Message]:
         ),
         "RecallService/SearchSimilar": recall_pb2.SearchSimilarRequest(text="outdated price", top_k=3),
         "RecallService/TopIssues": recall_pb2.TopIssuesRequest(time_range=window),
+        "RecallService/GetTrends": recall_pb2.GetTrendsRequest(
+            window={"seconds": 14 * 86400}, group_by=recall_pb2.TREND_DIMENSION_SIGNAL, top=3
+        ),
         "RoutingService/ValidatePolicies": routing_pb2.ValidatePoliciesRequest(files=files),
         "RoutingService/PlanPolicies": routing_pb2.PlanPoliciesRequest(files=files, skip_backtest=True),
         "RoutingService/ApplyPolicies": routing_pb2.ApplyPoliciesRequest(files=files),

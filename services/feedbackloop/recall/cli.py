@@ -11,6 +11,7 @@ import grpc
 from feedbackloop.client import add_connection_args, channel, rpc_error_exit
 from feedbackloop.ingestion.convert import timestamp
 from feedbackloop.policy.durations import parse_duration
+from feedbackloop.recall import trends_cli
 from feedbackloop.v1 import common_pb2, pipeline_pb2, pipeline_pb2_grpc, recall_pb2, recall_pb2_grpc
 
 SEARCH_MODES = {
@@ -188,6 +189,7 @@ def register(sub: Any) -> None:
     top.add_argument("--limit", type=int, default=10)
     add_connection_args(top)
     top.set_defaults(handler=cmd_top_issues)
+    trends_cli.register(sub)
 
     pipeline = sub.add_parser("pipeline", help="the processing queue").add_subparsers(
         dest="pipeline_command", required=True

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import grpc
+from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 
 from feedbackloop import auth, fields
@@ -14,7 +16,7 @@ from feedbackloop.deployment import require_deployment_admin
 from feedbackloop.errors import InvalidArgument, Violations
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
 from feedbackloop.ingestion.servicer import feedback_query_from
-from feedbackloop.recall import issues
+from feedbackloop.recall import issues, trends
 from feedbackloop.recall.filters import FilterError, RecallFilter
 from feedbackloop.recall.service import MAX_TOP_K, MODE_BOTH, MODE_FEEDBACK, MODE_QUESTION, Recall
 from feedbackloop.v1 import common_pb2, recall_pb2, recall_pb2_grpc
@@ -24,6 +26,7 @@ REQUIRED_SCOPES = {
     SERVICE + "SearchSimilar": Scope.READ,
     SERVICE + "TopIssues": Scope.READ,
     SERVICE + "Reindex": Scope.ADMIN,
+    SERVICE + "GetTrends": Scope.READ,
 }
 DEFAULT_TOP_K = 10
 # None: the service picks (the feedback field for a text, by the feedback's words for an id).
@@ -37,6 +40,16 @@ MODE_TO_PROTO = {mode: number for number, mode in SEARCH_MODES.items() if mode i
 DEFAULT_MIN_SIZE = 2
 DEFAULT_MAX_ISSUES = 10
 MAX_ISSUES = 100
+DEFAULT_BUCKET = timedelta(days=1)
+MAX_BUCKETS = 366
+DEFAULT_TREND_GROUPS = 10
+MAX_TREND_GROUPS = 100
+TREND_DIMENSIONS = {
+    recall_pb2.TREND_DIMENSION_CATEGORY: trends.Dimension.CATEGORY,
+    recall_pb2.TREND_DIMENSION_PROMPT_VERSION: trends.Dimension.PROMPT_VERSION,
+    recall_pb2.TREND_DIMENSION_MODEL_VERSION: trends.Dimension.MODEL_VERSION,
+    recall_pb2.TREND_DIMENSION_SIGNAL: trends.Dimension.SIGNAL,
+}
 
 
 def recall_filter_from(message: common_pb2.FeedbackFilter, prefix: str = "filter") -> RecallFilter:
@@ -164,6 +177,55 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
             max_issues=max_issues,
         )
 
+    def GetTrends(
+        self, request: recall_pb2.GetTrendsRequest, context: grpc.ServicerContext
+    ) -> recall_pb2.GetTrendsResponse:
+        project = auth.current_principal().project_for(request.project)
+        v = Violations()
+        window = _whole_seconds(v, "window", request.window) if request.HasField("window") else None
+        if not request.HasField("window"):
+            v.add("window", "is required (e.g. 14 days)")
+        bucket = _whole_seconds(v, "bucket", request.bucket) if request.HasField("bucket") else None
+        end = datetime.now(UTC)
+        if request.HasField("end"):
+            end = fields.timestamp(v, "end", request.end) or end
+        end = end.replace(microsecond=0)
+        if window is not None:
+            bucket = bucket or min(DEFAULT_BUCKET, window)
+            if bucket > window:
+                v.add(
+                    "bucket",
+                    f"is longer than the window ({int(bucket.total_seconds())}s > {int(window.total_seconds())}s)",
+                )
+            elif -(-window // bucket) > MAX_BUCKETS:
+                v.add(
+                    "bucket",
+                    f"gives {-(-window // bucket)} buckets over the window; at most {MAX_BUCKETS}, use a longer bucket",
+                )
+            if end - fields.EARLIEST < window:
+                v.add(
+                    "window", f"would start before {fields.EARLIEST.date().isoformat()}; use a shorter window"
+                )
+        if request.group_by == recall_pb2.TREND_DIMENSION_UNSPECIFIED:
+            v.add("group_by", f"is required; one of {', '.join(_dimension_names())}")
+        elif request.group_by not in TREND_DIMENSIONS:
+            v.add("group_by", f"unknown value {request.group_by}; one of {', '.join(_dimension_names())}")
+        top = request.top or DEFAULT_TREND_GROUPS
+        if not 1 <= top <= MAX_TREND_GROUPS:
+            v.add("top", f"must be between 1 and {MAX_TREND_GROUPS} (got {request.top})")
+        v.raise_if_any()
+        if request.filter.HasField("time_range"):
+            raise InvalidArgument.single(
+                "filter.time_range", "use the request's window and end for GetTrends"
+            )
+        _refuse_unknown_fields(request.filter, "filter")
+        query = feedback_query_from(request.filter)
+        assert window is not None and bucket is not None
+        start = end - window
+        span = trends.TrendWindow(start, end, bucket, fields.previous_window("window", start, end))
+        found = trends.trends(self._recall.db, project, query, span, TREND_DIMENSIONS[request.group_by], top)
+        return _trends_to_proto(found, span)
+
     def Reindex(
         self, request: recall_pb2.ReindexRequest, context: grpc.ServicerContext
     ) -> Iterator[recall_pb2.ReindexResponse]:
@@ -180,3 +242,55 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         project = principal.project_for(request.project)
         for done, total in self._recall.reindex(project):
             yield recall_pb2.ReindexResponse(done=done, total=total, project=project)
+
+
+def _whole_seconds(v: Violations, path: str, message: duration_pb2.Duration) -> timedelta | None:
+    """A positive Duration of whole seconds: buckets are integer epoch arithmetic in SQL."""
+    length = fields.duration(v, path, message)
+    if length is None:
+        return None
+    if message.nanos:
+        v.add(path, f"must be whole seconds (got nanos={message.nanos})")
+        return None
+    if message.seconds <= 0:
+        v.add(path, f"must be positive (got {message.seconds}s)")
+        return None
+    return length
+
+
+def _dimension_names() -> list[str]:
+    return [recall_pb2.TrendDimension.Name(number) for number in TREND_DIMENSIONS]
+
+
+def _counts(message: recall_pb2.TrendBucket | recall_pb2.TrendGroup, counts: trends.Counts) -> None:
+    message.total = counts.total
+    message.negative = counts.negative
+    message.negative_share = counts.share
+
+
+def _trends_to_proto(found: trends.Trends, span: trends.TrendWindow) -> recall_pb2.GetTrendsResponse:
+    response = recall_pb2.GetTrendsResponse(
+        total=found.window.total,
+        negative=found.window.negative,
+        previous_total=found.previous.total,
+        previous_negative=found.previous.negative,
+        groups_found=found.groups_found,
+    )
+    response.window.start.FromDatetime(span.start)
+    response.window.end.FromDatetime(span.end)
+    response.bucket.FromTimedelta(span.bucket)
+    for group in found.groups:
+        item = response.groups.add(
+            key=group.key,
+            previous_total=group.previous.total,
+            previous_negative=group.previous.negative,
+            previous_negative_share=group.previous.share,
+            total_change=(group.window.total - group.previous.total) / max(group.previous.total, 1),
+            negative_share_change=group.window.share - group.previous.share,
+        )
+        _counts(item, group.window)
+        for i, counts in enumerate(group.buckets):
+            bucket = item.buckets.add()
+            bucket.start.FromDatetime(span.start + i * span.bucket)
+            _counts(bucket, counts)
+    return response
