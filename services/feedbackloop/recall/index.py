@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
-from feedbackloop.recall import lite_search
+from feedbackloop.recall import lite_query, lite_search
 from feedbackloop.recall.filters import RecallFilter, quote, quoted_list, shadow_text, tenant_expression
 from feedbackloop.recall.text import epoch_ms
 from feedbackloop.signals import is_negative, signals_of
@@ -255,12 +255,14 @@ class FeedbackIndex:
         timeout: float | None = 30.0,
         lite_live_row_cache: bool = True,
         lite_flush_rows: int = LITE_FLUSH_ROWS,
+        lite_direct_reads: bool = True,
     ) -> None:
         self.uri = uri
         self.collection = collection
         self.question_collection = collection + QUESTION_COLLECTION_SUFFIX
         self.spec = spec or IndexSpec()
         self._timeout = timeout
+        self._db_name = db_name
         kwargs: dict[str, Any] = {"uri": uri}
         if token:
             kwargs["token"] = token
@@ -282,6 +284,7 @@ class FeedbackIndex:
         self._layout: str | None = None
         self._flush_rows = lite_flush_rows
         self._unflushed = 0
+        self._direct_reads = self.is_lite and lite_direct_reads and lite_query.supported()
 
     @classmethod
     def from_settings(cls, settings: Any, spec: IndexSpec | None = None) -> FeedbackIndex:
@@ -679,13 +682,22 @@ class FeedbackIndex:
     ) -> Iterator[tuple[str, np.ndarray]]:
         """Every (id, vector) matching the filter, any number of rows (past the 16,384 query cap).
 
-        Uses pymilvus' query iterator, which pages by primary key on both Lite and a 2.3+ server
-        (checked in the tests), so a large window is read in bounded memory.
+        Ascending id order. On Milvus Lite the rows are read from its engine in this process
+        (`lite_query`: the stock iterator walks the whole collection in Python for every page);
+        otherwise, and where that reader declines, pymilvus' query iterator pages by primary key
+        (on both Lite and a 2.3+ server, checked in the tests), in bounded memory.
         """
+        expr = self._expr(project_id, filter)
+        if self._direct_reads:
+            rows = self._lite_rows(expr, "vector")
+            if rows is not None:
+                for fid, vector in zip(rows.ids, rows.vectors, strict=True):
+                    yield str(fid), vector
+                return
         iterator = self._client.query_iterator(
             self.collection,
             batch_size=page_size,
-            filter=self._expr(project_id, filter),
+            filter=expr,
             output_fields=["id", "vector"],
             consistency_level=CONSISTENCY,
             timeout=self._timeout,
@@ -699,6 +711,10 @@ class FeedbackIndex:
                     yield str(row["id"]), np.asarray(row["vector"], dtype=np.float32)
         finally:
             iterator.close()
+
+    def _lite_rows(self, expr: str, vector_field: str) -> lite_query.Rows | None:
+        collection = lite_query.engine_collection(self.uri, self.collection, self._db_name)
+        return None if collection is None else lite_query.read(collection, expr, vector_field)
 
     def holds_only(self, project_id: str) -> bool:
         """Whether every vector in the collection belongs to `project_id` (or there are none)."""
