@@ -65,10 +65,12 @@ def supported() -> bool:
 
 
 def engine_collection(uri: str, collection: str, db_name: str | None = None) -> Any | None:
-    """The in-process Lite engine's collection behind `uri` (a `.db` path), or None.
+    """The in-process Lite engine's open collection behind `uri` (a `.db` path), or None.
 
     pymilvus starts one Lite server per absolute path through Lite's server manager; the reader
-    asks the same manager, so it reads the very engine that the client writes to.
+    asks the same manager, so it reads the very engine that the client writes to. Only a
+    collection the server has already opened is returned: opening one here would make a second
+    engine over the same files.
     """
     from milvus_lite.db import DEFAULT_DATABASE_NAME
     from milvus_lite.server_manager import server_manager_instance
@@ -78,9 +80,10 @@ def engine_collection(uri: str, collection: str, db_name: str | None = None) -> 
         return None
     db = entry[1]
     database = db_name or DEFAULT_DATABASE_NAME
-    if db.closed or not db.has_collection(collection, database_name=database):
+    if db.closed:
         return None
-    return db.get_collection(collection, database_name=database)
+    name = db.resolve_collection_name(collection, database_name=database)
+    return db._collections.get((database, name))
 
 
 def read(col: Any, expr: str | None, vector_field: str) -> Rows | None:

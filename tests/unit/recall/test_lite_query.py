@@ -178,6 +178,27 @@ def test_no_engine_for_a_path_this_process_has_not_opened(tmp_path: Path) -> Non
     assert lite_query.engine_collection(str(tmp_path / "elsewhere.db"), "c") is None
 
 
+def test_a_dropped_collection_is_not_opened_again(client: tuple[MilvusClient, Path]) -> None:
+    milvus, path = client
+    assert lite_query.engine_collection(str(path), "c") is not None
+    milvus.drop_collection("c")
+    # Opening it here would make a second engine over the files; the stock path reports it gone.
+    assert lite_query.engine_collection(str(path), "c") is None
+
+
+def test_a_collection_the_server_has_not_opened_is_left_closed(client: tuple[MilvusClient, Path]) -> None:
+    from milvus_lite.server_manager import server_manager_instance
+
+    _, path = client
+    db = server_manager_instance._servers[str(path.resolve())][1]
+    opened = db._collections.pop(("default", "c"))  # as after a restart, before any request
+    try:
+        assert lite_query.engine_collection(str(path), "c") is None
+        assert ("default", "c") not in db._collections  # no second engine over the same files
+    finally:
+        db._collections[("default", "c")] = opened
+
+
 def _rows(rng: np.random.Generator, count: int) -> list[IndexRow]:
     rows = []
     for _ in range(count):
