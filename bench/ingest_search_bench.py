@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +40,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from bench.ingestion_bench import _free_port, _wait_serving
+from bench.serve_process import served
 
 DIM = 384
 PROJECT = "bench"
@@ -66,36 +64,15 @@ def _comment(i: int) -> str:
 
 @contextmanager
 def _serve(data_dir: Path) -> Iterator[str]:
-    port = _free_port()
     env = {
-        **os.environ,
         "FEEDBACKLOOP_POLICIES_DIR": "",
         "FEEDBACKLOOP_DATABASE_URL": "",
         "FEEDBACKLOOP_PIPELINE_POLL_SECONDS": "0.05",
         "OTEL_SDK_DISABLED": "true",
     }
-    log_path = data_dir / "server.log"
-    command = [sys.executable, "-m", "feedbackloop.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [*command, "--data-dir", str(data_dir)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=data_dir,
-        )
-    address = f"127.0.0.1:{port}"
-    try:
-        _wait_serving(proc, address, log_path)
+    # The log is appended to: the same data directory is served again after a restart.
+    with served(data_dir, env, append_log=True, stop_timeout=60) as address:
         yield address
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
 
 
 def _submit(address: str, n: int) -> list[str]:

@@ -14,10 +14,7 @@ Targets: stream >= 5,000 events/s; unary >= 1,000 events/s with p99 < 25 ms.
 
 from __future__ import annotations
 
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.serve_process import served
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 
 UNARY_THREADS = 8
@@ -37,62 +34,17 @@ TARGET_UNARY_EPS = 1_000.0
 TARGET_UNARY_P99_MS = 25.0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def _server(data_dir: Path) -> Iterator[str]:
-    port = _free_port()
+    """An ingest-only server: the pipeline is off, so only ingestion is measured."""
     env = {
-        **os.environ,
         "FEEDBACKLOOP_PIPELINE_ENABLED": "false",
         "FEEDBACKLOOP_POLICIES_DIR": "",
         "FEEDBACKLOOP_DATABASE_URL": "",
         "OTEL_SDK_DISABLED": "true",
     }
-    log_path = data_dir / "server.log"
-    command = [sys.executable, "-m", "feedbackloop.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [*command, "--data-dir", str(data_dir)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=data_dir,
-        )
-    address = f"127.0.0.1:{port}"
-    try:
-        _wait_serving(proc, address, log_path)
+    with served(data_dir, env) as address:
         yield address
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
-def _wait_serving(
-    proc: subprocess.Popen[bytes], address: str, log_path: Path, timeout: float = 120.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise RuntimeError(f"server not serving after {timeout}s:\n{log_path.read_text()}")
 
 
 def _feedback(interaction_id: str, key: str, i: int) -> common_pb2.Feedback:

@@ -13,9 +13,7 @@ Target: metrics cost at most 5% of streamed ingest throughput (on >= 0.95 x off)
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,7 +25,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.ingestion_bench import _free_port, _wait_serving
+from bench.serve_process import free_port, served
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 
 TARGET_RATIO = 0.95
@@ -36,9 +34,7 @@ UNARY_THREADS = 8
 
 @contextmanager
 def _server(data_dir: Path, metrics_port: int) -> Iterator[str]:
-    port = _free_port()
     env = {
-        **os.environ,
         "FEEDBACKLOOP_PIPELINE_ENABLED": "false",
         "FEEDBACKLOOP_POLICIES_DIR": "",
         "FEEDBACKLOOP_DATABASE_URL": "",
@@ -48,27 +44,8 @@ def _server(data_dir: Path, metrics_port: int) -> Iterator[str]:
         "OTEL_TRACES_SAMPLER": "always_off",
         "OTEL_EXPORTER_OTLP_ENDPOINT": "",
     }
-    log_path = data_dir / "server.log"
-    command = [sys.executable, "-m", "feedbackloop.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [*command, "--data-dir", str(data_dir)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=data_dir,
-        )
-    address = f"127.0.0.1:{port}"
-    try:
-        _wait_serving(proc, address, log_path)
+    with served(data_dir, env) as address:
         yield address
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def _feedback(interaction_id: str, key: str, i: int) -> common_pb2.Feedback:
@@ -162,7 +139,7 @@ def run(quick: bool = False) -> dict[str, float]:
     rounds = 2 if quick else 5
     stream_events = 2_000 if quick else 10_000
     unary_events = 800 if quick else 4_000
-    metrics_port = _free_port()
+    metrics_port = free_port()
     with (
         tempfile.TemporaryDirectory(prefix="fl-metrics-off-") as off_dir,
         tempfile.TemporaryDirectory(prefix="fl-metrics-on-") as on_dir,

@@ -16,7 +16,6 @@ PostgreSQL, Milvus and the client share them.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,8 +29,8 @@ import grpc
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from bench.ingestion_bench import _free_port, _wait_serving
 from bench.pipeline_bench import _seed
+from bench.serve_process import served
 from feedbackloop.policy import validate_dir
 from feedbackloop.routing.revisions import LivePolicies
 from feedbackloop.store.db import Database
@@ -69,10 +68,7 @@ def _fresh_database(base_url: str) -> Iterator[str]:
 
 @contextmanager
 def _serve(role: str, url: str, data_dir: Path, milvus_uri: str | None = None) -> Iterator[str]:
-    port = _free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
     env = {
-        **os.environ,
         "FEEDBACKLOOP_ROLE": role,
         "FEEDBACKLOOP_DATABASE_URL": url,
         "FEEDBACKLOOP_AUTO_MIGRATE": "false",
@@ -83,27 +79,8 @@ def _serve(role: str, url: str, data_dir: Path, milvus_uri: str | None = None) -
     }
     if milvus_uri:
         env["FEEDBACKLOOP_MILVUS_URI"] = milvus_uri
-    log_path = data_dir / f"{role}-{port}.log"
-    command = [sys.executable, "-m", "feedbackloop.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [*command, "--data-dir", str(data_dir)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=data_dir,
-        )
-    address = f"127.0.0.1:{port}"
-    try:
-        _wait_serving(proc, address, log_path, timeout=180)
+    with served(data_dir, env, log_name=role + "-{port}.log", ready_timeout=180, stop_timeout=20) as address:
         yield address
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def _ingest(addresses: list[str], events: int) -> float:
