@@ -105,29 +105,7 @@ def read(col: Any, expr: str | None, vector_field: str) -> Rows | None:
     if mt_pks and mt_units is None:
         return None  # null vectors in the memtable: Lite's own snapshot turned them into zeros
 
-    masks = lite_search._SearchMasks(lite_search._cache.get(in_scope) if in_scope else lite_search._EMPTY)
-    tombstones: dict[Any, int] = deltas.snapshot
-    unflushed_deletes: dict[Any, tuple[int, Any]] = memtable.delete_index_snapshot()
-    for pk, seq in tombstones.items():
-        masks.kill_if_older(pk, seq)
-    for pk, (seq, _partition) in unflushed_deletes.items():
-        masks.kill_if_older(pk, seq)
-    # As Lite's bitmap: a memtable row is live unless a segment row, a tombstone or an unflushed
-    # delete of its key is newer; only rows whose key appears in one of those need a look.
-    mt_live = np.ones(len(mt_pks), dtype=bool)
-    known = masks.known_keys()
-    touched = [
-        row for row, pk in enumerate(mt_pks) if pk in known or pk in tombstones or pk in unflushed_deletes
-    ]
-    seqs = mt_seqs.tolist() if touched else []
-    for row in touched:
-        pk, seq = mt_pks[row], seqs[row]
-        masks.kill_if_older(pk, seq)
-        newest = masks.newest_seq(pk)
-        deleted_at = unflushed_deletes.get(pk, (-1, None))[0]
-        mt_live[row] = (
-            (newest is None or newest <= seq) and tombstones.get(pk, -1) <= seq and deleted_at <= seq
-        )
+    masks, mt_live = lite_search.live_masks(in_scope, mt_pks, mt_seqs, deltas, memtable)
 
     from milvus_lite.search.filter import evaluate_mask
     from milvus_lite.search.indexed_filter import evaluate_segment_filter

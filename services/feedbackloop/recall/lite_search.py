@@ -144,6 +144,40 @@ class _SearchMasks:
         return self._masks[seg_index]
 
 
+def live_masks(
+    in_scope: tuple[Any, ...], mt_pks: Sequence[Any], mt_seqs: np.ndarray, delta_index: Any, memtable: Any
+) -> tuple[_SearchMasks, np.ndarray]:
+    """Which rows are live: per-segment masks, and one mask over the memtable's rows.
+
+    A row is live unless a newer row of its key (in a segment or the memtable), a tombstone or an
+    unflushed delete exists, as Lite's own bitmap has it.
+    """
+    masks = _SearchMasks(_cache.get(in_scope) if in_scope else _EMPTY)
+    tombstones: dict[Any, int] = delta_index.snapshot
+    unflushed_deletes: dict[Any, tuple[int, Any]] = memtable.delete_index_snapshot()
+    for pk, seq in tombstones.items():
+        masks.kill_if_older(pk, seq)
+    for pk, (seq, _partition) in unflushed_deletes.items():
+        masks.kill_if_older(pk, seq)
+    # Only the memtable rows whose key appears in a segment, a tombstone or an unflushed delete
+    # need looking at.
+    mt_live = np.ones(len(mt_pks), dtype=bool)
+    known = masks.known_keys()
+    touched = [
+        row for row, pk in enumerate(mt_pks) if pk in known or pk in tombstones or pk in unflushed_deletes
+    ]
+    seqs = mt_seqs.tolist() if touched else []
+    for row in touched:
+        pk, seq = mt_pks[row], seqs[row]
+        masks.kill_if_older(pk, seq)
+        newest = masks.newest_seq(pk)
+        deleted_at = unflushed_deletes.get(pk, (-1, None))[0]
+        mt_live[row] = (
+            (newest is None or newest <= seq) and tombstones.get(pk, -1) <= seq and deleted_at <= seq
+        )
+    return masks, mt_live
+
+
 def execute_search_with_index(
     query_vectors: np.ndarray,
     segments: Iterable[Any],
@@ -181,30 +215,7 @@ def execute_search_with_index(
     if not in_scope and not mt_pks:
         return [[] for _ in range(nq)]
 
-    masks = _SearchMasks(_cache.get(in_scope) if in_scope else _EMPTY)
-    tombstones: dict[Any, int] = delta_index.snapshot
-    unflushed_deletes: dict[Any, tuple[int, Any]] = memtable.delete_index_snapshot()
-    for pk, seq in tombstones.items():
-        masks.kill_if_older(pk, seq)
-    for pk, (seq, _partition) in unflushed_deletes.items():
-        masks.kill_if_older(pk, seq)
-
-    # A memtable row is live unless a segment row, a tombstone or an unflushed delete of its key
-    # is newer; only the rows whose key appears in one of those need looking at.
-    mt_live = np.ones(len(mt_pks), dtype=bool)
-    known = masks.known_keys()
-    touched = [
-        row for row, pk in enumerate(mt_pks) if pk in known or pk in tombstones or pk in unflushed_deletes
-    ]
-    seqs = mt_seqs.tolist() if touched else []
-    for row in touched:
-        pk, seq = mt_pks[row], seqs[row]
-        masks.kill_if_older(pk, seq)
-        newest = masks.newest_seq(pk)
-        deleted_at = unflushed_deletes.get(pk, (-1, None))[0]
-        mt_live[row] = (
-            (newest is None or newest <= seq) and tombstones.get(pk, -1) <= seq and deleted_at <= seq
-        )
+    masks, mt_live = live_masks(in_scope, mt_pks, mt_seqs, delta_index, memtable)
 
     candidates: list[list[tuple[float, int, int]]] = [[] for _ in range(nq)]
     for seg_index, seg in enumerate(in_scope):
