@@ -113,10 +113,8 @@ def _usage_error(option: str, error: ValueError) -> int:
     return 2
 
 
-def cmd_keys_create(args: argparse.Namespace) -> int:
-    from feedbackloop.store import keys
-
-    # Every argument is checked before the store is opened, so a refused command changes nothing.
+def _key_arguments(args: argparse.Namespace) -> tuple[frozenset[auth.Scope], str] | int:
+    """A key's scopes and reviewer from --project, --scope and --reviewer, or the usage error's exit code."""
     try:
         names.check_project_id(args.project)
     except ValueError as error:
@@ -130,7 +128,17 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             names.check_reviewer(args.reviewer)
         except ValueError as error:
             return _usage_error("--reviewer", error)
-    reviewer = args.reviewer or ""
+    return scopes, args.reviewer or ""
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from feedbackloop.store import keys
+
+    # Every argument is checked before the store is opened, so a refused command changes nothing.
+    checked = _key_arguments(args)
+    if isinstance(checked, int):
+        return checked
+    scopes, reviewer = checked
     key = keys.create_key(_open_migrated_db(args), args.project, scopes, args.description, reviewer)
     print(key)
     reviews_as = f", reviews as {reviewer}" if reviewer else ""
@@ -145,19 +153,10 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 def cmd_keys_ensure(args: argparse.Namespace) -> int:
     from feedbackloop.store import keys
 
-    try:
-        names.check_project_id(args.project)
-    except ValueError as error:
-        return _usage_error("--project", error)
-    try:
-        scopes = auth.parse_scopes(args.scope)
-    except ValueError as error:
-        return _usage_error("--scope", error)
-    if args.reviewer is not None:
-        try:
-            names.check_reviewer(args.reviewer)
-        except ValueError as error:
-            return _usage_error("--reviewer", error)
+    checked = _key_arguments(args)
+    if isinstance(checked, int):
+        return checked
+    scopes, reviewer = checked
     key = os.environ.get(args.from_env, "").strip()
     if not key:
         print(
@@ -171,7 +170,7 @@ def cmd_keys_ensure(args: argparse.Namespace) -> int:
         return _usage_error(f"--from-env {args.from_env}", error)
     try:
         key_id, created = keys.ensure_key(
-            _open_migrated_db(args), key, args.project, scopes, args.description, args.reviewer or ""
+            _open_migrated_db(args), key, args.project, scopes, args.description, reviewer
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
