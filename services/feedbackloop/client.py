@@ -54,9 +54,16 @@ def channel(args: argparse.Namespace) -> grpc.Channel:
     return grpc.intercept_channel(base, _KeyInterceptor(args.key)) if args.key else base
 
 
+# Exit status when the server could not be reached or did not answer in time: unlike a refusal
+# (status 1), a retry may succeed, so a script (or the Helm chart's policy Job) can retry on 3
+# and stop at once on 1.
+EXIT_UNREACHABLE = 3
+_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
 def rpc_error_exit(error: grpc.RpcError) -> int:
-    """Print a server error the way a user can act on it; exit status 1."""
+    """Print a server error the way a user can act on it; exit status 1, or 3 when unreachable."""
     code = error.code() if hasattr(error, "code") else None
     details = error.details() if hasattr(error, "details") else str(error)
     print(f"error: {code.name if code else 'RPC'}: {details}", file=sys.stderr)
-    return 1
+    return EXIT_UNREACHABLE if code in _RETRYABLE else 1

@@ -107,9 +107,13 @@ def test_policy_job_applies_the_configmap_after_install_and_upgrade() -> None:
     env = env_of(apply)
     assert env["FEEDBACKLOOP_SERVER"]["value"] == f"{FULLNAME}.feedback.svc:50051"
     assert env["FEEDBACKLOOP_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "fl-admin", "key": "key"}
-    # An invalid set fails the Job at once instead of being retried.
-    (rule,) = job["spec"]["podFailurePolicy"]["rules"]
-    assert rule["action"] == "FailJob" and rule["onExitCodes"]["containerName"] == "validate"
+    # An invalid set, or one the server refuses (exit status 1), fails the Job at once; an
+    # unreachable api (status 3) is retried.
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert [(r["action"], r["onExitCodes"]) for r in rules] == [
+        ("FailJob", {"containerName": "validate", "operator": "NotIn", "values": [0]}),
+        ("FailJob", {"containerName": "apply", "operator": "In", "values": [1]}),
+    ]
     # One subPath mount per file, so that the loader never sees the ConfigMap's ..data copies.
     mounts = [m for m in apply["volumeMounts"] if m["name"] == "policies"]
     assert mounts == [

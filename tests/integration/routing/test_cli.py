@@ -63,5 +63,5 @@ def test_dataset_export_writes_the_stream_to_a_file(
     assert not (tmp_path / "corrections.jsonl.partial").exists()
     # An export that fails (the server is not there) leaves no file behind.
     missing = tmp_path / "missing.jsonl"
-    assert run("dataset", "export", "support-corrections", "-o", str(missing), "--server", "127.0.0.1:1") == 1
+    assert run("dataset", "export", "support-corrections", "-o", str(missing), "--server", "127.0.0.1:1") == 3
     assert not missing.exists() and not (tmp_path / "missing.jsonl.partial").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -215,3 +216,15 @@ def test_claiming_from_an_unknown_queue_fails_with_the_servers_message(
     assert run("review", "claim", "no-such-queue", *server) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: NOT_FOUND: ") and "no-such-queue" in err
+
+
+def test_an_unreachable_server_exits_3_not_1() -> None:
+    # A port that was just free: nothing listens there, so the call fails as UNAVAILABLE, which
+    # a script may retry (a refusal, as in the test above, is status 1).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    unreachable = cli("policy", "history", "--server", f"127.0.0.1:{free}")
+    assert unreachable.returncode == 3, unreachable.stderr
+    assert unreachable.stderr.startswith("error: UNAVAILABLE: ")
+    assert len(unreachable.stderr.strip().splitlines()) == 1
