@@ -22,7 +22,6 @@ from typing import Any
 import grpc
 import pytest
 from chart_runner import ChartRun, Pod, pod_spec
-from milvus_server import milvus_server_uri  # noqa: F401  (fixture)
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
@@ -311,7 +310,7 @@ def run_helm_test(run: ChartRun) -> None:
 # --- the shapes ---
 
 
-def test_distributed_runs_for_real(postgres_url: str, milvus_server_uri: str, tmp_path: Path) -> None:  # noqa: F811
+def test_distributed_runs_for_real(postgres_url: str, milvus_server_uri: str, tmp_path: Path) -> None:
     collection = f"chart_{uuid.uuid4().hex[:8]}"
     values = common_values(collection)
     values["milvus"].update(existingSecret="fl-milvus", uriKey="uri", tokenKey="token")

@@ -15,7 +15,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "recall"))
 
-from milvus_server import milvus_server_uri  # noqa: F401  (fixture)
 from recall_support import fresh_index
 from test_recall_index import *  # noqa: F403  (the contract's tests and fixtures)
 
@@ -29,7 +28,7 @@ del test_lite_flushes_every_so_many_written_rows  # noqa: F821  (Lite only)
 
 
 @pytest.fixture
-def index(milvus_server_uri: str, request: pytest.FixtureRequest) -> Iterator[FeedbackIndex]:  # noqa: F811
+def index(milvus_server_uri: str, request: pytest.FixtureRequest) -> Iterator[FeedbackIndex]:
     yield from fresh_index(milvus_server_uri, request)
 
 
