@@ -25,7 +25,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.serve_process import served
+from bench.serve_process import record_interaction, served
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 
 UNARY_THREADS = 8
@@ -127,18 +127,7 @@ def run(quick: bool = False) -> dict[str, float]:
     unary_events = 1_600 if quick else 8_000
     stream_events = 2_000 if quick else 20_000
     with tempfile.TemporaryDirectory(prefix="fl-ingestion-bench-") as tmp, _server(Path(tmp)) as address:
-        with grpc.insecure_channel(address) as channel:
-            interaction_id = (
-                ingestion_pb2_grpc.IngestionServiceStub(channel)
-                .RecordInteraction(
-                    ingestion_pb2.RecordInteractionRequest(
-                        interaction=common_pb2.Interaction(
-                            session_id="bench", turn_index=0, response="Our plan costs $10."
-                        )
-                    )
-                )
-                .interaction_id
-            )
+        interaction_id = record_interaction(address, "Our plan costs $10.")
         results = _unary(address, interaction_id, unary_events)
         results.update(_stream(address, interaction_id, stream_events))
     _print(results)

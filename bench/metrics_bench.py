@@ -25,7 +25,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.serve_process import free_port, served
+from bench.serve_process import free_port, record_interaction, served
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 
 TARGET_RATIO = 0.95
@@ -56,14 +56,6 @@ def _feedback(interaction_id: str, key: str, i: int) -> common_pb2.Feedback:
         comment="The price changed in March." if i % 2 else "",
         idempotency_key=key,
     )
-
-
-def _interaction(address: str) -> str:
-    with grpc.insecure_channel(address) as channel:
-        request = ingestion_pb2.RecordInteractionRequest(
-            interaction=common_pb2.Interaction(session_id="bench", turn_index=0, response="It costs $10.")
-        )
-        return str(ingestion_pb2_grpc.IngestionServiceStub(channel).RecordInteraction(request).interaction_id)
 
 
 def _stream_eps(address: str, interaction_id: str, prefix: str, events: int) -> float:
@@ -147,7 +139,7 @@ def run(quick: bool = False) -> dict[str, float]:
         _server(Path(on_dir), metrics_port) as on,
         _Scraper(metrics_port) as scraper,
     ):
-        targets = {"off": (off, _interaction(off)), "on": (on, _interaction(on))}
+        targets = {"off": (off, record_interaction(off)), "on": (on, record_interaction(on))}
         for name, (address, interaction) in targets.items():  # warm up each server and channel path
             _stream_eps(address, interaction, f"warm-{name}", 200)
         figures: dict[str, list[float]] = {f"{k}_{m}": [] for k in ("stream", "unary") for m in targets}

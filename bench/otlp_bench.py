@@ -32,7 +32,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from bench.ingestion_bench import _server, _stream
-from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
+from bench.serve_process import record_interaction
+from feedbackloop.v1 import ingestion_pb2, ingestion_pb2_grpc
 
 BATCH = 512
 TURNS_PER_CONVERSATION = 10
@@ -130,16 +131,7 @@ def run(quick: bool = False) -> dict[str, float]:
     stream_events = 2_000 if quick else 20_000
     spans = _spans(span_count + BATCH)
     with tempfile.TemporaryDirectory(prefix="fl-otlp-bench-") as tmp, _server(Path(tmp)) as address:
-        with grpc.insecure_channel(address) as channel:
-            interaction_id = (
-                ingestion_pb2_grpc.IngestionServiceStub(channel)
-                .RecordInteraction(
-                    ingestion_pb2.RecordInteractionRequest(
-                        interaction=common_pb2.Interaction(session_id="bench", turn_index=0, response="$10.")
-                    )
-                )
-                .interaction_id
-            )
+        interaction_id = record_interaction(address, "$10.")
         half = len(spans) // 2 // BATCH * BATCH
         results = {
             "otlp_spans": float(len(spans) - BATCH),

@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from bench.pipeline_bench import _seed
-from bench.serve_process import served
+from bench.serve_process import record_interaction, served
 from feedbackloop.policy import validate_dir
 from feedbackloop.routing.revisions import LivePolicies
 from feedbackloop.store.db import Database
@@ -85,18 +85,7 @@ def _serve(role: str, url: str, data_dir: Path, milvus_uri: str | None = None) -
 
 def _ingest(addresses: list[str], events: int) -> float:
     """Acked events/s over STREAMS_PER_RUN concurrent streams spread over `addresses`."""
-    with grpc.insecure_channel(addresses[0]) as channel:
-        interaction_id = (
-            ingestion_pb2_grpc.IngestionServiceStub(channel)
-            .RecordInteraction(
-                ingestion_pb2.RecordInteractionRequest(
-                    interaction=common_pb2.Interaction(
-                        session_id="bench", turn_index=0, response="It costs $10."
-                    )
-                )
-            )
-            .interaction_id
-        )
+    interaction_id = record_interaction(addresses[0], "It costs $10.")
     per_stream = events // STREAMS_PER_RUN
     tag = uuid.uuid4().hex[:6]
     batches = [

@@ -19,6 +19,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -80,3 +82,12 @@ def served(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+def record_interaction(address: str, response: str = "It costs $10.") -> str:
+    """One interaction for a benchmark's feedback to hang on; its id."""
+    with grpc.insecure_channel(address) as channel:
+        request = ingestion_pb2.RecordInteractionRequest(
+            interaction=common_pb2.Interaction(session_id="bench", turn_index=0, response=response)
+        )
+        return str(ingestion_pb2_grpc.IngestionServiceStub(channel).RecordInteraction(request).interaction_id)
