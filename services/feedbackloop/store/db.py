@@ -8,7 +8,9 @@ instead of sleeping in SQLite's busy handler. PostgreSQL needs neither.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -31,6 +33,25 @@ SQLITE_ANALYSIS_LIMIT = 1000
 # The PostgreSQL advisory lock `upgrade` holds: any fixed 64-bit number, the same in every
 # feedbackloop process ("fbloop" in ASCII), so that two upgrades of one database take turns.
 MIGRATION_LOCK_ID = 0x6662_6C6F_6F70
+
+
+def _enter_wal_mode(cursor: sqlite3.Cursor) -> None:
+    """`PRAGMA journal_mode=WAL`, waiting while another process switches the same file.
+
+    Two processes opening a fresh file at once (`db upgrade` beside `serve`, two upgrades) both
+    try to switch it; SQLite answers one of them `database is locked` at once, without calling
+    the busy handler, since waiting could deadlock. Retrying is safe: once the file is in WAL
+    mode the pragma only reads it.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def safe_url(url: str) -> str:
@@ -77,7 +98,7 @@ class Database:
             # Take transaction control from the driver so BEGIN is ours to choose.
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _enter_wal_mode(cursor)
             cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
