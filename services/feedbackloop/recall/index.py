@@ -284,7 +284,11 @@ class FeedbackIndex:
         self._layout: str | None = None
         self._flush_rows = lite_flush_rows
         self._unflushed = 0
-        self._direct_reads = self.is_lite and lite_direct_reads and lite_query.supported()
+        # The direct reader takes its live rows and memtable arrays from `lite_search`, so turning
+        # that off turns it off too: the setting then means Lite's own code on every read path.
+        self._direct_reads = (
+            self.is_lite and lite_direct_reads and lite_live_row_cache and lite_query.supported()
+        )
 
     @classmethod
     def from_settings(cls, settings: Any, spec: IndexSpec | None = None) -> FeedbackIndex:

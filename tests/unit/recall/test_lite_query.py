@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from pymilvus import DataType, MilvusClient
 
-from feedbackloop.recall import lite_query
+from feedbackloop.config import Settings
+from feedbackloop.recall import lite_query, lite_search
 from feedbackloop.recall.filters import RecallFilter
 from feedbackloop.recall.index import LITE_CHANNEL_OPTIONS, FeedbackIndex, IndexRow
 
@@ -296,3 +297,29 @@ def test_an_unchecked_lite_version_reads_through_the_iterator(
         assert "milvus-lite 9.9.9: bulk reads go through its query iterator" in caplog.text
     finally:
         index.close()
+
+
+def test_turning_the_live_row_cache_off_turns_the_direct_reader_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*_: Any) -> None:
+        raise AssertionError("the direct reader ran with the live-row cache turned off")
+
+    monkeypatch.setattr(lite_query, "read", refused)
+    settings = Settings(data_dir=tmp_path, policies_dir=None, milvus_lite_live_row_cache=False)
+    index = FeedbackIndex.from_settings(settings)
+    assert index.is_lite
+    try:
+        index.ensure_collection(DIM)
+        rng = np.random.default_rng(2)
+        latest: dict[str, IndexRow] = {}
+        for _ in range(40):  # 1,200 writes: one flush (every 1,024), the rest in the memtable
+            rows = _rows(rng, 30)
+            index.upsert(rows)
+            latest.update({row.id: row for row in rows})
+        got = list(index.iter_vectors("p1"))
+        assert [fid for fid, _ in got] == sorted(fid for fid, row in latest.items() if row.project_id == "p1")
+        assert all(np.allclose(vector, latest[fid].vector, atol=1e-6) for fid, vector in got)
+    finally:
+        index.close()
+        lite_search.install()  # the process-wide default the other tests expect
