@@ -16,17 +16,28 @@ identity is worse than a new id, so the bound favours precision.
 
 A group's `first_seen_at` is the earliest occurrence of a clustered member in any window it was
 found in, so a window queried after a later one still moves it back.
+
+Two TopIssues calls at once (two users, two api replicas) must not both store the same new
+cluster: each would read the stored groups, find no pair, and insert its own. So `remember`
+runs the read and the inserts under one lock per project, held to the end of the transaction:
+a PostgreSQL advisory transaction lock; on SQLite the store's write transaction is the lock
+already (one writer, `BEGIN IMMEDIATE`). The second call then finds the first one's groups and
+pairs with them.
+
+`nearest` answers which lasting group one feedback vector belongs to (routing's review items
+name it), against the same stored candidates.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from feedbackloop.store.issue_models import IssueGroupRow
@@ -66,6 +77,41 @@ def _vector(row: IssueGroupRow) -> np.ndarray:
     return np.frombuffer(row.centroid, dtype=np.float32)
 
 
+def lock_key(project_id: str) -> int:
+    """The advisory lock id of a project's groups: a signed 64-bit hash, the same in every process."""
+    digest = hashlib.blake2b(f"issue_groups:{project_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _serialize(session: Session, project_id: str) -> None:
+    """Hold the project's group lock until `session`'s transaction ends (see the module doc)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(project_id)})
+
+
+def _candidates(session: Session, project_id: str, dimension: int) -> list[IssueGroupRow]:
+    return list(
+        session.scalars(
+            select(IssueGroupRow)
+            .where(IssueGroupRow.project_id == project_id, IssueGroupRow.dimension == dimension)
+            .order_by(IssueGroupRow.last_seen_at.desc(), IssueGroupRow.id)
+            .limit(MAX_CANDIDATES)
+        )
+    )
+
+
+def nearest(session: Session, project_id: str, vector: np.ndarray, bound: float) -> str:
+    """The id of the stored group whose centroid is most similar to `vector`, if at least `bound`
+    alike; "" when there is none."""
+    unit = _unit(vector)
+    candidates = _candidates(session, project_id, int(unit.size))
+    if not candidates:
+        return ""
+    sims = np.stack([_vector(r) for r in candidates]) @ unit
+    best = int(np.argmax(sims))
+    return candidates[best].id if float(sims[best]) >= bound else ""
+
+
 def match(found: np.ndarray, stored: np.ndarray, bound: float = MATCH_SIMILARITY) -> dict[int, int]:
     """One-to-one pairs (found row -> stored row) of unit centroids at least `bound` alike."""
     if found.shape[0] == 0 or stored.shape[0] == 0:
@@ -82,14 +128,8 @@ def remember(
     if not groups:
         return []
     dimension = int(np.asarray(groups[0].centroid).size)
-    candidates = list(
-        session.scalars(
-            select(IssueGroupRow)
-            .where(IssueGroupRow.project_id == project_id, IssueGroupRow.dimension == dimension)
-            .order_by(IssueGroupRow.last_seen_at.desc(), IssueGroupRow.id)
-            .limit(MAX_CANDIDATES)
-        )
-    )
+    _serialize(session, project_id)
+    candidates = _candidates(session, project_id, dimension)
     found = np.stack([_unit(g.centroid) for g in groups])
     stored = (
         np.stack([_vector(r) for r in candidates]) if candidates else np.zeros((0, dimension), np.float32)

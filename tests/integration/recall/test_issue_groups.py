@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,3 +69,54 @@ def test_matching_is_one_to_one_and_bounded() -> None:
     assert groups.match(found, stored) == {0: 0}
     # Without a bound every stored group is paired, still one to one, with the best total.
     assert groups.match(found, stored, bound=0.0) == {0: 0, 2: 1}
+
+
+def test_two_windows_remembered_at_once_store_each_new_group_once(db: Any) -> None:
+    """The second of two concurrent calls waits for the first and pairs with its groups."""
+    eye = np.eye(8)
+    with db.write() as session:
+        session.add(Project(id="p"))
+    found = [_found(eye[0], "tax", DAY), _found(eye[1], "currency", DAY)]
+    end = DAY + timedelta(days=7)
+    second: list[list[groups.Lasting]] = []
+
+    def remember_in_its_own_transaction() -> None:
+        with db.write() as session:
+            second.append(groups.remember(session, "p", found, end))
+
+    with db.write() as session:
+        first = groups.remember(session, "p", found, end)
+        other = threading.Thread(target=remember_in_its_own_transaction)
+        other.start()
+        other.join(0.5)
+        # Without the lock the second call would read no stored group and insert its own.
+        assert other.is_alive(), "the second call did not wait for the first one's transaction"
+    other.join(10)
+    assert not other.is_alive() and len(second) == 1
+    assert [g.group_id for g in second[0]] == [g.group_id for g in first]
+    assert [g.matched for g in second[0]] == [True, True]
+    with db.read() as session:
+        assert len(list(session.scalars(select(IssueGroupRow)))) == 2
+
+
+def test_the_lock_is_per_project() -> None:
+    assert groups.lock_key("p") == groups.lock_key("p")
+    assert groups.lock_key("p") != groups.lock_key("q")
+    assert -(2**63) <= groups.lock_key("p") < 2**63
+
+
+def test_nearest_names_the_closest_group_above_the_bound(db: Any) -> None:
+    eye = np.eye(8)
+    with db.write() as session:
+        session.add(Project(id="p"))
+    with db.write() as session:
+        tax, currency = groups.remember(
+            session, "p", [_found(eye[0], "tax", DAY), _found(eye[1], "currency", DAY)], DAY
+        )
+    with db.read() as session:
+        assert groups.nearest(session, "p", eye[0] + 0.3 * eye[1], 0.5) == tax.group_id
+        assert groups.nearest(session, "p", 0.2 * eye[0] + eye[1], 0.5) == currency.group_id
+        assert groups.nearest(session, "p", eye[0] + eye[2], 0.8) == ""  # cosine 0.71
+        assert groups.nearest(session, "p", eye[0], -1.0) == tax.group_id
+        assert groups.nearest(session, "q", eye[0], 0.0) == ""  # another project's groups
+        assert groups.nearest(session, "p", np.ones(4), 0.0) == ""  # another dimension

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from feedbackloop.store.issue_models import IssueGroupRow
 from feedbackloop.v1 import (
     common_pb2,
     ingestion_pb2,
@@ -129,3 +133,33 @@ def test_the_cli_shows_labels_and_what_is_new_this_window(
     assert main(["recall", "top-issues", "--window", "1d", "--server", server.address]) == 0
     again = capsys.readouterr().out.splitlines()[1]
     assert again.split("[")[1] == first_issue.split("[")[1]
+
+
+def test_top_issues_called_at_once_stores_each_group_once(
+    make_server: Callable[..., Any], embedder: Any, store_url: str
+) -> None:
+    server = make_server(
+        embedder=embedder,
+        database_url=store_url,
+        pipeline_enabled=True,
+        embedding_batch_max_wait_ms=20,
+        pipeline_poll_seconds=0.05,
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    _complain(server, PRICING + TONE, now - timedelta(hours=2))
+    _wait_indexed(server)
+    calls = 4
+    barrier = threading.Barrier(calls)
+
+    def call() -> recall_pb2.TopIssuesResponse:
+        barrier.wait()
+        return _top(server, now - timedelta(days=1), now)
+
+    with ThreadPoolExecutor(calls) as pool:
+        responses = list(pool.map(lambda _: call(), range(calls)))
+    ids = {tuple(sorted(i.group_id for i in r.issues)) for r in responses}
+    assert len(ids) == 1, f"concurrent calls named different groups: {ids}"
+    assert len(next(iter(ids))) == 2
+    with server.app.db.read() as session:
+        stored = session.scalars(select(IssueGroupRow.id)).all()
+    assert sorted(stored) == sorted(next(iter(ids)))
