@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -209,12 +209,13 @@ def _context_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
 
 
 class AuthInterceptor(_WrappingInterceptor):
-    """Resolves the API key to a principal and checks the method's required scope."""
+    """Resolves the API key to a principal and checks the method's required scope (None: any
+    valid key)."""
 
     def __init__(
         self,
         resolve_key: Callable[[str], auth.Principal | None],
-        required_scopes: dict[str, auth.Scope],
+        required_scopes: Mapping[str, auth.Scope | None],
         anonymous: auth.Principal | None,
     ) -> None:
         self._resolve_key = resolve_key
@@ -228,11 +229,12 @@ class AuthInterceptor(_WrappingInterceptor):
     def scope(self, method: str, metadata: Metadata, context: grpc.ServicerContext) -> Iterator[None]:
         try:
             principal = self._authenticate(metadata)
-            scope = self._required.get(method)
-            if scope is None:
+            if method not in self._required:
                 # Fail closed: a method nobody declared a scope for is not callable.
                 raise auth.PermissionDenied(f"{method} has no declared scope")
-            principal.require(scope)
+            scope = self._required[method]
+            if scope is not None:
+                principal.require(scope)
         except FeedbackloopError as error:
             abort_with(context, error)
         token = auth.set_principal(principal)

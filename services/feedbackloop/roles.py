@@ -24,6 +24,7 @@ Role = Literal["all", "api", "worker"]
 
 class Part(enum.StrEnum):
     INGESTION = "ingestion"  # IngestionService
+    IDENTITY = "identity"  # IdentityService (who the calling key is)
     RECALL = "recall"  # RecallService
     PIPELINE_STATUS = "pipeline-status"  # PipelineService and the index drift check beside it
     ROUTING = "routing"  # RoutingService, PromptService, DatasetService, ReviewService; policy bootstrap

@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.exc import OperationalError
 
-from feedbackloop import auth, heap
+from feedbackloop import auth, heap, identity
 from feedbackloop.binding import bind_failure, grpc_address
 from feedbackloop.config import Settings
 from feedbackloop.decoding import DecodingInterceptor
@@ -78,7 +78,7 @@ class Component(Protocol):
     def service_names(self) -> tuple[str, ...]: ...
 
     @property
-    def required_scopes(self) -> dict[str, auth.Scope]: ...
+    def required_scopes(self) -> Mapping[str, auth.Scope | None]: ...
 
     def register(self, server: grpc.Server) -> None: ...
 
@@ -92,7 +92,7 @@ class GrpcService:
     """A servicer with its registration function and the scopes its methods need."""
 
     full_name: str
-    required_scopes: dict[str, auth.Scope]
+    required_scopes: Mapping[str, auth.Scope | None]  # None: any valid key
     add_to_server: Callable[[grpc.Server], None]
 
     @property
@@ -167,6 +167,9 @@ class App:
         # started apart, see `start_pipeline`).
         builders: dict[Part, Callable[[], Component]] = {
             Part.INGESTION: self._ingestion_service,
+            Part.IDENTITY: lambda: GrpcService(
+                identity.SERVICE_NAME, identity.REQUIRED_SCOPES, identity.add_to_server
+            ),
             Part.RECALL: lambda: GrpcService(
                 "feedbackloop.v1.RecallService",
                 RECALL_SCOPES,
@@ -271,7 +274,7 @@ class App:
                 f"refusing to serve on {self.settings.host} without authentication: no API key exists. "
                 "Create one with `feedbackloop keys create --project P --scope ingest` first."
             )
-        scopes: dict[str, auth.Scope] = {}
+        scopes: dict[str, auth.Scope | None] = {}
         for component in self.components:
             scopes.update(component.required_scopes)
         resolver = CachedKeyResolver(lambda digest: keys.principal_for_hash(self.db, digest))

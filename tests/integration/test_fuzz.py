@@ -186,6 +186,9 @@ def valid_requests(loaded: Loaded) -> dict[str, Message]:
         "ReviewService/ResolveReviewItem": reviews_pb2.ResolveReviewItemRequest(
             claim_id="rc_nope", verdict=reviews_pb2.REVIEW_VERDICT_ACCEPT
         ),
+        "ReviewService/ReleaseReviewClaim": reviews_pb2.ReleaseReviewClaimRequest(claim_id="rc_nope"),
+        "ReviewService/RenewReviewClaim": reviews_pb2.RenewReviewClaimRequest(claim_id="rc_nope"),
+        "ReviewService/GetReviewQueueStats": reviews_pb2.GetReviewQueueStatsRequest(queue=QUEUE),
         "Health/Check": health_pb2.HealthCheckRequest(service=""),
         "TraceService/Export": llm_span_export(),
     }

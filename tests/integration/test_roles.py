@@ -28,6 +28,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 API_SERVICES = {
     "feedbackloop.v1.IngestionService",
+    "feedbackloop.v1.IdentityService",
     "feedbackloop.v1.RecallService",
     "feedbackloop.v1.PipelineService",
     "feedbackloop.v1.RoutingService",

@@ -1,4 +1,5 @@
-"""ReviewService: human review queues (list, claim with a lease, resolve).
+"""ReviewService: human review queues (list, claim with a lease, renew or release it, resolve,
+and each queue's progress).
 
 A resolution re-enters the pipeline as feedback from the reviewer. Who reviewed is the key's
 reviewer identity (`Principal.reviewer_identity`), never a name the request makes up, so
@@ -12,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
-from sqlalchemy import select
+from sqlalchemy import and_, case, exists, func, select
 
 from feedbackloop import auth
 from feedbackloop.auth import Scope
@@ -25,7 +26,8 @@ from feedbackloop.ingestion.servicer import limits_from
 from feedbackloop.ingestion.taxonomy import Taxonomy
 from feedbackloop.ingestion.validation import validate_feedback
 from feedbackloop.paging import SortKey, filter_digest, page
-from feedbackloop.routing.sink_common import PageLimits, optional, require_known, required
+from feedbackloop.routing.actions import issue_group_of
+from feedbackloop.routing.sink_common import PageLimits, live_names, optional, require_known, required
 from feedbackloop.store.db import Database
 from feedbackloop.store.lookups import feedback_by_ids
 from feedbackloop.store.models import Feedback, new_id
@@ -50,7 +52,13 @@ REQUIRED_SCOPES = {
     SERVICE + "ListReviewItems": Scope.READ,
     SERVICE + "ClaimReviewItem": Scope.REVIEW,
     SERVICE + "ResolveReviewItem": Scope.REVIEW,
+    SERVICE + "ReleaseReviewClaim": Scope.REVIEW,
+    SERVICE + "RenewReviewClaim": Scope.REVIEW,
+    # Counts only, but of every reviewer's work: reading, as listing is.
+    SERVICE + "GetReviewQueueStats": Scope.READ,
 }
+# A skip list comes from one reviewer's session in a page; a longer one is a client bug.
+MAX_SKIP_ITEMS = 100
 
 
 # --- reviews ---
@@ -97,6 +105,7 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
             policy=row.policy,
             feedback_id=row.feedback_id,
             group_key=row.group_key,
+            issue_group_id=issue_group_of(row.dedup_key),
             evidence_feedback_ids=list(row.evidence or []),
             priority=row.priority,
             due_at=timestamp(row.due_at),
@@ -152,23 +161,24 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
         project = principal.project_for(request.project)
         queue = required("queue", request.queue)
         optional("reviewer", request.reviewer)
+        skip = _skip_ids(request.skip_item_ids)
         reviewer = principal.reviewer_for(request.reviewer)
         now = self.clock()
         with self._db.write() as session:
+            wanted = select(ReviewItemRow).where(
+                ReviewItemRow.project_id == project,
+                ReviewItemRow.queue == queue,
+                ReviewItemRow.status == "open",
+            )
+            if skip:
+                wanted = wanted.where(ReviewItemRow.id.not_in(skip))
             candidates = session.scalars(
-                select(ReviewItemRow)
-                .where(
-                    ReviewItemRow.project_id == project,
-                    ReviewItemRow.queue == queue,
-                    ReviewItemRow.status == "open",
-                )
-                .order_by(
+                wanted.order_by(
                     ReviewItemRow.priority.desc(),
                     ReviewItemRow.due_at,
                     ReviewItemRow.created_at,
                     ReviewItemRow.id,
-                )
-                .limit(200)
+                ).limit(200)
             ).all()
             for item in candidates:
                 if not self._db.is_sqlite:
@@ -290,3 +300,123 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
         return reviews_pb2.ResolveReviewItemResponse(
             feedback_id=stored.id, reviews_done=count, item_done=done
         )
+
+    def _own_claim(self, session: Any, project: str, claim_id: str) -> ReviewClaim:
+        """The caller's claim `claim_id`: NOT_FOUND in another project, PERMISSION_DENIED if not theirs."""
+        claim = session.scalar(
+            select(ReviewClaim).where(ReviewClaim.project_id == project, ReviewClaim.id == claim_id)
+        )
+        if claim is None:
+            raise NotFound("claim_id", f"no claim {claim_id}")
+        if claim.reviewer != auth.current_principal().reviewer_identity:
+            raise PermissionDenied("claim_id: this claim belongs to another reviewer")
+        return claim
+
+    def ReleaseReviewClaim(
+        self, request: reviews_pb2.ReleaseReviewClaimRequest, context: grpc.ServicerContext
+    ) -> reviews_pb2.ReleaseReviewClaimResponse:
+        project = auth.current_principal().project_for(request.project)
+        claim_id = required("claim_id", request.claim_id)
+        now = self.clock()
+        with self._db.write() as session:
+            claim = self._own_claim(session, project, claim_id)
+            if claim.status == "resolved":
+                raise Conflict(f"claim_id: claim {claim_id} is resolved; there is nothing to release")
+            # A lapsed lease is exactly what claiming treats as free, so ending the lease now is
+            # the whole release: the row stays, and this reviewer may claim the item again.
+            if claim.lease_expires_at > now:
+                claim.lease_expires_at = now
+        return reviews_pb2.ReleaseReviewClaimResponse()
+
+    def RenewReviewClaim(
+        self, request: reviews_pb2.RenewReviewClaimRequest, context: grpc.ServicerContext
+    ) -> reviews_pb2.RenewReviewClaimResponse:
+        project = auth.current_principal().project_for(request.project)
+        claim_id = required("claim_id", request.claim_id)
+        now = self.clock()
+        with self._db.write() as session:
+            claim = self._own_claim(session, project, claim_id)
+            item = session.get(ReviewItemRow, claim.item_id)
+            assert item is not None
+            if not self._db.is_sqlite:
+                # Claims of this item serialise on its row, as ClaimReviewItem does.
+                session.refresh(item, with_for_update=True)
+            if claim.status == "resolved":
+                raise Conflict(f"claim_id: claim {claim_id} is resolved; there is nothing to renew")
+            if claim.lease_expires_at <= now:
+                others = session.scalar(
+                    select(func.count())
+                    .select_from(ReviewClaim)
+                    .where(
+                        ReviewClaim.item_id == item.id,
+                        ReviewClaim.reviewer != claim.reviewer,
+                        ReviewClaim.status == "claimed",
+                        ReviewClaim.lease_expires_at > now,
+                    )
+                )
+                if item.status == "done" or item.reviews_done + (others or 0) >= item.reviews_required:
+                    raise Conflict(
+                        f"claim_id: the lease on item {item.id} expired at "
+                        f"{claim.lease_expires_at.isoformat()} and another reviewer has claimed it"
+                    )
+            claim.lease_expires_at = now + timedelta(seconds=item.lease_seconds)
+            return reviews_pb2.RenewReviewClaimResponse(lease_expires_at=timestamp(claim.lease_expires_at))
+
+    def GetReviewQueueStats(
+        self, request: reviews_pb2.GetReviewQueueStatsRequest, context: grpc.ServicerContext
+    ) -> reviews_pb2.GetReviewQueueStatsResponse:
+        project = auth.current_principal().project_for(request.project)
+        queue = optional("queue", request.queue)
+        now = self.clock()
+        leased = exists().where(
+            ReviewClaim.item_id == ReviewItemRow.id,
+            ReviewClaim.status == "claimed",
+            ReviewClaim.lease_expires_at > now,
+        )
+        is_open = ReviewItemRow.status == "open"
+        stmt = (
+            select(
+                ReviewItemRow.queue,
+                func.sum(case((and_(is_open, ~leased), 1), else_=0)),
+                func.sum(case((and_(is_open, leased), 1), else_=0)),
+                func.sum(case((ReviewItemRow.status == "done", 1), else_=0)),
+                func.sum(case((and_(is_open, ReviewItemRow.due_at < now), 1), else_=0)),
+            )
+            .where(ReviewItemRow.project_id == project)
+            .group_by(ReviewItemRow.queue)
+        )
+        if queue:
+            stmt = stmt.where(ReviewItemRow.queue == queue)
+        with self._db.read() as session:
+            counts = {
+                name: reviews_pb2.ReviewQueueStats(
+                    queue=name, open=open_, claimed=claimed, done=done, past_sla=late
+                )
+                for name, open_, claimed, done, late in session.execute(stmt)
+            }
+            declared = live_names(session, project, "ReviewQueue")
+        # A declared queue with no items yet is shown empty; a typo in a filter is NOT_FOUND.
+        for name in declared:
+            if (not queue or name == queue) and name not in counts:
+                counts[name] = reviews_pb2.ReviewQueueStats(queue=name)
+        if queue and queue not in counts:
+            require_known(
+                self._db,
+                project,
+                "ReviewQueue",
+                "queue",
+                queue,
+                select(ReviewItemRow.id).where(
+                    ReviewItemRow.project_id == project, ReviewItemRow.queue == queue
+                ),
+            )
+        return reviews_pb2.GetReviewQueueStatsResponse(queues=[counts[name] for name in sorted(counts)])
+
+
+def _skip_ids(values: Any) -> list[str]:
+    """The claim's skip list, each an item id; INVALID_ARGUMENT naming the entry otherwise."""
+    if len(values) > MAX_SKIP_ITEMS:
+        raise InvalidArgument.single(
+            "skip_item_ids", f"holds {len(values)} ids; the limit is {MAX_SKIP_ITEMS}"
+        )
+    return sorted({required(f"skip_item_ids[{i}]", value) for i, value in enumerate(values)})
