@@ -67,7 +67,7 @@ def served(
             [*command, "--data-dir", str(data_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
+            env={**os.environ, "FEEDBACKLOOP_CONSOLE": "off", **env},  # benches that want it ask
             cwd=data_dir,
         )
     address = f"127.0.0.1:{port}"

@@ -23,6 +23,9 @@ from sqlalchemy.engine import make_url
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Test servers bind loopback, where the console is on by default, all on one port: tests that
+# want it ask for it (FEEDBACKLOOP_CONSOLE=on with a free console port).
+os.environ.setdefault("FEEDBACKLOOP_CONSOLE", "off")
 
 POSTGRES_ENV = "FEEDBACKLOOP_TEST_POSTGRES_URL"
 SPANS = InMemorySpanExporter()

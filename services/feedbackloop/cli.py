@@ -285,11 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(revoke)
     revoke.set_defaults(handler=_quietly(cmd_keys_revoke))
 
+    from feedbackloop.console import cli as console_cli
     from feedbackloop.recall import cli as recall_cli
     from feedbackloop.routing import cli as routing_cli
 
     recall_cli.register(sub)
     routing_cli.register(sub)
+    console_cli.register(sub)
     return parser
 
 

@@ -186,6 +186,15 @@ class Settings(BaseSettings):
         description="Most often the store-wide gauges (pipeline queue, review queues, patches) are re-read; a scrape in between sees the last reading.",
     )
 
+    # --- web console ---
+    console: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Serve the web console beside the gRPC API: auto (only when the gRPC server binds a loopback address), on, off.",
+    )
+    console_port: int = Field(
+        50080, ge=0, le=65535, description="HTTP port of the web console, on the gRPC bind address (0 picks a free one)."
+    )
+
     # --- routing ---
     policies_dir: Path | None = Field(
         Path("policies"), description="Policy set `serve` applies on first start when none is live."
@@ -231,6 +240,11 @@ class Settings(BaseSettings):
     @property
     def binds_loopback(self) -> bool:
         return is_loopback(self.host)
+
+    @property
+    def console_enabled(self) -> bool:
+        # Off by default on a non-loopback bind: the console is a way in, opened on purpose.
+        return self.console == "on" or (self.console == "auto" and self.binds_loopback)
 
 
 def is_loopback(host: str) -> bool:

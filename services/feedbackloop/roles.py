@@ -31,6 +31,7 @@ class Part(enum.StrEnum):
     OTLP = "otlp"  # OpenTelemetry TraceService/Export (spans in), and the span link sweep
     REFLECTION = "reflection"  # server reflection over the services hosted
     PIPELINE = "pipeline"  # the index and route stage workers
+    CONSOLE = "console"  # the web console, a client of the services above (FEEDBACKLOOP_CONSOLE)
 
 
 ROLES: dict[Role, frozenset[Part]] = {

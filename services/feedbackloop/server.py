@@ -24,6 +24,8 @@ from feedbackloop import auth, heap, identity
 from feedbackloop.binding import bind_failure, grpc_address
 from feedbackloop.config import Settings
 from feedbackloop.decoding import DecodingInterceptor
+from feedbackloop.console.app import ConsoleConfig
+from feedbackloop.console.runner import ConsoleBindError, ConsoleServer, target_for
 from feedbackloop.ingestion.group_commit import GroupCommitter
 from feedbackloop.ingestion.servicer import REQUIRED_SCOPES as INGESTION_SCOPES
 from feedbackloop.ingestion.servicer import IngestionServicer
@@ -198,6 +200,7 @@ class App:
         self.server: grpc.Server | None = None
         self.port: int = 0
         self._health = health.HealthServicer()
+        self.console: ConsoleServer | None = None
         self._stopping = threading.Event()
         self._executor: futures.ThreadPoolExecutor | None = None
         self.readiness = Readiness(
@@ -327,6 +330,7 @@ class App:
         log.info(
             "feedbackloop %s role listening on %s:%d (%s); NOT_SERVING until ready",
             self.settings.role,
+        self._start_console()
             self.settings.host,
             self.port,
             ", ".join(sorted(self.parts)),
@@ -342,6 +346,23 @@ class App:
 
     def _serves_authenticated_rpcs(self) -> bool:
         return any(component.required_scopes for component in self.components)
+    def _start_console(self) -> None:
+        """The web console beside the API, as a client of it on this process's own port."""
+        if Part.CONSOLE not in self.parts or not self.settings.console_enabled:
+            return
+        config = ConsoleConfig(
+            target=target_for(self.settings.host, self.port), loopback_only=self.settings.binds_loopback
+        )
+        self.console = ConsoleServer(config, self.settings.host, self.settings.console_port)
+        try:
+            self.console.start()
+        except ConsoleBindError as error:
+            self.console = None
+            assert self.server is not None
+            self.server.stop(None)
+            self.telemetry.stop()
+            raise StartupError(f"{error}; or turn the console off with FEEDBACKLOOP_CONSOLE=off") from error
+
 
     def _on_ready(self) -> None:
         # The model and the index are loaded now: exempt them from garbage collection before
@@ -420,6 +441,7 @@ class App:
             ("the recall index", self.recall.close),
             ("the metrics endpoint", self.telemetry.stop),
             ("the store", self.db.dispose),
+            *([("the console", self.console.stop)] if self.console is not None else []),
         ]
 
     def wait(self) -> None:

@@ -1,0 +1,77 @@
+"""The console's ASGI application: pages, static files, the JSON endpoint, and their guards."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from importlib import resources
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from feedbackloop.console.backend import Backend
+from feedbackloop.console.pages import PAGE_ROUTES
+from feedbackloop.console.security import LOOPBACK_HOSTS, SecurityHeaders
+from feedbackloop.console.sessions import SessionStore
+from feedbackloop.console.web import Console, error_page, redirect
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """How one console runs.
+
+    `target`: the gRPC server it is a client of. `loopback_only`: answer only requests whose
+    Host is a loopback name (set when the console binds a loopback address). `secure_cookies`:
+    mark cookies Secure (behind HTTPS). `cors_origins`: origins whose pages may call the JSON
+    endpoint (with a key or a feedback token; never with the console's cookie).
+    """
+
+    target: str
+    loopback_only: bool = True
+    secure_cookies: bool = False
+    cors_origins: tuple[str, ...] = ()
+
+
+async def home(request: Request) -> Response:
+    return redirect("/reviews")
+
+
+async def healthz(request: Request) -> Response:
+    return Response("ok", media_type="text/plain")
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return error_page(request, 404, "There is no such page.")
+
+
+def build_app(config: ConsoleConfig) -> Starlette:
+    state: dict[str, Console] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # The channel is made in the server's event loop: grpc.aio binds to the loop it starts in.
+        console = Console(
+            backend=Backend(config.target), sessions=SessionStore(), secure_cookies=config.secure_cookies
+        )
+        app.state.console = console
+        state["console"] = console
+        try:
+            yield
+        finally:
+            await console.backend.close()
+
+    static = StaticFiles(directory=str(resources.files("feedbackloop.console") / "static"))
+    routes: list[BaseRoute] = [
+        Route("/", home, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Mount("/static", app=static, name="static"),
+        *PAGE_ROUTES,
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
+    allowed: Iterable[str] | None = LOOPBACK_HOSTS if config.loopback_only else None
+    app.add_middleware(SecurityHeaders, allowed_hosts=allowed)
+    return app

@@ -1,0 +1,91 @@
+"""The console's only way to the data: the public gRPC API, called with the signed-in key.
+
+The console holds no store of its own and changes nothing except through these calls, so it
+behaves the same against a standalone server and a distributed deployment, and the server's
+own checks (scopes, tenancy, validation) are the ones that hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from feedbackloop.v1 import (
+    datasets_pb2_grpc,
+    identity_pb2_grpc,
+    ingestion_pb2_grpc,
+    prompts_pb2_grpc,
+    recall_pb2_grpc,
+    reviews_pb2_grpc,
+    routing_pb2_grpc,
+)
+
+Response = TypeVar("Response", bound=Message)
+
+# Long enough for a TopIssues over a large window, short enough that a page never hangs.
+CALL_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class BackendError(Exception):
+    """A refused or failed call, as the page shows it."""
+
+    code: grpc.StatusCode
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+
+class Backend:
+    """One channel to the gRPC server, shared by every signed-in person; each call carries
+    its caller's key. Created inside the console's event loop (`grpc.aio` binds to it)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._channel = grpc.aio.insecure_channel(target)
+        self.ingestion = ingestion_pb2_grpc.IngestionServiceStub(self._channel)
+        self.recall = recall_pb2_grpc.RecallServiceStub(self._channel)
+        self.reviews = reviews_pb2_grpc.ReviewServiceStub(self._channel)
+        self.prompts = prompts_pb2_grpc.PromptServiceStub(self._channel)
+        self.routing = routing_pb2_grpc.RoutingServiceStub(self._channel)
+        self.datasets = datasets_pb2_grpc.DatasetServiceStub(self._channel)
+        self.identity = identity_pb2_grpc.IdentityServiceStub(self._channel)
+
+    async def call(
+        self,
+        method: Callable[..., Awaitable[Response]],
+        request: Message,
+        key: str | None,
+        *,
+        timeout: float = CALL_TIMEOUT_SECONDS,
+    ) -> Response:
+        """`method(request)` as the key's holder (keyless when `key` is None: only a loopback
+        server that allows anonymous requests answers those)."""
+        metadata = (("authorization", f"Bearer {key}"),) if key else ()
+        try:
+            return await method(request, metadata=metadata, timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            raise BackendError(error.code(), error.details() or error.code().name) from error
+
+    async def stream(
+        self,
+        method: Callable[..., Any],
+        request: Message,
+        key: str | None,
+        *,
+        timeout: float = CALL_TIMEOUT_SECONDS,
+    ) -> list[Any]:
+        """Every message of a server-streaming call (exports are bounded by the server's pages)."""
+        metadata = (("authorization", f"Bearer {key}"),) if key else ()
+        try:
+            return [message async for message in method(request, metadata=metadata, timeout=timeout)]
+        except grpc.aio.AioRpcError as error:
+            raise BackendError(error.code(), error.details() or error.code().name) from error
+
+    async def close(self) -> None:
+        await self._channel.close(None)

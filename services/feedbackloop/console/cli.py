@@ -1,0 +1,69 @@
+"""`feedbackloop console`: the web console as a process of its own, a client of a server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from feedbackloop.client import DEFAULT_SERVER, SERVER_ENV
+from feedbackloop.config import is_loopback
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 50080
+
+
+def register(sub: Any) -> None:
+    console = sub.add_parser(
+        "console",
+        help="serve the web console for a running server (a client of its gRPC API)",
+        description="Serve the web console on HTTP; every page calls the server's gRPC API with the "
+        "signed-in person's API key.",
+    )
+    console.add_argument(
+        "--server",
+        default=os.environ.get(SERVER_ENV, DEFAULT_SERVER),
+        help=f"gRPC server host:port (${SERVER_ENV})",
+    )
+    console.add_argument("--host", default=DEFAULT_HOST, help=f"HTTP bind address (default {DEFAULT_HOST})")
+    console.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("FEEDBACKLOOP_CONSOLE_PORT", DEFAULT_PORT)),
+        help=f"HTTP port (FEEDBACKLOOP_CONSOLE_PORT, default {DEFAULT_PORT}; 0 picks a free one)",
+    )
+    console.add_argument(
+        "--secure-cookies",
+        action="store_true",
+        help="mark the session cookie Secure (the console is reached over HTTPS through a proxy)",
+    )
+    console.set_defaults(handler=cmd_console)
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from feedbackloop.console.app import ConsoleConfig
+    from feedbackloop.console.runner import ConsoleBindError, ConsoleServer
+
+    if not 0 <= args.port <= 65535:
+        print(f"error: --port: {args.port} is not a port (0 to 65535)", file=sys.stderr)
+        return 2
+    config = ConsoleConfig(
+        target=args.server, loopback_only=is_loopback(args.host), secure_cookies=args.secure_cookies
+    )
+    server = ConsoleServer(config, args.host, args.port)
+    try:
+        server.start()
+    except ConsoleBindError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"console on {server.url} (gRPC server {args.server})", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+    server.stop()
+    return 0

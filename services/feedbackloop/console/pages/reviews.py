@@ -1,0 +1,297 @@
+"""Review queues: progress per queue, and the screen where a reviewer works through one.
+
+The reviewer holds one claim per queue at a time (the console remembers it in the session);
+the page renews its lease while it is open. Resolving submits the verdict and claims the
+next item in the same request, so "Enter" moves straight on. Blind review: the context shows
+the end user's and evaluators' feedback on the turn, never another reviewer's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import grpc
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from feedbackloop.console.backend import BackendError
+from feedbackloop.console.schema import Category, schema_categories
+from feedbackloop.console.sessions import Claim
+from feedbackloop.console.web import Page, action, error_page, page, redirect, text_field
+from feedbackloop.v1 import common_pb2, ingestion_pb2, reviews_pb2, routing_pb2
+
+# Turns of the conversation shown before the reviewed one (a long session stays readable).
+CONTEXT_TURNS = 12
+# Similar feedback shown for an aggregate item.
+EVIDENCE_SHOWN = 20
+
+VERDICTS = (
+    ("accept", reviews_pb2.REVIEW_VERDICT_ACCEPT, "Accept", "1"),
+    ("reject", reviews_pb2.REVIEW_VERDICT_REJECT, "Reject", "2"),
+)
+
+
+@page
+async def queues(request: Request, page: Page) -> Response:
+    stats = await page.call(
+        page.console.backend.reviews.GetReviewQueueStats, reviews_pb2.GetReviewQueueStatsRequest()
+    )
+    return page.render("reviews/queues.html", queues=list(stats.queues), can_review=page.can("review"))
+
+
+@dataclass
+class Context:
+    """What a reviewer sees around an item, gathered in parallel."""
+
+    turns: list[Any]
+    later_turns: int
+    earlier_turns: int
+    decisions: list[Any]
+    evidence: list[Any]
+    categories: list[Category]
+    notes: list[str]
+
+
+async def _optional(page: Page, notes: list[str], what: str, method: Any, request: Any) -> Any | None:
+    """A context call the key may lack the scope for: the page says so and goes on."""
+    try:
+        return await page.call(method, request)
+    except BackendError as error:
+        if error.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND):
+            notes.append(f"{what}: {error.message}")
+            return None
+        raise
+
+
+async def gather_context(page: Page, item: reviews_pb2.ReviewItem) -> Context:
+    backend = page.console.backend
+    notes: list[str] = []
+    session_id = item.interaction.session_id or item.feedback.session_id
+    session_call = (
+        _optional(
+            page,
+            notes,
+            "conversation",
+            backend.ingestion.GetSession,
+            ingestion_pb2.GetSessionRequest(session_id=session_id),
+        )
+        if session_id
+        else asyncio.sleep(0, None)
+    )
+    evidence_ids = [fid for fid in item.evidence_feedback_ids if fid != item.feedback_id][:EVIDENCE_SHOWN]
+    session, explained, revision, *evidence = await asyncio.gather(
+        session_call,
+        _optional(
+            page,
+            notes,
+            "policy decision",
+            backend.routing.Explain,
+            routing_pb2.ExplainRequest(feedback_id=item.feedback_id),
+        ),
+        _optional(
+            page, notes, "feedback schema", backend.routing.GetRevision, routing_pb2.GetRevisionRequest()
+        ),
+        *(
+            _optional(
+                page,
+                notes,
+                f"similar feedback {fid}",
+                backend.ingestion.GetFeedback,
+                ingestion_pb2.GetFeedbackRequest(feedback_id=fid),
+            )
+            for fid in evidence_ids
+        ),
+    )
+    turns: list[Any] = []
+    earlier = later = 0
+    if session is not None:
+        all_turns = list(session.turns)
+        upto = next(
+            (i for i, turn in enumerate(all_turns) if turn.interaction.id == item.interaction.id),
+            len(all_turns) - 1,
+        )
+        start = max(0, upto - CONTEXT_TURNS)
+        earlier, later = start, len(all_turns) - upto - 1
+        turns = [_blind(turn) for turn in all_turns[start : upto + 1]]
+    decisions = [record for record in (explained.records if explained else []) if record.decision]
+    return Context(
+        turns=turns,
+        later_turns=later,
+        earlier_turns=earlier,
+        decisions=decisions,
+        evidence=[reply.feedback for reply in evidence if reply is not None],
+        categories=schema_categories(revision.canonical_json) if revision is not None else [],
+        notes=notes,
+    )
+
+
+def _blind(turn: ingestion_pb2.SessionTurn) -> dict[str, Any]:
+    """A turn with other reviewers' verdicts left out (blind multi-review)."""
+    return {
+        "interaction": turn.interaction,
+        "feedback": [fb for fb in turn.feedback if fb.source != common_pb2.FEEDBACK_SOURCE_REVIEWER],
+    }
+
+
+@page
+async def review_screen(request: Request, page: Page) -> Response:
+    queue = request.path_params["queue"]
+    claim = page.session.claims.get(queue)
+    if claim is not None and claim.lease_expires_at <= time.time():
+        page.session.claims.pop(queue, None)
+        claim = None
+    stats_reply = await page.call(
+        page.console.backend.reviews.GetReviewQueueStats, reviews_pb2.GetReviewQueueStatsRequest(queue=queue)
+    )
+    stats = next((s for s in stats_reply.queues if s.queue == queue), None)
+    if claim is None:
+        return page.render(
+            "reviews/review.html",
+            queue=queue,
+            stats=stats,
+            item=None,
+            claim=None,
+            context=None,
+            verdicts=VERDICTS,
+            resolved=request.query_params.get("resolved", ""),
+            empty=request.query_params.get("empty") == "1",
+        )
+    item = reviews_pb2.ReviewItem.FromString(claim.item)
+    context = await gather_context(page, item)
+    return page.render(
+        "reviews/review.html",
+        queue=queue,
+        stats=stats,
+        item=item,
+        claim=claim,
+        context=context,
+        verdicts=VERDICTS,
+        resolved=request.query_params.get("resolved", ""),
+        empty=False,
+    )
+
+
+async def _claim_next(page: Page, queue: str) -> bool:
+    """Claim the next item for this reviewer into the session; False when none is waiting."""
+    reply = await page.call(
+        page.console.backend.reviews.ClaimReviewItem,
+        reviews_pb2.ClaimReviewItemRequest(queue=queue, skip_item_ids=page.session.skipped.get(queue, [])),
+    )
+    if not reply.claim_id:
+        page.session.claims.pop(queue, None)
+        return False
+    page.session.claims[queue] = Claim(
+        claim_id=reply.claim_id,
+        item_id=reply.item.id,
+        item=reply.item.SerializeToString(),
+        lease_expires_at=reply.lease_expires_at.seconds + reply.lease_expires_at.nanos / 1e9,
+    )
+    return True
+
+
+def _screen(queue: str, **query: str) -> str:
+    suffix = f"?{urlencode(query)}" if query else ""
+    return f"/reviews/{quote(queue, safe='')}{suffix}"
+
+
+@action
+async def take_next(request: Request, page: Page, _form: FormData) -> Response:
+    queue = request.path_params["queue"]
+    if queue in page.session.claims:
+        return redirect(_screen(queue))  # already holding one: show it
+    found = await _claim_next(page, queue)
+    return redirect(_screen(queue) if found else _screen(queue, empty="1"))
+
+
+def _held(page: Page, queue: str, form: FormData) -> Claim | None:
+    """The session's claim on `queue`, if the form is about it (a stale tab is not)."""
+    claim = page.session.claims.get(queue)
+    if claim is None or text_field(form, "claim_id") != claim.claim_id:
+        return None
+    return claim
+
+
+@action
+async def resolve(request: Request, page: Page, form: FormData) -> Response:
+    queue = request.path_params["queue"]
+    claim = _held(page, queue, form)
+    if claim is None:
+        return redirect(_screen(queue))
+    verdict = {name: value for name, value, _, _ in VERDICTS}.get(text_field(form, "verdict"))
+    if verdict is None:
+        return error_page(request, 400, "verdict: choose Accept (1) or Reject (2)", session=page.session)
+    reply = await page.call(
+        page.console.backend.reviews.ResolveReviewItem,
+        reviews_pb2.ResolveReviewItemRequest(
+            claim_id=claim.claim_id,
+            verdict=verdict,
+            categories=[value for value in form.getlist("categories") if isinstance(value, str)],
+            correction=text_field(form, "correction"),
+            comment=text_field(form, "comment"),
+        ),
+    )
+    page.session.claims.pop(queue, None)
+    found = await _claim_next(page, queue)
+    return redirect(_screen(queue, resolved=reply.feedback_id, **({} if found else {"empty": "1"})))
+
+
+@action
+async def skip(request: Request, page: Page, form: FormData) -> Response:
+    queue = request.path_params["queue"]
+    claim = _held(page, queue, form)
+    if claim is None:
+        return redirect(_screen(queue))
+    await page.call(
+        page.console.backend.reviews.ReleaseReviewClaim,
+        reviews_pb2.ReleaseReviewClaimRequest(claim_id=claim.claim_id),
+    )
+    page.session.claims.pop(queue, None)
+    page.session.skip(queue, claim.item_id)
+    found = await _claim_next(page, queue)
+    return redirect(_screen(queue) if found else _screen(queue, empty="1"))
+
+
+@action
+async def release(request: Request, page: Page, form: FormData) -> Response:
+    queue = request.path_params["queue"]
+    claim = _held(page, queue, form)
+    if claim is not None:
+        await page.call(
+            page.console.backend.reviews.ReleaseReviewClaim,
+            reviews_pb2.ReleaseReviewClaimRequest(claim_id=claim.claim_id),
+        )
+        page.session.claims.pop(queue, None)
+    return redirect("/reviews")
+
+
+@action
+async def renew(request: Request, page: Page, form: FormData) -> Response:
+    """Called by the page's script while it is open, so a reviewer reading a long conversation
+    does not lose the item."""
+    queue = request.path_params["queue"]
+    claim = _held(page, queue, form)
+    if claim is None:
+        return JSONResponse({"held": False}, status_code=409)
+    reply = await page.call(
+        page.console.backend.reviews.RenewReviewClaim,
+        reviews_pb2.RenewReviewClaimRequest(claim_id=claim.claim_id),
+    )
+    claim.lease_expires_at = reply.lease_expires_at.seconds + reply.lease_expires_at.nanos / 1e9
+    return JSONResponse({"held": True, "lease_expires_at": claim.lease_expires_at})
+
+
+routes = [
+    Route("/reviews", queues, methods=["GET"]),
+    Route("/reviews/{queue}", review_screen, methods=["GET"]),
+    Route("/reviews/{queue}/next", take_next, methods=["POST"]),
+    Route("/reviews/{queue}/resolve", resolve, methods=["POST"]),
+    Route("/reviews/{queue}/skip", skip, methods=["POST"]),
+    Route("/reviews/{queue}/release", release, methods=["POST"]),
+    Route("/reviews/{queue}/renew", renew, methods=["POST"]),
+]

@@ -1,0 +1,119 @@
+"""What every console response and state-changing request goes through.
+
+- CSRF: each session has a random token; a POST must repeat it in the form field
+  `csrf_token` or the `X-CSRF-Token` header (the page's script sends the header). The sign-in
+  form, before any session exists, uses a double-submit cookie instead. SameSite=Strict
+  cookies already keep other sites' requests cookieless; the token also covers same-site
+  pages and old browsers.
+- Origin: a POST whose Origin header names another origin is refused outright.
+- Host: on a loopback bind only loopback host names are answered, so a hostile page cannot
+  reach the console through DNS rebinding.
+- Headers: a Content-Security-Policy that allows only the console's own scripts and styles
+  (no inline script: feedback text rendered into a page can never run), no framing, no
+  sniffing, and no caching of pages that show feedback.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+SIGN_IN_COOKIE = "feedbackloop_sign_in"
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "object-src 'none'",
+    ]
+)
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def tokens_match(expected: str, given: str | None) -> bool:
+    return bool(expected) and given is not None and secrets.compare_digest(expected, given)
+
+
+def same_origin(headers: Headers, scheme: str) -> bool:
+    """False only when the request names an Origin that is not this console's."""
+    origin = headers.get("origin")
+    if origin is None or origin == "null":
+        # No Origin (older browsers, scripts): the CSRF token decides. A "null" origin (a
+        # sandboxed frame, a redirect across origins) is never a console page.
+        return origin is None
+    host = headers.get("host", "")
+    return origin in {f"{scheme}://{host}", f"http://{host}", f"https://{host}"}
+
+
+def host_name(host_header: str) -> str:
+    """`host[:port]` or `[v6]:port` without the port."""
+    if host_header.startswith("["):
+        return host_header.split("]", 1)[0] + "]"
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+class SecurityHeaders:
+    """ASGI middleware: the headers above on every response, and the Host check."""
+
+    def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str] | None) -> None:
+        self.app = app
+        self.allowed_hosts = frozenset(allowed_hosts) if allowed_hosts is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.allowed_hosts is not None:
+            host = host_name(Headers(scope=scope).get("host", ""))
+            if host not in self.allowed_hosts:
+                await _plain(send, 421, "this console answers only on its loopback address")
+                return
+
+        # Static files may be kept, revalidated by their ETag; pages hold feedback: never kept.
+        cache = b"no-cache" if scope["path"].startswith("/static/") else b"no-store"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                present = {name.lower() for name, _ in headers}
+                for name, value in [*_HEADERS, (b"cache-control", cache)]:
+                    if name not in present:
+                        headers.append((name, value))
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+async def _plain(send: Send, status: int, text: str) -> None:
+    body = text.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,212 @@
+"""What every page handler shares: the signed-in session, CSRF checks, templates, errors.
+
+A page module exports `routes`; its handlers take the request and a `Page` (`@page` finds the
+session, or sends the browser to sign in) and return `page.render(...)` or a redirect.
+State-changing handlers are `@action`: POST only, with the session's CSRF token checked
+before the handler runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from google.protobuf.timestamp_pb2 import Timestamp
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from feedbackloop.console.backend import Backend, BackendError
+from feedbackloop.console.security import CSRF_FIELD, CSRF_HEADER, same_origin, tokens_match
+from feedbackloop.console.sessions import COOKIE_NAME, ConsoleSession, SessionStore
+from feedbackloop.v1 import common_pb2, routing_pb2
+
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(resources.files("feedbackloop.console") / "templates")),
+    autoescape=True,  # every value is text unless a template says otherwise; none does
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def timestamp_text(value: Timestamp | float | None) -> str:
+    """A protobuf Timestamp (or epoch seconds) as `YYYY-MM-DD HH:MM UTC`; "" when unset."""
+    if value is None:
+        return ""
+    if isinstance(value, Timestamp):
+        if not value.seconds and not value.nanos:
+            return ""
+        value = value.seconds + value.nanos / 1e9
+    return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+TEMPLATES.filters["when"] = timestamp_text
+TEMPLATES.globals.update(
+    source_names={
+        common_pb2.FEEDBACK_SOURCE_UNSPECIFIED: "end user",
+        common_pb2.FEEDBACK_SOURCE_END_USER: "end user",
+        common_pb2.FEEDBACK_SOURCE_REVIEWER: "reviewer",
+        common_pb2.FEEDBACK_SOURCE_EVALUATOR: "evaluator",
+    },
+    implicit_names={
+        value: name.removeprefix("IMPLICIT_SIGNAL_").lower()
+        for name, value in common_pb2.ImplicitSignal.items()
+    },
+    outcome_name=lambda value: (
+        routing_pb2.DecisionOutcome.Name(value).removeprefix("DECISION_OUTCOME_").lower()
+    ),
+)
+TEMPLATES.filters["tojson_attr"] = lambda value: json.dumps(value, separators=(",", ":"))
+
+
+@dataclass
+class Console:
+    """The running console's parts, as the handlers reach them (`request.app.state.console`)."""
+
+    backend: Backend
+    sessions: SessionStore
+    secure_cookies: bool
+    server_allows_keyless: bool | None = None  # learnt at the first sign-in page
+
+
+def console_of(request: Request) -> Console:
+    console: Console = request.app.state.console
+    return console
+
+
+@dataclass
+class Page:
+    """One request of a signed-in person."""
+
+    request: Request
+    session: ConsoleSession
+    console: Console
+
+    @property
+    def key(self) -> str | None:
+        return self.session.key
+
+    async def call(self, method: Callable[..., Awaitable[Any]], request: Any, **kwargs: Any) -> Any:
+        return await self.console.backend.call(method, request, self.session.key, **kwargs)
+
+    async def stream(self, method: Callable[..., Any], request: Any, **kwargs: Any) -> list[Any]:
+        return await self.console.backend.stream(method, request, self.session.key, **kwargs)
+
+    def render(self, template: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
+        return render(self.request, template, session=self.session, status_code=status_code, **context)
+
+    def can(self, scope: str) -> bool:
+        return self.session.identity.allows(scope)
+
+
+def render(
+    request: Request,
+    template: str,
+    *,
+    session: ConsoleSession | None = None,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    html = TEMPLATES.get_template(template).render(
+        request=request,
+        session=session,
+        identity=session.identity if session else None,
+        csrf_token=session.csrf_token if session else "",
+        path=request.url.path,
+        **context,
+    )
+    return HTMLResponse(html, status_code=status_code)
+
+
+def redirect(url: str) -> RedirectResponse:
+    # 303: the browser follows a POST's answer with a GET (post, redirect, get).
+    return RedirectResponse(url, status_code=303)
+
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def _session_of(request: Request) -> ConsoleSession | None:
+    return console_of(request).sessions.get(request.cookies.get(COOKIE_NAME))
+
+
+def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """A GET handler for signed-in people; others go to the sign-in page and come back."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        session = _session_of(request)
+        if session is None:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return redirect(f"/sign-in?next={quote(target, safe='')}")
+        return await _handle(handler, request, Page(request, session, console_of(request)))
+
+    return wrapped
+
+
+def action(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """A POST handler: signed in, same origin, and the session's CSRF token, or 403."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        session = _session_of(request)
+        if session is None:
+            return error_page(request, 401, "You are not signed in (or your session expired). Sign in again.")
+        if not same_origin(request.headers, request.url.scheme):
+            return error_page(request, 403, "This request came from another site and was refused.")
+        form = await request.form()
+        given = request.headers.get(CSRF_HEADER) or _field(form, CSRF_FIELD)
+        if not tokens_match(session.csrf_token, given):
+            return error_page(
+                request, 403, "The form's security token is missing or wrong. Reload the page and try again."
+            )
+        return await _handle(handler, request, Page(request, session, console_of(request)), form)
+
+    return wrapped
+
+
+async def _handle(handler: Handler, request: Request, page_: Page, *extra: Any) -> Response:
+    try:
+        return await handler(request, page_, *extra)
+    except BackendError as error:
+        return error_page(
+            request, _HTTP_STATUS.get(error.code.name, 502), error.message, session=page_.session
+        )
+
+
+def _field(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    return value if isinstance(value, str) else None
+
+
+def text_field(form: FormData, name: str, default: str = "") -> str:
+    return _field(form, name) or default
+
+
+def error_page(
+    request: Request, status: int, message: str, *, session: ConsoleSession | None = None
+) -> HTMLResponse:
+    return render(request, "error.html", session=session, status_code=status, status=status, message=message)
+
+
+# The server's refusals, as the browser should see them.
+_HTTP_STATUS = {
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 409,
+    "ALREADY_EXISTS": 409,
+    "ABORTED": 409,
+    "NOT_FOUND": 404,
+    "PERMISSION_DENIED": 403,
+    "UNAUTHENTICATED": 401,
+    "RESOURCE_EXHAUSTED": 429,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
