@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from feedbackloop.errors import PermissionDenied, Unauthenticated, quote
 
 KEY_PREFIX = "fbl"
+# A presigned feedback token (`feedback_tokens.py`) reads `fbt_<secret>`: the prefix tells it from
+# an API key before any lookup, and it may call these methods alone.
+FEEDBACK_TOKEN_PREFIX = "fbt_"
+FEEDBACK_TOKEN_METHODS = frozenset({"/feedbackloop.v1.IngestionService/SubmitFeedback"})
 
 
 class Scope(enum.StrEnum):
@@ -50,6 +54,8 @@ class Principal:
     key_id: str  # "anonymous" for the loopback development default
     # The reviewer identity bound to the key (`keys create --reviewer`); "" when it names none.
     reviewer: str = ""
+    # Set for a feedback token: the one interaction it may submit feedback on ("" for a key).
+    feedback_interaction: str = ""
 
     @property
     def reviewer_identity(self) -> str:
@@ -69,6 +75,16 @@ class Principal:
                 f"{field}: this API key reviews as '{identity}' and cannot review as someone else"
             )
         return identity
+
+    def require_feedback_target(self, interaction_id: str, has_span: bool) -> None:
+        """Refuse feedback a feedback token may not submit: anything but its own interaction."""
+        if not self.feedback_interaction:
+            return
+        if interaction_id != self.feedback_interaction or has_span:
+            raise PermissionDenied(
+                "feedback.interaction_id: this feedback token submits feedback on interaction "
+                f"'{self.feedback_interaction}' only"
+            )
 
     def allows(self, scope: Scope) -> bool:
         # admin implies every other scope: an operator key must be able to do what it manages.

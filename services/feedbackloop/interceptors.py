@@ -217,10 +217,13 @@ class AuthInterceptor(_WrappingInterceptor):
         resolve_key: Callable[[str], auth.Principal | None],
         required_scopes: Mapping[str, auth.Scope | None],
         anonymous: auth.Principal | None,
+        resolve_feedback_token: Callable[[str], auth.Principal] | None = None,
     ) -> None:
+        """`resolve_feedback_token` raises for a token it refuses; without it tokens are refused."""
         self._resolve_key = resolve_key
         self._required = required_scopes
         self._anonymous = anonymous
+        self._resolve_feedback_token = resolve_feedback_token
 
     def applies_to(self, method: str) -> bool:
         return not is_open_method(method)
@@ -228,7 +231,7 @@ class AuthInterceptor(_WrappingInterceptor):
     @contextmanager
     def scope(self, method: str, metadata: Metadata, context: grpc.ServicerContext) -> Iterator[None]:
         try:
-            principal = self._authenticate(metadata)
+            principal = self._authenticate(method, metadata)
             if method not in self._required:
                 # Fail closed: a method nobody declared a scope for is not callable.
                 raise auth.PermissionDenied(f"{method} has no declared scope")
@@ -243,12 +246,21 @@ class AuthInterceptor(_WrappingInterceptor):
         finally:
             auth.reset_principal(token)
 
-    def _authenticate(self, metadata: Metadata) -> auth.Principal:
+    def _authenticate(self, method: str, metadata: Metadata) -> auth.Principal:
         key = auth.bearer_token(metadata)
         if key is None:
             if self._anonymous is not None:
                 return self._anonymous
             raise Unauthenticated("missing API key: send 'authorization: Bearer <key>' metadata")
+        if key.startswith(auth.FEEDBACK_TOKEN_PREFIX):
+            # Gated on the method before any lookup: a browser's token opens nothing else.
+            if method not in auth.FEEDBACK_TOKEN_METHODS:
+                raise auth.PermissionDenied(
+                    f"a feedback token may only call IngestionService/SubmitFeedback, not {method.lstrip('/')}"
+                )
+            if self._resolve_feedback_token is None:
+                raise Unauthenticated("this server does not accept feedback tokens")
+            return self._resolve_feedback_token(key)
         principal = self._resolve_key(key)
         if principal is None:
             raise Unauthenticated("invalid or revoked API key")

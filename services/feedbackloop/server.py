@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import grpc
@@ -20,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.exc import OperationalError
 
-from feedbackloop import auth, heap, identity
+from feedbackloop import auth, feedback_tokens, heap, identity
 from feedbackloop.binding import bind_failure, grpc_address
 from feedbackloop.config import Settings
 from feedbackloop.decoding import DecodingInterceptor
@@ -289,7 +290,12 @@ class App:
             interceptors=[
                 *([MetricsInterceptor(self.metrics)] if self.metrics.enabled else []),
                 TracingInterceptor(),
-                AuthInterceptor(resolver, scopes, anonymous),
+                AuthInterceptor(
+                    resolver,
+                    scopes,
+                    anonymous,
+                    lambda token: feedback_tokens.resolve(self.db, token, datetime.now(UTC), anonymous),
+                ),
                 ErrorMappingInterceptor(),
                 DecodingInterceptor(),  # innermost: a refused message is traced and authenticated
             ],

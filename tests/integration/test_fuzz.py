@@ -164,6 +164,9 @@ def valid_requests(loaded: Loaded) -> dict[str, Message]:
             ),
             page_size=5,
         ),
+        "IngestionService/CreateFeedbackToken": ingestion_pb2.CreateFeedbackTokenRequest(
+            interaction_id=loaded.interaction_id, ttl_seconds=60
+        ),
         "RecallService/SearchSimilar": recall_pb2.SearchSimilarRequest(text="outdated price", top_k=3),
         "RecallService/TopIssues": recall_pb2.TopIssuesRequest(time_range=window),
         "RecallService/GetTrends": recall_pb2.GetTrendsRequest(

@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
-from feedbackloop import auth
+from feedbackloop import auth, feedback_tokens
 from feedbackloop.auth import Scope
 from feedbackloop.config import Settings
 from feedbackloop.decoding import UndecodableRequest
 from feedbackloop.errors import FeedbackloopError, InvalidArgument, Violations
 from feedbackloop.fields import require_id
 from feedbackloop.ingestion import repository
-from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
+from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto, timestamp
 from feedbackloop.ingestion.group_commit import GroupCommitter
 from feedbackloop.ingestion.provenance import check_source
 from feedbackloop.ingestion.repository import FeedbackQuery, Stored, TraceIds
@@ -41,6 +41,8 @@ REQUIRED_SCOPES = {
     SERVICE + "GetFeedback": Scope.READ,
     SERVICE + "GetSession": Scope.READ,
     SERVICE + "ListFeedback": Scope.READ,
+    # The application server mints tokens for the interactions it records: the same scope.
+    SERVICE + "CreateFeedbackToken": Scope.INGEST,
 }
 SIGNAL_BY_ENUM = {i + 1: name for i, name in enumerate(SIGNAL_NAMES)}
 
@@ -101,6 +103,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             request.feedback, self._limits, _now(), self._taxonomy.categories_for(project)
         )
         check_source(auth.current_principal(), data)
+        auth.current_principal().require_feedback_target(data.interaction_id, bool(data.span_trace_id))
         data.span_wait_seconds = self._settings.span_link_wait_seconds
         ids = _trace_ids()
         stored = self._committer.submit(project, data, ids)
@@ -215,6 +218,18 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         )
         return ingestion_pb2.ListFeedbackResponse(
             feedback=[feedback_to_proto(r) for r in rows], next_page_token=next_token
+        )
+
+    def CreateFeedbackToken(
+        self, request: ingestion_pb2.CreateFeedbackTokenRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.CreateFeedbackTokenResponse:
+        principal = auth.current_principal()
+        project = principal.project_for(request.project)
+        minted = feedback_tokens.mint(
+            self._db, principal, project, request.interaction_id, request.ttl_seconds, _now()
+        )
+        return ingestion_pb2.CreateFeedbackTokenResponse(
+            token=minted.token, expires_at=timestamp(minted.expires_at)
         )
 
 

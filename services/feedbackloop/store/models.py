@@ -280,3 +280,24 @@ class SpanLinkWait(Base):
     # joins when it is linked.
     negative: Mapped[bool] = mapped_column(Boolean, default=False)
     expires_at: Mapped[datetime] = mapped_column()
+
+
+class FeedbackToken(Base):
+    """A presigned feedback token: it lets an end user's browser submit feedback on one
+    interaction until it expires (`feedback_tokens.py`).
+
+    Only the token's SHA-256 is stored, as for API keys. It lives in the store, not in one
+    process, so any api replica accepts a token another minted. `key_id` is the minting key
+    ("anonymous" on a keyless loopback server, hence no foreign key): revoking that key ends
+    its tokens.
+    """
+
+    __tablename__ = "feedback_tokens"
+    __table_args__ = (Index("ix_feedback_tokens_expires_at", "expires_at"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    interaction_id: Mapped[str] = mapped_column(ForeignKey("interactions.id"))
+    key_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
