@@ -100,16 +100,18 @@ def _candidates(session: Session, project_id: str, dimension: int) -> list[Issue
     )
 
 
-def nearest(session: Session, project_id: str, vector: np.ndarray, bound: float) -> str:
-    """The id of the stored group whose centroid is most similar to `vector`, if at least `bound`
-    alike; "" when there is none."""
-    unit = _unit(vector)
-    candidates = _candidates(session, project_id, int(unit.size))
+def nearest(session: Session, project_id: str, vectors: Sequence[np.ndarray], bound: float) -> list[str]:
+    """For each vector, the id of the stored group whose centroid is most similar to it, if at
+    least `bound` alike; "" where there is none."""
+    if not vectors:
+        return []
+    units = np.stack([_unit(v) for v in vectors])
+    candidates = _candidates(session, project_id, int(units.shape[1]))
     if not candidates:
-        return ""
-    sims = np.stack([_vector(r) for r in candidates]) @ unit
-    best = int(np.argmax(sims))
-    return candidates[best].id if float(sims[best]) >= bound else ""
+        return [""] * len(vectors)
+    sims = units @ np.stack([_vector(r) for r in candidates]).T
+    best = np.argmax(sims, axis=1)
+    return [candidates[int(b)].id if float(sims[n, b]) >= bound else "" for n, b in enumerate(best)]
 
 
 def match(found: np.ndarray, stored: np.ndarray, bound: float = MATCH_SIMILARITY) -> dict[int, int]:

@@ -5,8 +5,8 @@ the effect and reports it as existing:
 - patches, per project, and dataset items, per project and dataset: the policy, the action
   index and the subject (`fb:<feedback id>`, or `group:<group key>` for aggregate policies);
 - review items, per project and queue: the feedback (`fb:<id>`), or for aggregate policies the
-  policy and group (`group:<policy>:<group key>`), so an item a queue has held is never added
-  again, whichever policy or action index sends it.
+  complaint (see `review_key`), so an item a queue has held is never added again, whichever
+  policy or action index sends it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from feedbackloop.policy.durations import parse_positive_duration
+from feedbackloop.policy.engine import Outcome
 from feedbackloop.policy.model import (
     PLACEHOLDER,
     DatasetAdd,
@@ -34,6 +35,7 @@ from feedbackloop.store.lookups import chunks
 from feedbackloop.store.models import Feedback, new_id, utcnow
 from feedbackloop.store.routing_models import (
     DatasetItemRow,
+    DecisionRecord,
     PromptPatchRow,
     PromptState,
     PromptVersion,
@@ -64,6 +66,12 @@ class ActionContext:
     group_key: str
     evidence: list[str]
     now: datetime = field(default_factory=utcnow)
+    # The lasting TopIssues group of the feedback ("" when none is near it), looked up before
+    # the write transaction opens: what an aggregate's review item is about.
+    issue_group_id: str = ""
+    # Review items this policy opened, before any lasting group existed, for feedback now near
+    # `issue_group_id`: the same complaint, met again past the aggregate's window.
+    same_group_items: list[str] = field(default_factory=list)
     # Pre-computed outside the write transaction, by action index: generator proposals, dataset
     # vectors, and the nearest dataset item among those that existed then (`nearest_item`).
     generated: dict[int, tuple[str, str]] = field(default_factory=dict)
@@ -341,10 +349,80 @@ def _item_text(messages: list[Any], answer: str) -> str:
     return f"{last_user_text(messages or [])}\n{answer}"
 
 
+ISSUE_KEY_PREFIX = "issue:"
+FIRED_KEY_PREFIX = "fired:"
+
+
+def review_key(policy: RoutingPolicy, feedback_id: str, group_key: str, issue_group_id: str) -> str:
+    """What makes two review items the same, per queue.
+
+    A per-event policy: the feedback. An aggregate policy fires again and again for one complaint
+    (every similar feedback past `min_count`): its item is the complaint's, so that all those
+    firings land on one item, and another complaint under the same `group_by` values gets its
+    own. The complaint is the lasting TopIssues group of the feedback when there is one
+    (`issue:<group id>:<policy>:<group key>`). Without one, the item is named after the feedback
+    whose firing opened it (`fired:<feedback id>:<policy>:<group key>`), and later firings find
+    it through their evidence (`_same_complaint`).
+    """
+    if policy.aggregate is None:
+        return f"fb:{feedback_id}"
+    if issue_group_id:
+        return f"{ISSUE_KEY_PREFIX}{issue_group_id}:{policy.name}:{group_key}"
+    return f"{FIRED_KEY_PREFIX}{feedback_id}:{policy.name}:{group_key}"
+
+
+def issue_group_of(review_dedup_key: str) -> str:
+    """The lasting issue group a review item is about ("" for none): read from its key."""
+    if not review_dedup_key.startswith(ISSUE_KEY_PREFIX):
+        return ""
+    return review_dedup_key[len(ISSUE_KEY_PREFIX) :].partition(":")[0]
+
+
+def _same_complaint(session: Session, ctx: ActionContext, queue: str) -> ReviewItemRow | None:
+    """The item an earlier firing of this policy put in `queue` for feedback in this evidence.
+
+    The evidence is the feedback similar to this one in the aggregate's window, so a firing for
+    one of them was about the same complaint, even where one of the two had no lasting group
+    (it came before the first TopIssues call, or its feedback is far from every stored group).
+    Read through the evidence's decision records (indexed by feedback): the cost is bounded by
+    the evidence, not by the queue's history. An item tied to another lasting group than this
+    firing's is a different complaint.
+    """
+    others = [fid for fid in ctx.evidence if fid != ctx.feedback.id]
+    item_ids: list[str] = []
+    for chunk in chunks(others):
+        for decided in session.scalars(
+            select(DecisionRecord.actions).where(
+                DecisionRecord.project_id == ctx.project_id,
+                DecisionRecord.feedback_id.in_(chunk),
+                DecisionRecord.policy == ctx.policy.name,
+                DecisionRecord.group_key == ctx.group_key,
+                DecisionRecord.outcome == Outcome.MATCHED.value,
+            )
+        ):
+            item_ids += [
+                r["resource_id"]
+                for r in decided or []
+                if r.get("type") == HumanReview.type and r.get("target") == queue and r.get("resource_id")
+            ]
+    if not item_ids:
+        return None
+    rows = session.scalars(
+        select(ReviewItemRow)
+        .where(ReviewItemRow.project_id == ctx.project_id, ReviewItemRow.id.in_(sorted(set(item_ids))))
+        .order_by(ReviewItemRow.created_at, ReviewItemRow.id)
+    )
+    for row in rows:
+        tied = issue_group_of(row.dedup_key)
+        if not (ctx.issue_group_id and tied and tied != ctx.issue_group_id):
+            return row
+    return None
+
+
 def run_human_review(session: Session, ctx: ActionContext, index: int, action: HumanReview) -> dict[str, Any]:
     queue = ctx.policy_set.review_queues[action.queue]
-    # Keyed per queue on the feedback or the group alone: a queue never holds the same twice.
-    key = f"group:{ctx.policy.name}:{ctx.group_key}" if ctx.policy.aggregate else f"fb:{ctx.feedback.id}"
+    # Keyed per queue on the feedback or the complaint alone: a queue never holds the same twice.
+    key = review_key(ctx.policy, ctx.feedback.id, ctx.group_key, ctx.issue_group_id)
     existing = session.scalar(
         select(ReviewItemRow).where(
             ReviewItemRow.project_id == ctx.project_id,
@@ -352,6 +430,25 @@ def run_human_review(session: Session, ctx: ActionContext, index: int, action: H
             ReviewItemRow.dedup_key == key,
         )
     )
+    if existing is None and ctx.policy.aggregate is not None:
+        existing = _same_complaint(session, ctx, action.queue)
+        if existing is None and ctx.same_group_items:
+            existing = session.scalar(
+                select(ReviewItemRow)
+                .where(
+                    ReviewItemRow.project_id == ctx.project_id,
+                    ReviewItemRow.queue == action.queue,
+                    ReviewItemRow.id.in_(ctx.same_group_items),
+                    ReviewItemRow.dedup_key.startswith(FIRED_KEY_PREFIX),
+                )
+                .order_by(ReviewItemRow.created_at, ReviewItemRow.id)
+                .limit(1)
+            )
+        if existing is not None and ctx.issue_group_id and not issue_group_of(existing.dedup_key):
+            # The complaint now has a lasting group: the item takes it, so later firings find it
+            # by key and the console can open the group.
+            existing.dedup_key = key
+            session.flush()
     if existing is not None:
         return result(index, action, EXISTING, existing.id, "the queue already holds this feedback/group")
     due_seconds = parse_positive_duration(action.due) if action.due else queue.sla_seconds

@@ -26,7 +26,7 @@ from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_pro
 from feedbackloop.policy import Decision, Outcome
 from feedbackloop.policy.engine import Condition, CooldownMemory, EvaluationState
 from feedbackloop.policy.event import field_value
-from feedbackloop.policy.model import DatasetAdd, PromptPatch, RoutingPolicy
+from feedbackloop.policy.model import DatasetAdd, HumanReview, PromptPatch, RoutingPolicy
 from feedbackloop.routing import actions
 from feedbackloop.routing.events import build_event, build_events
 from feedbackloop.routing.revisions import LivePolicies, LiveSet
@@ -34,13 +34,17 @@ from feedbackloop.routing.similarity import Embed, SimilarFeedback
 from feedbackloop.store.db import Database
 from feedbackloop.store.lookups import feedback_by_ids
 from feedbackloop.store.models import Feedback, new_id, utcnow
-from feedbackloop.store.routing_models import DecisionRecord, PromptPatchRow
+from feedbackloop.store.routing_models import DecisionRecord, PromptPatchRow, ReviewItemRow
 from feedbackloop.telemetry import current_ids, tracer
 from feedbackloop.v1 import patch_generator_pb2, patch_generator_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 GENERATOR_TIMEOUT_SECONDS = 30.0
+# How far back an aggregate looks for the review items it opened before their complaint had a
+# lasting group: its latest firings, and of their items the latest untied ones.
+MAX_EARLIER_FIRINGS = 200
+MAX_UNTIED_ITEMS = 20
 MAX_GENERATOR_EVIDENCE = 20
 
 
@@ -230,6 +234,23 @@ class Router:
         return out
 
     def _precompute(self, ctx: actions.ActionContext, decision: Decision) -> None:
+        aggregate = ctx.policy.aggregate
+        if (
+            aggregate is not None
+            and self.similar is not None
+            and any(isinstance(action, HumanReview) for action in decision.actions)
+        ):
+            # A centroid is nearer its members than they are to each other, so holding the
+            # feedback to the policy's own similarity bound never ties it to a looser group than
+            # the aggregate that fired.
+            bound = aggregate.min_similarity
+            ctx.issue_group_id = self.similar.issue_groups(
+                ctx.project_id, [ctx.feedback.id], min_similarity=bound
+            )[ctx.feedback.id]
+            if ctx.issue_group_id:
+                untied = self._untied_items(ctx)
+                of = self.similar.issue_groups(ctx.project_id, list(untied.values()), min_similarity=bound)
+                ctx.same_group_items = [item for item, fid in untied.items() if of[fid] == ctx.issue_group_id]
         for index, action in enumerate(decision.actions):
             if isinstance(action, PromptPatch) and action.strategy == "generator":
                 with self.db.read() as session:
@@ -254,6 +275,44 @@ class Router:
                     ctx.vectors[index] = [float(x) for x in vector]
                 with self.db.read() as session:
                     ctx.nearest[index] = actions.nearest_item(session, ctx, action, ctx.vectors.get(index))
+
+    def _untied_items(self, ctx: actions.ActionContext) -> dict[str, str]:
+        """Review items this policy and group opened before any lasting group was near their
+        feedback (item id -> feedback id), among its `MAX_EARLIER_FIRINGS` latest firings.
+
+        Read through the decision records' cooldown index, so the cost is bounded whatever the
+        queue's history; only the items opened before the first TopIssues call are untied."""
+        with self.db.read() as session:
+            decided = session.scalars(
+                select(DecisionRecord.actions)
+                .where(
+                    DecisionRecord.project_id == ctx.project_id,
+                    DecisionRecord.policy == ctx.policy.name,
+                    DecisionRecord.group_key == ctx.group_key,
+                    DecisionRecord.outcome == Outcome.MATCHED.value,
+                )
+                .order_by(DecisionRecord.event_at.desc())
+                .limit(MAX_EARLIER_FIRINGS)
+            ).all()
+            ids = {
+                r["resource_id"]
+                for results in decided
+                for r in results or []
+                if r.get("type") == HumanReview.type and r.get("resource_id")
+            }
+            if not ids:
+                return {}
+            rows = session.execute(
+                select(ReviewItemRow.id, ReviewItemRow.feedback_id)
+                .where(
+                    ReviewItemRow.project_id == ctx.project_id,
+                    ReviewItemRow.id.in_(sorted(ids)),
+                    ReviewItemRow.dedup_key.startswith(actions.FIRED_KEY_PREFIX),
+                )
+                .order_by(ReviewItemRow.created_at.desc())
+                .limit(MAX_UNTIED_ITEMS)
+            ).all()
+        return {row.id: row.feedback_id for row in rows}
 
     def _generate(self, ctx: actions.ActionContext, action: PromptPatch) -> tuple[str, str]:
         with self.db.read() as session:

@@ -18,6 +18,7 @@ import numpy as np
 from feedbackloop.errors import InvalidArgument
 from feedbackloop.policy.engine import Condition
 from feedbackloop.policy.event import field_value
+from feedbackloop.recall import groups
 from feedbackloop.recall.text import event_text
 from feedbackloop.routing.events import build_events
 from feedbackloop.store.db import Database
@@ -54,6 +55,13 @@ class SimilarFeedback(Protocol):
     ) -> list[str]:
         """The same for an event as given (a dry run): ids of stored feedback only, never the
         event's own id (a stored feedback with that id is the event itself, perhaps edited)."""
+        ...
+
+    def issue_groups(
+        self, project_id: str, feedback_ids: Sequence[str], *, min_similarity: float
+    ) -> dict[str, str]:
+        """For each stored feedback, the id of the lasting TopIssues group whose centroid is
+        nearest it, if at least `min_similarity` alike; "" where there is none."""
         ...
 
 
@@ -144,6 +152,14 @@ class RecallSimilarFeedback:
         own_id = field_value(event, "feedback.id")
         exclude = [own_id] if own_id else []
         return self._neighbours(project_id, vector, at, exclude, group, min_similarity, window, condition)
+
+    def issue_groups(
+        self, project_id: str, feedback_ids: Sequence[str], *, min_similarity: float
+    ) -> dict[str, str]:
+        vectors = [self._target(project_id, fid)[0] for fid in feedback_ids]
+        with self._db.read() as session:
+            found = groups.nearest(session, project_id, vectors, min_similarity)
+        return dict(zip(feedback_ids, found, strict=True))
 
     def _neighbours(
         self,

@@ -3,8 +3,9 @@
 Every effect of an action (a prompt patch, a dataset item, a review item) carries a unique
 `dedup_key` scoped to its project and target, so a retried pipeline step can never add it twice:
 `<policy>#<action index>:fb:<feedback id>` for a per-event policy, `...:group:<group key>` for an
-aggregate policy (review items are keyed per queue on the feedback or group alone, so a queue
-never holds the same feedback or group twice, whichever policy enqueued it).
+aggregate policy (review items are keyed per queue on the feedback, or the complaint an aggregate
+fired for, `routing.actions.review_key`, so a queue never holds the same twice, whichever policy
+enqueued it).
 """
 
 from __future__ import annotations

@@ -114,9 +114,12 @@ def test_nearest_names_the_closest_group_above_the_bound(db: Any) -> None:
             session, "p", [_found(eye[0], "tax", DAY), _found(eye[1], "currency", DAY)], DAY
         )
     with db.read() as session:
-        assert groups.nearest(session, "p", eye[0] + 0.3 * eye[1], 0.5) == tax.group_id
-        assert groups.nearest(session, "p", 0.2 * eye[0] + eye[1], 0.5) == currency.group_id
-        assert groups.nearest(session, "p", eye[0] + eye[2], 0.8) == ""  # cosine 0.71
-        assert groups.nearest(session, "p", eye[0], -1.0) == tax.group_id
-        assert groups.nearest(session, "q", eye[0], 0.0) == ""  # another project's groups
-        assert groups.nearest(session, "p", np.ones(4), 0.0) == ""  # another dimension
+        near = groups.nearest(
+            session, "p", [eye[0] + 0.3 * eye[1], 0.2 * eye[0] + eye[1], eye[0] + eye[2]], 0.8
+        )
+        # The third is 0.71 alike to both: below the bound, no group.
+        assert near == [tax.group_id, currency.group_id, ""]
+        assert groups.nearest(session, "p", [eye[0] + eye[2]], 0.7) == [tax.group_id]
+        assert groups.nearest(session, "q", [eye[0]], 0.0) == [""]  # another project's groups
+        assert groups.nearest(session, "p", [np.ones(4)], 0.0) == [""]  # another dimension
+        assert groups.nearest(session, "p", [], 0.0) == []
