@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from feedbackloop import fields
@@ -166,15 +165,6 @@ def _item(path: str, key: str) -> str:
     return f"{path}[{quote(key)!r}]"
 
 
-def _parameters(v: Violations, path: str, parameters: Any) -> dict[str, Any]:
-    """Model parameters as JSON; a NUL or a non-finite number cannot be stored as JSON."""
-    fields.refuse_nul(v, parameters, path)
-    if any(not math.isfinite(n) for n in fields.struct_numbers(parameters)):
-        v.add(path, "numbers must be finite (no NaN or infinity)")
-        return {}
-    return json_format.MessageToDict(parameters)
-
-
 def _non_negative(v: Violations, path: str, value: int) -> int:
     if value < 0:
         v.add(path, f"must not be negative (got {value})")
@@ -218,7 +208,7 @@ def validate_interaction(
         prompt_version=_name(v, f"{p}.prompt.version", msg.prompt.version, MAX_SHORT_NAME_CHARS),
         model_name=_name(v, f"{p}.model.name", msg.model.name),
         model_version=_name(v, f"{p}.model.version", msg.model.version),
-        model_parameters=_parameters(v, f"{p}.model.parameters", msg.model.parameters),
+        model_parameters=fields.struct_json(v, f"{p}.model.parameters", msg.model.parameters),
         input_messages=messages,
         context_documents=documents,
         response=_text(v, f"{p}.response", msg.response, limits.max_text_chars),

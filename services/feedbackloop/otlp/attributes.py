@@ -15,6 +15,7 @@ MAX_SPAN_ATTRIBUTES = 1024
 MAX_SPAN_EVENTS = 1024
 # Nesting of array and key-value list values read; deeper values are kept as their JSON.
 MAX_VALUE_DEPTH = 8
+_SCALARS = frozenset({"string_value", "bool_value", "int_value", "double_value"})
 
 
 def value_of(value: common_pb2.AnyValue, depth: int = 0) -> Any:
@@ -37,7 +38,14 @@ def value_of(value: common_pb2.AnyValue, depth: int = 0) -> Any:
 
 def attribute_map(attributes: Iterable[common_pb2.KeyValue]) -> dict[str, Any]:
     """Key to value; a key repeated keeps its last value, as the SDKs do."""
-    return {kv.key: value_of(kv.value) for kv in attributes}
+    out: dict[str, Any] = {}
+    for kv in attributes:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        # Scalars, nearly every attribute, are read here: a call per attribute showed in the
+        # ingest profile.
+        out[kv.key] = getattr(value, kind) if kind in _SCALARS else value_of(value)
+    return out
 
 
 def as_text(value: Any) -> str:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from google.protobuf import struct_pb2, timestamp_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from feedbackloop import fields
@@ -60,6 +59,7 @@ REQUEST_PARAMETERS = (
     "stop_sequences",
     "choice.count",
 )
+_REQUEST_PARAMETER_KEYS = tuple((name, f"gen_ai.request.{name}") for name in REQUEST_PARAMETERS)
 _INDEXED = re.compile(r"^(gen_ai\.prompt|gen_ai\.completion)\.(\d+)\.(role|content)$")
 _OI_MESSAGE = re.compile(
     r"^llm\.(input_messages|output_messages)\.(\d+)\.message\.(role|content|contents\.(\d+)\.message_content\.text)$"
@@ -155,8 +155,6 @@ class _Reader:
     def __init__(self, attributes: dict[str, Any]) -> None:
         self.attributes = attributes
         self.used: set[str] = set()
-        # Interaction field path -> the attribute or event it came from, to name it in errors.
-        self.sources: dict[str, str] = {}
 
     def text(self, key: str) -> str | None:
         value = self.attributes.get(key)
@@ -174,7 +172,7 @@ class _Reader:
 
     def number(self, key: str) -> Any:
         value = self.attributes.get(key)
-        if isinstance(value, int | float | list) and not isinstance(value, bool):
+        if isinstance(value, (int, float, list)) and not isinstance(value, bool):
             self.used.add(key)
             return value
         return None
@@ -342,12 +340,6 @@ def _input_and_response(
     return messages, response or "", in_source, out_source
 
 
-def _timestamp(unix_nano: int) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(unix_nano)
-    return stamp
-
-
 def map_span(
     span: trace_pb2.Span,
     kind: str,
@@ -366,30 +358,22 @@ def map_span(
     message = common_pb2.Interaction()
     session = reader.text("gen_ai.conversation.id") or reader.text("session.id")
     message.session_id = session or trace_id
-    reader.sources["interaction.session_id"] = (
-        "gen_ai.conversation.id" if "gen_ai.conversation.id" in reader.used else "session.id"
-    )
     for role, content in messages:
         message.input_messages.add(role=role, content=content)
-    reader.sources["interaction.input_messages"] = in_source
     message.response = response
-    reader.sources["interaction.response"] = out_source
+    model = message.model
     if kind == OPENINFERENCE:
-        model = reader.text("llm.model_name")
-        message.model.name = message.model.version = model or ""
-        reader.sources["interaction.model"] = "llm.model_name"
+        model.name = model.version = reader.text("llm.model_name") or ""
         _set_tokens(message, reader, "llm.token_count.prompt", "llm.token_count.completion")
         reader.used.add("llm.token_count.total")
         reader.used.add("openinference.span.kind")
         parameters = reader.json("llm.invocation_parameters")
         if isinstance(parameters, dict):
-            _set_parameters(message, parameters, "llm.invocation_parameters")
-        reader.sources["interaction.model.parameters"] = "llm.invocation_parameters"
+            _set_parameters(model, parameters, "llm.invocation_parameters")
     else:
         requested, responded = reader.text("gen_ai.request.model"), reader.text("gen_ai.response.model")
-        message.model.name = requested or responded or ""
-        message.model.version = responded or requested or ""
-        reader.sources["interaction.model"] = "gen_ai.request.model / gen_ai.response.model"
+        model.name = requested or responded or ""
+        model.version = responded or requested or ""
         input_key = (
             "gen_ai.usage.input_tokens"
             if "gen_ai.usage.input_tokens" in attributes
@@ -402,35 +386,31 @@ def map_span(
         )
         _set_tokens(message, reader, input_key, output_key)
         parameters = {}
-        for name in REQUEST_PARAMETERS:
-            value = reader.number(f"gen_ai.request.{name}")
-            if value is not None:
+        for name, key in _REQUEST_PARAMETER_KEYS:
+            if key in attributes and (value := reader.number(key)) is not None:
                 parameters[name] = value
-        _set_parameters(message, parameters, "gen_ai.request.*")
-        reader.sources["interaction.model.parameters"] = "gen_ai.request.*"
-    user = reader.text("user.id") or reader.text("enduser.id")
-    message.user.id = user or ""
-    reader.sources["interaction.user"] = "user.id"
-    message.prompt.name = reader.text("feedbackloop.prompt.name") or ""
-    message.prompt.version = (
+        if parameters:
+            _set_parameters(model, parameters, "gen_ai.request.*")
+    message.user.id = reader.text("user.id") or reader.text("enduser.id") or ""
+    prompt = message.prompt
+    prompt.name = reader.text("feedbackloop.prompt.name") or ""
+    prompt.version = (
         reader.text("feedbackloop.prompt.version") or reader.text("llm.prompt_template.version") or ""
     )
-    reader.sources["interaction.prompt"] = "feedbackloop.prompt.* / llm.prompt_template.version"
     application = resource.get("service.name")
     message.application = application if isinstance(application, str) else ""
-    reader.sources["interaction.application"] = "resource service.name"
     if span.end_time_unix_nano >= span.start_time_unix_nano:
         message.latency_ms = min(
             (span.end_time_unix_nano - span.start_time_unix_nano) // 1_000_000, 2**31 - 1
         )
-    message.occurred_at.CopyFrom(_timestamp(span.start_time_unix_nano))
-    reader.sources["interaction.occurred_at"] = "start_time_unix_nano"
+    message.occurred_at.FromNanoseconds(span.start_time_unix_nano)
     kept, dropped = _free_attributes(reader, limits)
     message.attributes.update(kept)
     try:
         interaction = validate_interaction(message, limits, now)
     except FeedbackloopError as error:
-        raise SpanRefused(_describe(error, reader.sources)) from None
+        sources = _sources(kind, "gen_ai.conversation.id" in reader.used, in_source, out_source)
+        raise SpanRefused(_describe(error, sources)) from None
     return MappedSpan(
         trace_id,
         span_id,
@@ -440,6 +420,25 @@ def map_span(
         evaluations(span),
         dropped,
     )
+
+
+def _sources(kind: str, conversation: bool, in_source: str, out_source: str) -> dict[str, str]:
+    """Interaction field path -> the attribute or event it came from, to name it in errors
+    (worked out only for a refused span: the sources of a span taken in are never read)."""
+    openinference = kind == OPENINFERENCE
+    return {
+        "interaction.session_id": "gen_ai.conversation.id" if conversation else "session.id",
+        "interaction.input_messages": in_source,
+        "interaction.response": out_source,
+        "interaction.model": "llm.model_name"
+        if openinference
+        else "gen_ai.request.model / gen_ai.response.model",
+        "interaction.model.parameters": "llm.invocation_parameters" if openinference else "gen_ai.request.*",
+        "interaction.user": "user.id",
+        "interaction.prompt": "feedbackloop.prompt.* / llm.prompt_template.version",
+        "interaction.application": "resource service.name",
+        "interaction.occurred_at": "start_time_unix_nano",
+    }
 
 
 def _set_tokens(
@@ -454,13 +453,11 @@ def _set_tokens(
         setattr(message, target, value)
 
 
-def _set_parameters(message: common_pb2.Interaction, parameters: dict[str, Any], source: str) -> None:
+def _set_parameters(model: common_pb2.ModelRef, parameters: dict[str, Any], source: str) -> None:
     try:
-        struct = struct_pb2.Struct()
-        struct.update(parameters)
+        model.parameters.update(parameters)
     except (ValueError, TypeError) as error:
         raise SpanRefused(f"{source}: cannot be kept as model parameters ({error})") from None
-    message.model.parameters.CopyFrom(struct)
 
 
 def _free_attributes(reader: _Reader, limits: Limits) -> tuple[dict[str, str], int]:
@@ -468,8 +465,9 @@ def _free_attributes(reader: _Reader, limits: Limits) -> tuple[dict[str, str], i
     and how many were dropped (over the count, a key or value that cannot be stored)."""
     kept: dict[str, str] = {}
     dropped = 0
+    used = reader.used
     for key, value in reader.attributes.items():
-        if key in reader.used or _OI_CONTENT_PART.match(key) or value is None:
+        if key in used or value is None or (key.startswith("llm.") and _OI_CONTENT_PART.match(key)):
             continue
         text = as_text(value)
         if (
