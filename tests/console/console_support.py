@@ -5,9 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+import grpc
 
 REPO = Path(__file__).resolve().parents[2]
 POLICIES = REPO / "policies"
@@ -82,3 +87,106 @@ def sign_in(page: Any, base_url: str, key: str | None = None) -> None:
         page.get_by_label("API key").fill(key)
         page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(lambda url: "/sign-in" not in url)
+
+
+# --- items to review, through the public gRPC API ---
+
+SAFETY_QUEUE = "safety-review"  # the default policies send feedback marked `unsafe` here
+
+
+def stubs(app: Any) -> SimpleNamespace:
+    """gRPC stubs on the server (keyless: the loopback default project)."""
+    from feedbackloop.v1 import ingestion_pb2_grpc, reviews_pb2_grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{app.port}")
+    return SimpleNamespace(
+        channel=channel,
+        ingestion=ingestion_pb2_grpc.IngestionServiceStub(channel),
+        reviews=reviews_pb2_grpc.ReviewServiceStub(channel),
+    )
+
+
+def submit_unsafe(app: Any, comment: str, *, response: str = "Here is how to do that.") -> tuple[str, str]:
+    """An interaction in a session of its own and an `unsafe` thumbs down on it, which the
+    default policies queue for safety review; (session id, feedback id)."""
+    from feedbackloop.v1 import common_pb2, ingestion_pb2
+
+    api = stubs(app)
+    session_id = f"s-{uuid.uuid4().hex[:12]}"
+    try:
+        interaction = api.ingestion.RecordInteraction(
+            ingestion_pb2.RecordInteractionRequest(
+                interaction=common_pb2.Interaction(
+                    session_id=session_id,
+                    turn_index=0,
+                    input_messages=[
+                        common_pb2.ChatMessage(role="user", content="How do I reset my password?")
+                    ],
+                    response=response,
+                )
+            )
+        )
+        feedback = api.ingestion.SubmitFeedback(
+            ingestion_pb2.SubmitFeedbackRequest(
+                feedback=common_pb2.Feedback(
+                    session_id=session_id,
+                    interaction_id=interaction.interaction_id,
+                    thumb=common_pb2.THUMB_DOWN,
+                    categories=["unsafe"],
+                    comment=comment,
+                )
+            )
+        )
+    finally:
+        api.channel.close()
+    return session_id, feedback.feedback_id
+
+
+def wait_queued(
+    app: Any, feedback_ids: Iterable[str], queue: str = SAFETY_QUEUE, timeout: float = 30.0
+) -> None:
+    """Until the pipeline has routed every one of `feedback_ids` into `queue`."""
+    from feedbackloop.v1 import reviews_pb2
+
+    wanted = set(feedback_ids)
+    api = stubs(app)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            queued: set[str] = set()
+            token = ""
+            while True:
+                reply = api.reviews.ListReviewItems(
+                    reviews_pb2.ListReviewItemsRequest(queue=queue, page_size=200, page_token=token)
+                )
+                queued.update(item.feedback_id for item in reply.items)
+                token = reply.next_page_token
+                if not token:
+                    break
+            if wanted <= queued:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not queued in {queue} after {timeout}s: {sorted(wanted - queued)}")
+            time.sleep(0.1)
+    finally:
+        api.channel.close()
+
+
+def get_session(app: Any, session_id: str) -> Any:
+    from feedbackloop.v1 import ingestion_pb2
+
+    api = stubs(app)
+    try:
+        return api.ingestion.GetSession(ingestion_pb2.GetSessionRequest(session_id=session_id))
+    finally:
+        api.channel.close()
+
+
+def get_feedback(app: Any, feedback_id: str) -> Any:
+    from feedbackloop.v1 import ingestion_pb2
+
+    api = stubs(app)
+    try:
+        return api.ingestion.GetFeedback(ingestion_pb2.GetFeedbackRequest(feedback_id=feedback_id)).feedback
+    finally:
+        api.channel.close()
