@@ -157,6 +157,8 @@ class App:
             prompts_for=lambda project: self.routing.known_prompts(project),
         )
         self.metrics = self.telemetry.metrics
+        if self.metrics.enabled:
+            self.recall.observe_milvus = self.metrics.milvus
         self.routing = RoutingComponent(
             self.db,
             settings,
@@ -188,7 +190,9 @@ class App:
                 set_health=lambda name, status: self._health.set(name, status),
             ),
             Part.ROUTING: lambda: self.routing,
-            Part.OTLP: lambda: OtlpComponent(self.db, settings, self.taxonomy, self.wake_index.set),
+            Part.OTLP: lambda: OtlpComponent(
+                self.db, settings, self.taxonomy, self.wake_index.set, metrics=self.metrics
+            ),
         }
         self.components: list[Component] = [build() for part, build in builders.items() if part in self.parts]
         self.workers: list[StageWorker] = []

@@ -88,6 +88,11 @@ class Metrics:
             description="Duration of Milvus operations, by operation.",
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
+        self._otlp_dropped = counter(
+            "feedbackloop.otlp.spans.dropped",
+            unit="{span}",
+            description="OTLP spans not stored, by reason: not_llm (not an LLM call), refused (invalid).",
+        )
         self._decisions = counter(
             "feedbackloop.routing.decisions",
             unit="{decision}",
@@ -163,6 +168,12 @@ class Metrics:
     def milvus(self, operation: str, seconds: float) -> None:
         if self.enabled:
             self._milvus_duration.record(seconds, {"operation": operation})
+
+    # --- OTLP ---
+
+    def otlp_dropped(self, project_id: str, reason: str, count: int) -> None:
+        if self.enabled and count:
+            self._otlp_dropped.add(count, self._with_project(project_id, {"reason": reason}))
 
     # --- routing ---
 

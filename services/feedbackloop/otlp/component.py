@@ -18,6 +18,7 @@ from feedbackloop import auth
 from feedbackloop.config import Settings
 from feedbackloop.ingestion import span_links
 from feedbackloop.ingestion.taxonomy import Taxonomy
+from feedbackloop.metrics.instruments import Metrics
 from feedbackloop.otlp.servicer import REQUIRED_SCOPES, SERVICE_NAME, TraceServicer
 from feedbackloop.store.db import Database
 from feedbackloop.store.models import SpanLinkWait
@@ -37,11 +38,12 @@ class OtlpComponent:
         settings: Settings,
         taxonomy: Taxonomy,
         on_committed: Callable[[], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = db
         self._settings = settings
         self._on_committed = on_committed or (lambda: None)
-        self._servicer = TraceServicer(db, settings, taxonomy, self._on_committed)
+        self._servicer = TraceServicer(db, settings, taxonomy, self._on_committed, metrics)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

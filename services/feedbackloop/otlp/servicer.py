@@ -34,6 +34,7 @@ from feedbackloop.ingestion.repository import TraceIds
 from feedbackloop.ingestion.servicer import limits_from
 from feedbackloop.ingestion.taxonomy import Taxonomy
 from feedbackloop.ingestion.validation import FeedbackInput
+from feedbackloop.metrics.instruments import Metrics
 from feedbackloop.otlp import mapping
 from feedbackloop.otlp.attributes import attribute_map
 from feedbackloop.otlp.evaluations import evaluation_feedback
@@ -50,6 +51,8 @@ REQUIRED_SCOPES = {f"/{SERVICE_NAME}/Export": Scope.INGEST}
 # REASON_CHARS, so the answer stays small however bad the batch.
 LISTED_REFUSALS = 10
 REASON_CHARS = 400
+# Why a span was not stored, as the `reason` of feedbackloop_otlp_spans_dropped_total.
+NOT_LLM, REFUSED = "not_llm", "refused"
 
 
 @dataclass
@@ -105,12 +108,14 @@ class TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
         settings: Settings,
         taxonomy: Taxonomy,
         on_committed: Callable[[], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = db
         self._settings = settings
         self._limits = limits_from(settings)
         self._taxonomy = taxonomy
         self._on_committed = on_committed or (lambda: None)
+        self._metrics = metrics
 
     def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
@@ -126,6 +131,9 @@ class TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
             created = self._submit_evaluations(project, batch) or created
         if created:
             self._on_committed()
+        if self._metrics is not None:
+            self._metrics.otlp_dropped(project, NOT_LLM, batch.not_llm)
+            self._metrics.otlp_dropped(project, REFUSED, len(batch.refused))
         log.debug(
             "OTLP export to %s: %d spans, %d interactions, %d refused, %d not LLM calls",
             project,

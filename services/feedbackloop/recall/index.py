@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
-from feedbackloop.recall import lite_query, lite_search
+from feedbackloop.recall import lite_query, lite_search, milvus_timing
 from feedbackloop.recall.filters import RecallFilter, quote, quoted_list, shadow_text, tenant_expression
 from feedbackloop.recall.text import epoch_ms
 from feedbackloop.signals import is_negative, signals_of
@@ -256,6 +256,7 @@ class FeedbackIndex:
         lite_live_row_cache: bool = True,
         lite_flush_rows: int = LITE_FLUSH_ROWS,
         lite_direct_reads: bool = True,
+        observe: milvus_timing.Observe | None = None,
     ) -> None:
         self.uri = uri
         self.collection = collection
@@ -275,7 +276,7 @@ class FeedbackIndex:
                 lite_search.install()
             else:
                 lite_search.uninstall()
-        self._client = MilvusClient(**kwargs)
+        self._client = milvus_timing.timed(MilvusClient(**kwargs), observe)
         self._dim: int | None = None
         self._lock = threading.Lock()
         version = "" if self.is_lite else self._server_version()
@@ -291,8 +292,11 @@ class FeedbackIndex:
         )
 
     @classmethod
-    def from_settings(cls, settings: Any, spec: IndexSpec | None = None) -> FeedbackIndex:
-        """Build from `feedbackloop.config.Settings` (typed loosely to keep this module light)."""
+    def from_settings(
+        cls, settings: Any, spec: IndexSpec | None = None, observe: milvus_timing.Observe | None = None
+    ) -> FeedbackIndex:
+        """Build from `feedbackloop.config.Settings` (typed loosely to keep this module light);
+        `observe` gets the duration of each Milvus call by operation."""
         return cls(
             settings.effective_milvus_uri,
             settings.milvus_collection,
@@ -300,6 +304,7 @@ class FeedbackIndex:
             db_name=settings.milvus_db_name,
             spec=spec,
             lite_live_row_cache=settings.milvus_lite_live_row_cache,
+            observe=observe,
         )
 
     @property

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -97,6 +97,8 @@ class Recall:
         self._settings = settings
         self._index: FeedbackIndex | None = None
         self._lock = threading.Lock()
+        # Gets each Milvus call's duration by operation (the server's metrics); set before use.
+        self.observe_milvus: Callable[[str, float], None] | None = None
 
     @property
     def settings(self) -> Settings:
@@ -113,7 +115,7 @@ class Recall:
                 try:
                     if is_lite_uri(uri):  # a Milvus Lite file: its directory must exist
                         Path(uri).parent.mkdir(parents=True, exist_ok=True)
-                    index = FeedbackIndex.from_settings(self._settings)
+                    index = FeedbackIndex.from_settings(self._settings, observe=self.observe_milvus)
                     index.ensure_collection(self.embedder.dimension)
                 except Exception as error:
                     raise Unavailable(f"the Milvus index at {uri} is unavailable: {error}") from error

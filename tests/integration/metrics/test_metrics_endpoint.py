@@ -16,12 +16,15 @@ from typing import Any
 import grpc
 import pytest
 from metrics_support import Scrape, free_port, scrape
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.trace.v1 import trace_pb2
 from sqlalchemy import select
 
 from feedbackloop.config import Settings
+from feedbackloop.recall import milvus_timing
 from feedbackloop.server import App, StartupError
 from feedbackloop.store.models import PipelineJob
-from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
+from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc, recall_pb2, recall_pb2_grpc
 from support import code_of
 
 REPO = Path(__file__).resolve().parents[3]
@@ -141,6 +144,9 @@ def test_feedback_pipeline_routing_and_rpc_series_after_real_traffic(
     assert m.value("feedbackloop_embedding_batch_size_sum") == 10
     assert m.value("feedbackloop_embedding_duration_seconds_count") >= 1
     assert m.value("feedbackloop_milvus_duration_seconds_count", operation="upsert") >= 1
+    assert m.label_values("feedbackloop_milvus_duration_seconds_count", "operation") <= set(
+        milvus_timing.OPERATIONS
+    )
     assert m.value("feedbackloop_pipeline_queue_depth", stage="index") == 0
     assert m.value("feedbackloop_pipeline_queue_depth", stage="route") == 0
     assert m.value("feedbackloop_pipeline_dead_letters") == 0
@@ -169,6 +175,41 @@ def test_feedback_pipeline_routing_and_rpc_series_after_real_traffic(
     }
     # Tenancy: no project label unless asked for.
     assert not any("project" in s.labels for s in m.samples)
+
+    # A search times its Milvus call; an OTLP span that is not an LLM call is counted as dropped.
+    searches = m.value("feedbackloop_milvus_duration_seconds_count", operation="search")
+    recall_pb2_grpc.RecallServiceStub(channel).SearchSimilar(
+        recall_pb2.SearchSimilarRequest(text="old price")
+    )
+    trace_service_pb2_grpc.TraceServiceStub(channel).Export(
+        trace_service_pb2.ExportTraceServiceRequest(
+            resource_spans=[
+                trace_pb2.ResourceSpans(
+                    scope_spans=[
+                        trace_pb2.ScopeSpans(
+                            spans=[
+                                trace_pb2.Span(
+                                    trace_id=bytes(range(1, 17)),
+                                    span_id=bytes(range(1, 9)),
+                                    name="GET /",
+                                    start_time_unix_nano=time.time_ns(),
+                                )
+                            ]
+                        )
+                    ]
+                )
+            ]
+        )
+    )
+    m = wait_for(
+        lambda: (
+            (s := scrape(port)).value("feedbackloop_milvus_duration_seconds_count", operation="search")
+            == searches + 1
+            and s
+        )
+    )
+    assert m.value("feedbackloop_milvus_duration_seconds_sum", operation="search") > 0
+    assert m.value("feedbackloop_otlp_spans_dropped_total", reason="not_llm") == 1
     # The README's table of series (which the chart's dashboard reads) is what the server serves.
     documented = set(
         re.findall(r"^\| `((?:feedbackloop|rpc)_[a-z_]+)`", (REPO / "README.md").read_text(), re.M)
@@ -177,7 +218,7 @@ def test_feedback_pipeline_routing_and_rpc_series_after_real_traffic(
         re.findall(r"^\| `[a-z_]+`, `((?:feedbackloop|rpc)_[a-z_]+)`", (REPO / "README.md").read_text(), re.M)
     )
     served = {re.sub(r"_(bucket|count|sum)$", "", s.name) for s in m.samples}
-    assert len(documented) == 18 and documented <= served, documented - served
+    assert len(documented) == 19 and documented <= served, documented - served
 
 
 def test_the_project_is_a_label_when_enabled(
