@@ -46,21 +46,23 @@ def _step(name: str, timings: dict[str, float] | None, **attributes: int) -> Ite
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
 
 
-def top_issues(
+@dataclass(frozen=True)
+class Named:
+    """A window's groups (largest first), each with its description and its lasting identity."""
+
+    found: clustering.TopIssues
+    described: list[groups.Found]
+    lasting: list[groups.Lasting]
+
+
+def name_groups(
     recall: Recall,
-    window: Window,
-    *,
-    min_similarity: float,
-    min_size: int,
-    max_issues: int,
+    project: str,
+    found: clustering.TopIssues,
+    window_end: datetime,
     timings: dict[str, float] | None = None,
-) -> recall_pb2.TopIssuesResponse:
-    project = window.project_id
-    with _step("fetch", timings):
-        current = recall.window_vectors(project, window.negative, window.start, window.end)
-        previous = recall.window_vectors(project, window.negative, window.previous_start, window.start)
-    with _step("cluster", timings, **{"recall.window_size": len(current)}):
-        found = clustering.top_issues(current, previous, min_similarity=min_similarity)
+) -> Named:
+    """Label every group of `found` from its members' words and give it its lasting id."""
     with _step("label", timings):
         words: dict[str, str] = {}
         occurred: dict[str, datetime] = {}
@@ -80,14 +82,34 @@ def top_issues(
                 label=topics.label(kw),
                 keywords=tuple(kw),
                 earliest=min(
-                    (occurred[m] for m in issue.sample_member_ids if m in occurred), default=window.end
+                    (occurred[m] for m in issue.sample_member_ids if m in occurred), default=window_end
                 ),
                 size=issue.size,
             )
             for issue, kw in zip(found.issues, terms, strict=True)
         ]
         with recall.db.write() as session:
-            lasting = groups.remember(session, project, described, window.end)
+            lasting = groups.remember(session, project, described, window_end)
+    return Named(found, described, lasting)
+
+
+def top_issues(
+    recall: Recall,
+    window: Window,
+    *,
+    min_similarity: float,
+    min_size: int,
+    max_issues: int,
+    timings: dict[str, float] | None = None,
+) -> recall_pb2.TopIssuesResponse:
+    project = window.project_id
+    with _step("fetch", timings):
+        current = recall.window_vectors(project, window.negative, window.start, window.end)
+        previous = recall.window_vectors(project, window.negative, window.previous_start, window.start)
+    with _step("cluster", timings, **{"recall.window_size": len(current)}):
+        found = clustering.top_issues(current, previous, min_similarity=min_similarity)
+    named = name_groups(recall, project, found, window.end, timings)
+    described, lasting = named.described, named.lasting
     reported = [
         (issue, d, kept)
         for issue, d, kept in zip(found.issues, described, lasting, strict=True)

@@ -16,7 +16,7 @@ from feedbackloop.deployment import require_deployment_admin
 from feedbackloop.errors import InvalidArgument, Violations
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
 from feedbackloop.ingestion.servicer import feedback_query_from
-from feedbackloop.recall import issues, trends
+from feedbackloop.recall import issue_trends, issues, trends
 from feedbackloop.recall.filters import FilterError, RecallFilter
 from feedbackloop.recall.service import MAX_TOP_K, MODE_BOTH, MODE_FEEDBACK, MODE_QUESTION, Recall
 from feedbackloop.v1 import common_pb2, recall_pb2, recall_pb2_grpc
@@ -49,6 +49,7 @@ TREND_DIMENSIONS = {
     recall_pb2.TREND_DIMENSION_PROMPT_VERSION: trends.Dimension.PROMPT_VERSION,
     recall_pb2.TREND_DIMENSION_MODEL_VERSION: trends.Dimension.MODEL_VERSION,
     recall_pb2.TREND_DIMENSION_SIGNAL: trends.Dimension.SIGNAL,
+    recall_pb2.TREND_DIMENSION_ISSUE: trends.Dimension.ISSUE,
 }
 
 
@@ -223,7 +224,13 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         assert window is not None and bucket is not None
         start = end - window
         span = trends.TrendWindow(start, end, bucket, fields.previous_window("window", start, end))
-        found = trends.trends(self._recall.db, project, query, span, TREND_DIMENSIONS[request.group_by], top)
+        dimension = TREND_DIMENSIONS[request.group_by]
+        if dimension is trends.Dimension.ISSUE:
+            # Grouped as TopIssues groups, in the vector index: its filter rules apply.
+            base = recall_filter_from(request.filter)
+            found = issue_trends.issue_trends(self._recall, project, query, base, span, top)
+        else:
+            found = trends.trends(self._recall.db, project, query, span, dimension, top)
         return _trends_to_proto(found, span)
 
     def Reindex(
@@ -282,6 +289,7 @@ def _trends_to_proto(found: trends.Trends, span: trends.TrendWindow) -> recall_p
     for group in found.groups:
         item = response.groups.add(
             key=group.key,
+            label=group.label,
             previous_total=group.previous.total,
             previous_negative=group.previous.negative,
             previous_negative_share=group.previous.share,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, String, case, func, literal, select, union_all
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.selectable import Subquery
 
 from feedbackloop.ingestion.repository import FeedbackQuery, _signal_predicate, feedback_query
@@ -31,6 +31,7 @@ class Dimension(enum.StrEnum):
     PROMPT_VERSION = "prompt_version"
     MODEL_VERSION = "model_version"
     SIGNAL = "signal"
+    ISSUE = "issue"  # recall.issue_trends: the grouping is not SQL's
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Group:
     window: Counts
     previous: Counts
     buckets: list[Counts]
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class Trends:
 def trends(
     db: Database, project_id: str, query: FeedbackQuery, window: TrendWindow, dimension: Dimension, top: int
 ) -> Trends:
+    if dimension is Dimension.ISSUE:
+        raise ValueError("the issue dimension is not an SQL grouping: see recall.issue_trends")
     both = dataclasses.replace(query, start=window.previous_start, end=window.end)
     where = feedback_query(project_id, both).whereclause
     assert where is not None  # the project clause at least
@@ -99,14 +103,7 @@ def trends(
     start_s = int(window.start.timestamp())
     bucket_s = int(window.bucket.total_seconds())
     with db.read() as session:
-        totals = session.execute(
-            select(
-                func.count(),
-                func.sum(negative),
-                func.sum(case((current, 1), else_=0)),
-                func.sum(case((current, negative), else_=0)),
-            ).where(where)
-        ).one()
+        window_counts, previous_counts = _totals(session, where, negative, current)
         found = session.execute(select(func.count()).select_from(groups_stmt.subquery())).scalar_one()
         top_rows = session.execute(groups_stmt.limit(top)).all()
         keys = [row.key for row in top_rows]
@@ -135,12 +132,32 @@ def trends(
         )
         for row in top_rows
     ]
-    both_total, both_negative, window_total, window_negative_total = (int(x or 0) for x in totals)
-    return Trends(
-        groups=groups,
-        window=Counts(window_total, window_negative_total),
-        previous=Counts(both_total - window_total, both_negative - window_negative_total),
-        groups_found=int(found),
+    return Trends(groups=groups, window=window_counts, previous=previous_counts, groups_found=int(found))
+
+
+def totals(db: Database, project_id: str, query: FeedbackQuery, window: TrendWindow) -> tuple[Counts, Counts]:
+    """The filtered feedback of the window and of the one before, each feedback once."""
+    both = dataclasses.replace(query, start=window.previous_start, end=window.end)
+    where = feedback_query(project_id, both).whereclause
+    assert where is not None
+    with db.read() as session:
+        return _totals(session, where, negative_flag(), Feedback.occurred_at >= window.start)
+
+
+def _totals(
+    session: Session, where: ColumnElement[bool], negative: ColumnElement[int], current: ColumnElement[bool]
+) -> tuple[Counts, Counts]:
+    row = session.execute(
+        select(
+            func.count(),
+            func.sum(negative),
+            func.sum(case((current, 1), else_=0)),
+            func.sum(case((current, negative), else_=0)),
+        ).where(where)
+    ).one()
+    both_total, both_negative, window_total, window_negative = (int(x or 0) for x in row)
+    return Counts(window_total, window_negative), Counts(
+        both_total - window_total, both_negative - window_negative
     )
 
 

@@ -22,6 +22,7 @@ DIMENSIONS = {
     "prompt-version": recall_pb2.TREND_DIMENSION_PROMPT_VERSION,
     "model-version": recall_pb2.TREND_DIMENSION_MODEL_VERSION,
     "signal": recall_pb2.TREND_DIMENSION_SIGNAL,
+    "issue": recall_pb2.TREND_DIMENSION_ISSUE,
 }
 BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -86,7 +87,7 @@ def render(response: recall_pb2.GetTrendsResponse, window: str, by: str) -> str:
         ]
     if not response.groups:
         return "\n".join(lines)
-    keys = [group.key or "(none)" for group in response.groups]
+    keys = [_name(group, by) for group in response.groups]
     width = max(len(by), *(len(key) for key in keys))
     trend = max(len(response.groups[0].buckets), len("trend"))
     lines.append(
@@ -103,6 +104,12 @@ def render(response: recall_pb2.GetTrendsResponse, window: str, by: str) -> str:
     if response.groups_found > len(response.groups):
         lines.append(f"({response.groups_found - len(response.groups)} more groups; --top shows more)")
     return "\n".join(lines)
+
+
+def _name(group: recall_pb2.TrendGroup, by: str) -> str:
+    if by == "issue":  # a lasting group is known by its label; its id opens it elsewhere
+        return f"{group.label or '(no words)'} [{group.key}]" if group.key else "(no group)"
+    return group.key or "(none)"
 
 
 def _share(part: int, whole: int) -> str:

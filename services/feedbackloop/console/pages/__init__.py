@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from feedbackloop.console.pages import reviews, sign_in
+from feedbackloop.console.pages import issues, reviews, search, sessions, sign_in
 
-PAGE_ROUTES: list[BaseRoute] = [*sign_in.routes, *reviews.routes]
+PAGE_ROUTES: list[BaseRoute] = [
+    *sign_in.routes,
+    *reviews.routes,
+    *issues.routes,
+    *search.routes,
+    *sessions.routes,
+]
