@@ -8,6 +8,7 @@ it), SameSite=Strict (no other site's request carries it), Secure behind HTTPS.
 from __future__ import annotations
 
 import secrets
+from urllib.parse import urlsplit
 
 import grpc
 from starlette.requests import Request
@@ -24,8 +25,19 @@ MAX_KEY_CHARS = 512
 
 
 def safe_next(target: str | None) -> str:
-    """Where to go after signing in: only a path of this console (no open redirect)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Where to go after signing in: only a path of this console (no open redirect).
+
+    Browsers drop tabs and newlines from a URL and read a backslash as a slash, so a `next` of
+    slash, tab, slash, host (or slash, backslash, host) would leave the site: any whitespace,
+    control character or backslash is refused,
+    as is anything with a scheme or a host.
+    """
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if any(ch == "\\" or ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
         return "/"
     return target
 
