@@ -39,6 +39,12 @@ VERDICTS = (
 
 @page
 async def queues(request: Request, page: Page) -> Response:
+    named = request.query_params.get("queue", "").strip()
+    if named:
+        return redirect(_screen(named))
+    if not page.can("read"):
+        # Listing queues needs `read`; a `review` key opens its queue by name instead.
+        return page.render("reviews/queues.html", queues=None, can_review=page.can("review"))
     stats = await page.call(
         page.console.backend.reviews.GetReviewQueueStats, reviews_pb2.GetReviewQueueStatsRequest()
     )
@@ -146,10 +152,16 @@ async def review_screen(request: Request, page: Page) -> Response:
     if claim is not None and claim.lease_expires_at <= time.time():
         page.session.claims.pop(queue, None)
         claim = None
-    stats_reply = await page.call(
-        page.console.backend.reviews.GetReviewQueueStats, reviews_pb2.GetReviewQueueStatsRequest(queue=queue)
+    # Progress needs `read`; a key with `review` alone still works through the queue without it.
+    stats_reply = (
+        await page.call(
+            page.console.backend.reviews.GetReviewQueueStats,
+            reviews_pb2.GetReviewQueueStatsRequest(queue=queue),
+        )
+        if page.can("read")
+        else None
     )
-    stats = next((s for s in stats_reply.queues if s.queue == queue), None)
+    stats = next((s for s in stats_reply.queues if s.queue == queue), None) if stats_reply else None
     if claim is None:
         return page.render(
             "reviews/review.html",
