@@ -96,14 +96,32 @@ def cmd_top_issues(args: argparse.Namespace) -> int:
     for issue in response.issues:
         mark = "NEW " if issue.new_in_window else "    "
         print(
-            f"{mark}{issue.size:5d}  {issue.growth:+6.0%}  {issue.label or '(no words)'}  [{issue.group_id}]"
+            f"{mark}{issue.size:5d}  {_change(issue):>16}  {issue.label or '(no words)'}  [{issue.group_id}]"
         )
-        print(f"{'':17}e.g. {issue.representative_text[:100]}")
+        print(f"{'':27}e.g. {issue.representative_text[:100]}")
     if not response.issues:
         print("no issues (no group of similar complaints in the window)")
     elif new:
-        print(f"new this {args.window}: {', '.join(issue.label or issue.group_id for issue in new)}")
+        print(f"new {_this(args.window)}: {', '.join(issue.label or issue.group_id for issue in new)}")
     return 0
+
+
+def _change(issue: recall_pb2.Issue) -> str:
+    """A group's size against the window before: the same lasting group in both."""
+    if issue.new_in_window:
+        return "new"
+    if issue.previous_size == 0:
+        return "none before"  # seen in an earlier window, not in the one just before
+    return f"{issue.growth:+.0%} from {issue.previous_size}"
+
+
+def _this(window: str) -> str:
+    seconds = parse_duration(window)
+    if seconds == 7 * 86400:
+        return "this week"
+    if seconds == 86400:
+        return "in the last day"
+    return f"in the last {window}"
 
 
 def cmd_pipeline_status(args: argparse.Namespace) -> int:

@@ -128,7 +128,8 @@ def test_the_cli_shows_labels_and_what_is_new_this_window(
     assert out.startswith(f"{len(PRICING)} complaints in the last 1d (0 before), 1 groups")
     first_issue = out.splitlines()[1]
     assert first_issue.startswith("NEW ") and "price" in first_issue and "[ig_" in first_issue
-    assert "new this 1d: " in out
+    assert "new in the last day: " in out
+    assert first_issue.split()[2] == "new"  # no growth figure for a group that is new
     # Asked again, the group is still new in this window (first seen inside it), with one id.
     assert main(["recall", "top-issues", "--window", "1d", "--server", server.address]) == 0
     again = capsys.readouterr().out.splitlines()[1]
@@ -163,3 +164,29 @@ def test_top_issues_called_at_once_stores_each_group_once(
     with server.app.db.read() as session:
         stored = session.scalars(select(IssueGroupRow.id)).all()
     assert sorted(stored) == sorted(next(iter(ids)))
+
+
+def test_the_cli_shows_growth_of_the_same_group_and_what_is_new_this_week(
+    server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from feedbackloop.cli import main
+
+    now = datetime.now(UTC)
+    week = timedelta(days=7)
+    _complain(server, PRICING[:2], now - week - timedelta(days=1))
+    # Last week's TopIssues call gives the pricing complaint its lasting group.
+    last_week = _top(server, now - 2 * week, now - week)
+    assert len(last_week.issues) <= 1
+    _complain(server, PRICING, now - timedelta(days=2))
+    _complain(server, TONE, now - timedelta(days=1))
+    _wait_indexed(server)
+    assert main(["recall", "top-issues", "--window", "7d", "--server", server.address]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("8 complaints in the last 7d (2 before), 2 groups")
+    pricing = next(line for line in lines if "price" in line and "[ig_" in line)
+    tone = next(line for line in lines if "rude" in line and "[ig_" in line)
+    # The pricing group grew from the 2 of the week before: the same group, not a new one.
+    assert not pricing.startswith("NEW ") and "+100% from 2" in pricing
+    assert tone.startswith("NEW ") and tone.split()[2] == "new"
+    tone_label = tone.split("new", 1)[1].split("[")[0].strip()
+    assert lines[-1] == f"new this week: {tone_label}"
