@@ -11,6 +11,7 @@ import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import Field, field_validator
@@ -194,6 +195,10 @@ class Settings(BaseSettings):
     console_port: int = Field(
         50080, ge=0, le=65535, description="HTTP port of the web console, on the gRPC bind address (0 picks a free one)."
     )
+    console_cors_origins: str = Field(
+        "",
+        description="Comma-separated origins (`https://shop.example`) whose pages may call the console's JSON endpoint with a key or a feedback token; empty: none.",
+    )
 
     # --- routing ---
     policies_dir: Path | None = Field(
@@ -204,6 +209,13 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("console_cors_origins")
+    @classmethod
+    def _valid_origins(cls, value: str) -> str:
+        for origin in cors_origins_of(value):
+            check_origin(origin)
+        return value
 
     @field_validator("default_project")
     @classmethod
@@ -242,9 +254,35 @@ class Settings(BaseSettings):
         return is_loopback(self.host)
 
     @property
+    def console_cors_origin_list(self) -> tuple[str, ...]:
+        return cors_origins_of(self.console_cors_origins)
+
+    @property
     def console_enabled(self) -> bool:
         # Off by default on a non-loopback bind: the console is a way in, opened on purpose.
         return self.console == "on" or (self.console == "auto" and self.binds_loopback)
+
+
+def cors_origins_of(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def check_origin(origin: str) -> None:
+    """An origin as a browser sends it: scheme, host and port only; ValueError otherwise.
+
+    `*` is refused: the endpoint's callers hold keys and tokens meant for their own pages, so
+    each origin is opened by name.
+    """
+    parsed = urlsplit(origin)
+    if (
+        parsed.scheme not in ("http", "https")
+        or not parsed.hostname
+        or parsed.path
+        or parsed.query
+        or parsed.fragment
+        or parsed.username
+    ):
+        raise ValueError(f"{origin!r} is not an origin like https://shop.example or http://localhost:3000")
 
 
 def is_loopback(host: str) -> bool:
