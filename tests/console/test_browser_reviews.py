@@ -104,6 +104,13 @@ def test_keyboard_only_review_resolves_and_the_next_item_comes(
     on_turn = [fb for turn in session.turns for fb in turn.feedback if fb.id == resolved_id]
     assert on_turn and on_turn[0].correction == text
 
+    # ...and the session screen shows it as a reviewer's, on the turn.
+    page.goto(f"{base}/sessions/{verdict.session_id}")
+    shown = page.locator(f'[id="{verdict.interaction_id}"] [id="{resolved_id}"]')
+    expect(shown.locator(".source")).to_have_text("reviewer")
+    expect(shown.locator(".correction")).to_contain_text(text)
+    page.screenshot(path=screenshot_dir() / "session.png", full_page=True)
+
 
 def lease_held(app: Any, claim_id: str) -> bool:
     """Whether the claim's lease is still running (a release ends it; the row stays)."""
