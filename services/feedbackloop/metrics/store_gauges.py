@@ -20,6 +20,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from feedbackloop.ingestion.span_links import WAITING
 from feedbackloop.pipeline.jobs import DEAD, PENDING, STAGES
 from feedbackloop.store.db import Database
 from feedbackloop.store.models import PipelineJob, utcnow
@@ -28,6 +29,9 @@ from feedbackloop.store.routing_models import PromptPatchRow, ReviewItemRow
 log = logging.getLogger(__name__)
 
 PATCH_STATUSES = ("proposed", "applied", "rejected", "rolled_back")
+# Jobs held back until the OTLP span their feedback names arrives are reported as a stage of
+# their own, ahead of `index`: they wait, but no stage can take them yet.
+SPAN_LINK_STAGE = "span_link"
 Attributes = tuple[tuple[str, str], ...]
 
 
@@ -68,7 +72,7 @@ class StoreGauges:
             (
                 "feedbackloop.pipeline.queue.depth",
                 "{job}",
-                "Jobs waiting in each pipeline stage (pending, due or backing off).",
+                "Jobs waiting in each pipeline stage (pending, due or backing off); span_link: held for their OTLP span.",
                 lambda r: r.queue_depth,
             ),
             (
@@ -156,6 +160,9 @@ class StoreGauges:
                 reading.queue_depth.setdefault(key, 0)
                 reading.oldest_age.setdefault(key, 0.0)
                 reading.dead_letters.setdefault(key, 0)
+            span_link = (("stage", SPAN_LINK_STAGE),)
+            reading.queue_depth.setdefault(span_link, 0)
+            reading.oldest_age.setdefault(span_link, 0.0)
         return reading
 
     def _read_pipeline(self, session: Session, reading: Reading, now: datetime) -> None:
@@ -169,12 +176,12 @@ class StoreGauges:
                 func.count(),
                 func.min(PipelineJob.id),
             )
-            .where(PipelineJob.status.in_((PENDING, DEAD)))
+            .where(PipelineJob.status.in_((PENDING, WAITING, DEAD)))
             .group_by(PipelineJob.status, PipelineJob.stage, PipelineJob.project_id)
         ).all()
         oldest: dict[Attributes, int] = {}
         for project_id, stage, status, count, min_id in rows:
-            key = self._key(project_id, ("stage", stage))
+            key = self._key(project_id, ("stage", SPAN_LINK_STAGE if status == WAITING else stage))
             if status == DEAD:
                 reading.dead_letters[key] = reading.dead_letters.get(key, 0) + count
                 continue

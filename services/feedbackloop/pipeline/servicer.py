@@ -10,6 +10,7 @@ from feedbackloop import auth
 from feedbackloop.auth import Scope
 from feedbackloop.errors import InvalidArgument
 from feedbackloop.ingestion.convert import timestamp
+from feedbackloop.ingestion.span_links import WAITING
 from feedbackloop.pipeline.jobs import JobQueue
 from feedbackloop.recall.drift import ProjectIndexStatus
 from feedbackloop.v1 import pipeline_pb2, pipeline_pb2_grpc
@@ -40,6 +41,7 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
             pending_route=counts.get("pending:route", 0),
             done=counts.get("done", 0),
             dead=counts.get("dead", 0),
+            waiting_for_span=counts.get(WAITING, 0),
         )
         if self._index_status is not None:
             index = self._index_status(project)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Tracer
+from prometheus_client.parser import text_string_to_metric_families
 
 from feedbackloop.v1 import common_pb2, ingestion_pb2
 
@@ -122,6 +125,30 @@ def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout} s: {check}")
         time.sleep(0.05)
+
+
+# --- metrics ---
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def metric_values(port: int, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The samples of `name` on the server's /metrics, by their labels (the exporter's scope
+    labels left out)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        tuple(
+            sorted((k, v) for k, v in sample.labels.items() if not k.startswith("otel_scope_"))
+        ): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    }
 
 
 # --- raw OTLP ---

@@ -3,40 +3,34 @@ many and why, and `feedbackloop_otlp_spans_dropped_total` counts them by reason.
 
 from __future__ import annotations
 
-import socket
-import urllib.request
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.trace import SpanKind
-from otlp_support import chat, export_request, genai_attributes, instrumented_app, raw_span
-from prometheus_client.parser import text_string_to_metric_families
+from otlp_support import (
+    chat,
+    export_request,
+    free_port,
+    genai_attributes,
+    instrumented_app,
+    metric_values,
+    raw_span,
+)
 
 DROPPED = "feedbackloop_otlp_spans_dropped_total"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _dropped(port: int) -> dict[str, float]:
-    """The counter's value by reason (the only other labels are the exporter's scope labels)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
+    """The counter's value by reason, its only label."""
     found: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == DROPPED:
-                labels = {k: v for k, v in sample.labels.items() if not k.startswith("otel_scope_")}
-                assert set(labels) == {"reason"}, labels
-                found[labels["reason"]] = sample.value
+    for labels, value in metric_values(port, DROPPED).items():
+        assert [k for k, _ in labels] == ["reason"], labels
+        found[labels[0][1]] = value
     return found
 
 
 def test_spans_not_stored_are_counted_by_reason(make_server: Any, store_url: str) -> None:
-    port = _free_port()
+    port = free_port()
     server = make_server(database_url=store_url, metrics_port=port)
     # The real SDK: an LLM call inside an HTTP handler, and a database call beside it.
     with instrumented_app(server.address) as app:

@@ -8,12 +8,24 @@ from typing import Any
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
-from otlp_support import Span, export_request, feedback_on, genai_attributes, raw_span, until
+from otlp_support import (
+    Span,
+    export_request,
+    feedback_on,
+    free_port,
+    genai_attributes,
+    metric_values,
+    raw_span,
+    until,
+)
 from sqlalchemy import select
 
 from feedbackloop.store.models import Feedback, PipelineJob, SpanLinkWait
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc, pipeline_pb2, pipeline_pb2_grpc
 from support import expect_error
+
+QUEUE_DEPTH = "feedbackloop_pipeline_queue_depth"
+OLDEST_AGE = "feedbackloop_pipeline_queue_oldest_age_seconds"
 
 
 def _unknown_span() -> Span:
@@ -137,3 +149,32 @@ def test_span_and_interaction_are_exclusive(server) -> None:  # type: ignore[no-
         "feedback.interaction_id: must be empty when span is set (name the interaction one way); "
         "feedback.session_id: must be empty when span is set (the span's interaction decides the session)",
     )
+
+
+def test_waiting_feedback_shows_in_the_pipeline_status_and_queue_depth(make_server, store_url) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    server = make_server(database_url=store_url, metrics_port=port, metrics_refresh_seconds=0)
+    stub = server.stub(ingestion_pb2_grpc.IngestionServiceStub)
+    pipeline = server.stub(pipeline_pb2_grpc.PipelineServiceStub)
+    span = _unknown_span()
+    stub.SubmitFeedback(feedback_on(span, thumb=common_pb2.THUMB_DOWN))
+    stub.SubmitFeedback(feedback_on(span, rating=1))
+    status = pipeline.GetPipelineStatus(pipeline_pb2.GetPipelineStatusRequest())
+    assert (status.waiting_for_span, status.pending_index) == (2, 0)
+    depth = metric_values(port, QUEUE_DEPTH)
+    assert (depth[(("stage", "span_link"),)], depth[(("stage", "index"),)]) == (2.0, 0.0)
+    assert metric_values(port, OLDEST_AGE)[(("stage", "span_link"),)] > 0
+    # The span arrives: the two move on to the index stage.
+    server.stub(trace_service_pb2_grpc.TraceServiceStub).Export(
+        export_request(
+            raw_span(
+                genai_attributes("q", "a"),
+                trace_id=bytes.fromhex(span.trace_id),
+                span_id=bytes.fromhex(span.span_id),
+            )
+        )
+    )
+    status = pipeline.GetPipelineStatus(pipeline_pb2.GetPipelineStatusRequest())
+    assert (status.waiting_for_span, status.pending_index) == (0, 2)
+    depth = metric_values(port, QUEUE_DEPTH)
+    assert (depth[(("stage", "span_link"),)], depth[(("stage", "index"),)]) == (0.0, 2.0)

@@ -36,6 +36,7 @@ def test_the_store_is_read_once_per_interval(db: Any) -> None:
         clock=lambda: now[0],
     )
     assert gauge_values(reader, "feedbackloop.pipeline.queue.depth") == {
+        (("stage", "span_link"),): 0,
         (("stage", "index"),): 0,
         (("stage", "route"),): 0,
     }
