@@ -7,6 +7,7 @@ import html
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,6 +19,8 @@ from feedbackloop.v1 import (
     ingestion_pb2_grpc,
     pipeline_pb2,
     pipeline_pb2_grpc,
+    routing_pb2,
+    routing_pb2_grpc,
 )
 
 _HIDDEN_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -57,7 +60,8 @@ class Browser:
 
 def text_of(page: str) -> str:
     """The page's text without tags, entities decoded and whitespace collapsed."""
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+    return re.sub(r" ([.,:;)])", r"\1", text)  # a tag before punctuation left a space
 
 
 class Api:
@@ -129,3 +133,28 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"not true after {timeout}s")
         time.sleep(0.1)
+
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+# A policy that proposes a guideline patch for every feedback from a user of this role.
+PATCHER_ROLE = "patch-tester"
+PATCHER = (
+    "apiVersion: feedbackloop/v1\nkind: RoutingPolicy\nmetadata:\n  name: console-patcher\nspec:\n"
+    f'  when: feedback.user_role == "{PATCHER_ROLE}"\n  priority: 500\n'
+    "  actions:\n    - prompt_patch: {prompt: support-answer, strategy: append_guideline, approval: required,"
+    " template: 'Never say: {{comment}}'}\n"
+)
+
+
+def default_policy_files() -> list[routing_pb2.PolicyFile]:
+    return [
+        routing_pb2.PolicyFile(path=f"policies/{p.name}", content=p.read_text(encoding="utf-8"))
+        for p in sorted(POLICIES.glob("*.yaml"))
+    ]
+
+
+def apply_policies(app: Any, files: list[routing_pb2.PolicyFile], message: str = "") -> Any:
+    """ApplyPolicies over whatever is live, keyless (the loopback default project)."""
+    with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = routing_pb2_grpc.RoutingServiceStub(channel)
+        return stub.ApplyPolicies(routing_pb2.ApplyPoliciesRequest(files=files, message=message))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from feedbackloop.console.pages import issues, reviews, search, sessions, sign_in
+from feedbackloop.console.pages import issues, patches, prompts, reviews, search, sessions, sign_in
 
 PAGE_ROUTES: list[BaseRoute] = [
     *sign_in.routes,
@@ -12,4 +12,6 @@ PAGE_ROUTES: list[BaseRoute] = [
     *issues.routes,
     *search.routes,
     *sessions.routes,
+    *patches.routes,
+    *prompts.routes,
 ]
