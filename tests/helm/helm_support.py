@@ -93,13 +93,31 @@ def _merge(base: dict[str, Any], *overlays: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+_CONSOLE: dict[str, Any] = {
+    "console": {
+        "enabled": True,
+        "ingress": {
+            "enabled": True,
+            "className": "nginx",
+            "hosts": [{"host": "console.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}],
+            "tls": [{"secretName": "console-tls", "hosts": ["console.example.com"]}],
+        },
+    },
+    "networkPolicy": {
+        "enabled": True,
+        "ingressFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress-nginx"}}}],
+    },
+}
+
 # Every values set the tests render: both shapes, each optional part on and off.
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "standalone": {},
     "standalone-existing-claim": {"persistence": {"existingClaim": "feedback-data"}},
     "standalone-ephemeral": {"persistence": {"enabled": False}, "tests": {"enabled": False}},
     "standalone-every-option": _EVERY_OPTION,
+    "standalone-console": _CONSOLE,
     "distributed-example": _example("distributed.yaml"),
+    "distributed-console": _merge({"mode": "distributed"}, _SECRETS, _CONSOLE),
     "distributed-minimal": _merge(
         {"mode": "distributed"},
         _SECRETS,

@@ -62,6 +62,27 @@ app.kubernetes.io/part-of: feedbackloop
 {{- end }}
 {{- end }}
 
+{{/* "true" when the standalone pod serves the console beside the API. */}}
+{{- define "feedbackloop.consoleBeside" -}}
+{{- and .Values.console.enabled (eq .Values.mode "standalone") }}
+{{- end }}
+
+{{/* The Service and port name the console is reached on. */}}
+{{- define "feedbackloop.consoleService" -}}
+{{- include "feedbackloop.fullname" . }}{{ if eq .Values.mode "distributed" }}-console{{ end }}
+{{- end }}
+
+{{/* The console's HTTP port, from the peers that may reach the gRPC port (networkPolicy.ingressFrom). */}}
+{{- define "feedbackloop.consoleIngressRule" -}}
+- ports:
+    - port: console
+      protocol: TCP
+  {{- with .Values.networkPolicy.ingressFrom }}
+  from:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+
 {{/* The api Service as a client address (the CLI's FEEDBACKLOOP_SERVER). */}}
 {{- define "feedbackloop.serverAddress" -}}
 {{- printf "%s.%s.svc:%d" (include "feedbackloop.fullname" .) .Release.Namespace (int .Values.server.port) }}
@@ -95,8 +116,8 @@ message comes first whatever object is rendered.
 {{- if has $name (list "database_url" "milvus_uri" "milvus_token" "milvus_db_name") }}
 {{- fail (printf "server.settings.%s: credentials and endpoints come from Secrets (database.existingSecret, milvus.existingSecret) or their own values (milvus.dbName), never from the settings ConfigMap" $name) }}
 {{- end }}
-{{- if has $name (list "host" "port" "data_dir" "policies_dir" "auto_migrate" "default_project" "max_connection_age_seconds" "shutdown_grace_seconds" "metrics_port" "milvus_collection") }}
-{{- fail (printf "server.settings.%s: set by the chart itself (see server.*, milvus.* and metrics.* in the chart README)" $name) }}
+{{- if has $name (list "host" "port" "data_dir" "policies_dir" "auto_migrate" "default_project" "max_connection_age_seconds" "shutdown_grace_seconds" "metrics_port" "milvus_collection" "console" "console_port") }}
+{{- fail (printf "server.settings.%s: set by the chart itself (see server.*, milvus.*, metrics.* and console.* in the chart README)" $name) }}
 {{- end }}
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
@@ -125,6 +146,9 @@ FEEDBACKLOOP_MILVUS_DB_NAME: {{ . | quote }}
 {{- if .Values.metrics.enabled }}
 FEEDBACKLOOP_METRICS_PORT: {{ .Values.metrics.port | quote }}
 {{- end }}
+{{- /* The console is a way in: on only when asked for, and in distributed mode a Deployment of its own. */}}
+FEEDBACKLOOP_CONSOLE: {{ ternary "on" "off" (include "feedbackloop.consoleBeside" . | eq "true") | quote }}
+FEEDBACKLOOP_CONSOLE_PORT: {{ .Values.console.port | quote }}
 {{- range $name, $value := .Values.server.settings }}
 FEEDBACKLOOP_{{ upper $name }}: {{ $value | toString | quote }}
 {{- end }}
@@ -247,6 +271,11 @@ ports:
   {{- if .Values.metrics.enabled }}
   - name: metrics
     containerPort: {{ .Values.metrics.port }}
+    protocol: TCP
+  {{- end }}
+  {{- if eq (include "feedbackloop.consoleBeside" .) "true" }}
+  - name: console
+    containerPort: {{ .Values.console.port }}
     protocol: TCP
   {{- end }}
 {{- end }}
