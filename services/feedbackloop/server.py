@@ -361,7 +361,9 @@ class App:
         if Part.CONSOLE not in self.parts or not self.settings.console_enabled:
             return
         config = ConsoleConfig(
-            target=target_for(self.settings.host, self.port), loopback_only=self.settings.binds_loopback
+            target=target_for(self.settings.host, self.port),
+            loopback_only=self.settings.binds_loopback,
+            cors_origins=self.settings.console_cors_origin_list,
         )
         self.console = ConsoleServer(config, self.settings.host, self.settings.console_port)
         try:

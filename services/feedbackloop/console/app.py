@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from feedbackloop.console import connect
 from feedbackloop.console.backend import Backend
 from feedbackloop.console.pages import PAGE_ROUTES
 from feedbackloop.console.security import LOOPBACK_HOSTS, SecurityHeaders
@@ -49,7 +50,7 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 
 def build_app(config: ConsoleConfig) -> Starlette:
-    state: dict[str, Console] = {}
+    forwarder = connect.Forwarder(config.target)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -58,11 +59,11 @@ def build_app(config: ConsoleConfig) -> Starlette:
             backend=Backend(config.target), sessions=SessionStore(), secure_cookies=config.secure_cookies
         )
         app.state.console = console
-        state["console"] = console
         try:
             yield
         finally:
             await console.backend.close()
+            await forwarder.aclose()
 
     static = StaticFiles(directory=str(resources.files("feedbackloop.console") / "static"))
     routes: list[BaseRoute] = [
@@ -70,6 +71,9 @@ def build_app(config: ConsoleConfig) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Mount("/static", app=static, name="static"),
         *PAGE_ROUTES,
+        # The JSON endpoint for scripts and browsers without gRPC: the key or a feedback token
+        # in the Authorization header, never the console's cookie.
+        *connect.connect_routes(config.target, cors_origins=config.cors_origins, forwarder=forwarder),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
     allowed: Iterable[str] | None = LOOPBACK_HOSTS if config.loopback_only else None

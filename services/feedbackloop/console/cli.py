@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from feedbackloop.client import DEFAULT_SERVER, SERVER_ENV
-from feedbackloop.config import is_loopback
+from feedbackloop.config import check_origin, cors_origins_of, is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50080
@@ -31,14 +31,18 @@ def register(sub: Any) -> None:
     console.add_argument("--host", default=DEFAULT_HOST, help=f"HTTP bind address (default {DEFAULT_HOST})")
     console.add_argument(
         "--port",
-        type=int,
-        default=int(os.environ.get("FEEDBACKLOOP_CONSOLE_PORT", DEFAULT_PORT)),
+        default=None,
         help=f"HTTP port (FEEDBACKLOOP_CONSOLE_PORT, default {DEFAULT_PORT}; 0 picks a free one)",
     )
     console.add_argument(
         "--secure-cookies",
         action="store_true",
         help="mark the session cookie Secure (the console is reached over HTTPS through a proxy)",
+    )
+    console.add_argument(
+        "--cors-origins",
+        default=os.environ.get("FEEDBACKLOOP_CONSOLE_CORS_ORIGINS", ""),
+        help="comma-separated origins whose pages may call the JSON endpoint (FEEDBACKLOOP_CONSOLE_CORS_ORIGINS)",
     )
     console.set_defaults(handler=cmd_console)
 
@@ -47,13 +51,30 @@ def cmd_console(args: argparse.Namespace) -> int:
     from feedbackloop.console.app import ConsoleConfig
     from feedbackloop.console.runner import ConsoleBindError, ConsoleServer
 
-    if not 0 <= args.port <= 65535:
-        print(f"error: --port: {args.port} is not a port (0 to 65535)", file=sys.stderr)
+    # Read here, not when the parser is built: a bad variable must not break every other command.
+    raw_port = (
+        args.port
+        if args.port is not None
+        else os.environ.get("FEEDBACKLOOP_CONSOLE_PORT") or str(DEFAULT_PORT)
+    )
+    port = int(raw_port) if raw_port.isdigit() else -1
+    if not 0 <= port <= 65535:
+        print(f"error: --port: {raw_port!r} is not a port (0 to 65535)", file=sys.stderr)
+        return 2
+    origins = cors_origins_of(args.cors_origins)
+    try:
+        for origin in origins:
+            check_origin(origin)
+    except ValueError as error:
+        print(f"error: --cors-origins: {error}", file=sys.stderr)
         return 2
     config = ConsoleConfig(
-        target=args.server, loopback_only=is_loopback(args.host), secure_cookies=args.secure_cookies
+        target=args.server,
+        loopback_only=is_loopback(args.host),
+        secure_cookies=args.secure_cookies,
+        cors_origins=origins,
     )
-    server = ConsoleServer(config, args.host, args.port)
+    server = ConsoleServer(config, args.host, port)
     try:
         server.start()
     except ConsoleBindError as error:
