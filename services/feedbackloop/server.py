@@ -24,9 +24,9 @@ from sqlalchemy.exc import OperationalError
 from feedbackloop import auth, feedback_tokens, heap, identity
 from feedbackloop.binding import bind_failure, grpc_address
 from feedbackloop.config import Settings
-from feedbackloop.decoding import DecodingInterceptor
 from feedbackloop.console.app import ConsoleConfig
 from feedbackloop.console.runner import ConsoleBindError, ConsoleServer, target_for
+from feedbackloop.decoding import DecodingInterceptor
 from feedbackloop.ingestion.group_commit import GroupCommitter
 from feedbackloop.ingestion.servicer import REQUIRED_SCOPES as INGESTION_SCOPES
 from feedbackloop.ingestion.servicer import IngestionServicer
@@ -204,8 +204,8 @@ class App:
         )
         self.server: grpc.Server | None = None
         self.port: int = 0
-        self._health = health.HealthServicer()
         self.console: ConsoleServer | None = None
+        self._health = health.HealthServicer()
         self._stopping = threading.Event()
         self._executor: futures.ThreadPoolExecutor | None = None
         self.readiness = Readiness(
@@ -334,13 +334,13 @@ class App:
         except PolicyBootstrapError as error:
             raise StartupError(str(error)) from error
         self.server.start()
+        self._start_console()
         self.statistics.start()
         if Part.PIPELINE in self.parts:
             self.start_pipeline()
         log.info(
             "feedbackloop %s role listening on %s:%d (%s); NOT_SERVING until ready",
             self.settings.role,
-        self._start_console()
             self.settings.host,
             self.port,
             ", ".join(sorted(self.parts)),
@@ -350,12 +350,6 @@ class App:
             self.readiness.wait()
         return self.port
 
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        """Block until the readiness checks pass (True), or `timeout` passes or the server stops."""
-        return self.readiness.wait(timeout)
-
-    def _serves_authenticated_rpcs(self) -> bool:
-        return any(component.required_scopes for component in self.components)
     def _start_console(self) -> None:
         """The web console beside the API, as a client of it on this process's own port."""
         if Part.CONSOLE not in self.parts or not self.settings.console_enabled:
@@ -375,6 +369,12 @@ class App:
             self.telemetry.stop()
             raise StartupError(f"{error}; or turn the console off with FEEDBACKLOOP_CONSOLE=off") from error
 
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the readiness checks pass (True), or `timeout` passes or the server stops."""
+        return self.readiness.wait(timeout)
+
+    def _serves_authenticated_rpcs(self) -> bool:
+        return any(component.required_scopes for component in self.components)
 
     def _on_ready(self) -> None:
         # The model and the index are loaded now: exempt them from garbage collection before
@@ -447,13 +447,13 @@ class App:
 
     def _close_steps(self) -> list[tuple[str, Callable[[], None]]]:
         return [
+            *([("the console", self.console.stop)] if self.console is not None else []),
             ("the ingest writer", self.committer.stop),
             ("the statistics refresher", self.statistics.stop),
             *((f"component {type(c).__name__}", c.stop) for c in reversed(self.components)),
             ("the recall index", self.recall.close),
             ("the metrics endpoint", self.telemetry.stop),
             ("the store", self.db.dispose),
-            *([("the console", self.console.stop)] if self.console is not None else []),
         ]
 
     def wait(self) -> None:
