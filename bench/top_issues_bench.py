@@ -9,7 +9,8 @@ Two measurements:
     over a seeded store (SQLite + Milvus Lite): reading the window's and the previous window's
     vectors from Milvus, clustering, labels (the clustered members' words from SQL, c-TF-IDF),
     matching to the stored groups, and hydrating the representatives and members' categories.
-    Each stage's share is printed.
+    Each stage's share is printed. Then GetTrends by TopIssues group over the same window
+    (`recall.issue_trends`: both windows' complaints grouped once, the members' times from SQL).
 
 Vectors are synthetic: 300 complaint centres with noise giving about 0.65 cosine within a cause
 (MiniLM's spread on one cause of the labeled sets), each feedback with a short comment drawn
@@ -34,7 +35,8 @@ import numpy as np
 from sqlalchemy import insert
 
 from feedbackloop.config import Settings
-from feedbackloop.recall import clustering, issues
+from feedbackloop.ingestion.repository import FeedbackQuery
+from feedbackloop.recall import clustering, issue_trends, issues, trends
 from feedbackloop.recall.filters import RecallFilter
 from feedbackloop.recall.index import IndexRow
 from feedbackloop.recall.service import Recall
@@ -232,6 +234,19 @@ def bench_rpc_path(sizes: tuple[int, ...]) -> dict[str, float]:
             for step, spent in timings.items():
                 out[f"rpc.{n}.{step}_seconds"] = spent
             print(f"TopIssues {n:>7,}: {seconds:6.2f} s  [{shares}]")
+            # GetTrends by TopIssues group over the same window: one grouping of both windows'
+            # complaints (2n), then the members' times from SQL for ten buckets.
+            span = trends.TrendWindow(
+                start, END, timedelta(seconds=max(1, n // 10)), start - timedelta(seconds=n)
+            )
+            started = time.perf_counter()
+            found = issue_trends.issue_trends(recall, PROJECT, FeedbackQuery(), negative, span, 10)
+            seconds = time.perf_counter() - started
+            out[f"rpc.{n}.trends_by_issue_seconds"] = seconds
+            print(
+                f"GetTrends by issue {n:>7,} (both windows: {2 * n:,} complaints): {seconds:6.2f} s, "
+                f"{found.groups_found} groups"
+            )
         recall.close()
         db.dispose()
     return out
