@@ -40,6 +40,7 @@ def running_console(data_dir: Path, embedder: Any, **overrides: Any) -> Iterator
         "console": "on",
         "console_port": 0,
         "pipeline_poll_seconds": 0.05,
+        "embedding_batch_max_wait_ms": 20,
     }
     values.update(overrides)
     app = App(Settings(**values), embedder=embedder)
@@ -190,3 +191,77 @@ def get_feedback(app: Any, feedback_id: str) -> Any:
         return api.ingestion.GetFeedback(ingestion_pb2.GetFeedbackRequest(feedback_id=feedback_id)).feedback
     finally:
         api.channel.close()
+
+
+# --- a proposed prompt patch ---
+
+PROMPT = "support-answer"
+OUTDATED = [
+    "The price you gave for the Pro plan is outdated.",
+    "The Pro plan price you quoted is outdated.",
+    "Outdated price for the Pro plan in your answer.",
+    "The price of the Pro plan you gave is out of date.",
+    "Your answer has an outdated Pro plan price.",
+]
+
+
+def propose_patch(app: Any, model_version: str, timeout: float = 60.0) -> Any:
+    """Five near-identical `outdated_info` complaints on one prompt and model version: the
+    default policies' aggregate proposes a patch of the prompt (approval required). The patch."""
+    from feedbackloop.v1 import common_pb2, ingestion_pb2, prompts_pb2, prompts_pb2_grpc
+
+    api = stubs(app)
+    prompts = prompts_pb2_grpc.PromptServiceStub(api.channel)
+    try:
+        before = {p.id for p in prompts.ListPatches(prompts_pb2.ListPatchesRequest(prompt=PROMPT)).patches}
+        for text in OUTDATED:
+            interaction = api.ingestion.RecordInteraction(
+                ingestion_pb2.RecordInteractionRequest(
+                    interaction=common_pb2.Interaction(
+                        session_id=f"s-{uuid.uuid4().hex[:12]}",
+                        turn_index=0,
+                        prompt=common_pb2.PromptRef(name=PROMPT, version="1"),
+                        model=common_pb2.ModelRef(name="gpt", version=model_version),
+                        input_messages=[
+                            common_pb2.ChatMessage(role="user", content="How much is the Pro plan?")
+                        ],
+                        response="The Pro plan costs $10 a month.",
+                    )
+                )
+            )
+            api.ingestion.SubmitFeedback(
+                ingestion_pb2.SubmitFeedbackRequest(
+                    feedback=common_pb2.Feedback(
+                        interaction_id=interaction.interaction_id,
+                        thumb=common_pb2.THUMB_DOWN,
+                        categories=["outdated_info"],
+                        comment=text,
+                    )
+                )
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            patches = prompts.ListPatches(
+                prompts_pb2.ListPatchesRequest(prompt=PROMPT, status=prompts_pb2.PATCH_STATUS_PROPOSED)
+            ).patches
+            fresh = [p for p in patches if p.id not in before]
+            if fresh:
+                return fresh[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no patch of {PROMPT} proposed after {timeout}s")
+            time.sleep(0.2)
+    finally:
+        api.channel.close()
+
+
+def production_version(app: Any) -> int:
+    from feedbackloop.v1 import prompts_pb2, prompts_pb2_grpc
+
+    api = stubs(app)
+    try:
+        reply = prompts_pb2_grpc.PromptServiceStub(api.channel).GetPrompt(
+            prompts_pb2.GetPromptRequest(name=PROMPT)
+        )
+    finally:
+        api.channel.close()
+    return int(reply.prompt.production_version)
