@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from feedbackloop.console.pages import issues, patches, prompts, reviews, search, sessions, sign_in
+from feedbackloop.console.pages import (
+    issues,
+    patches,
+    policies,
+    prompts,
+    reviews,
+    search,
+    sessions,
+    sign_in,
+)
 
 PAGE_ROUTES: list[BaseRoute] = [
     *sign_in.routes,
@@ -14,4 +23,5 @@ PAGE_ROUTES: list[BaseRoute] = [
     *sessions.routes,
     *patches.routes,
     *prompts.routes,
+    *policies.routes,
 ]
