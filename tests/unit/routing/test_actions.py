@@ -1,10 +1,11 @@
-"""Patch template rendering and dataset near-duplicate matching."""
+"""Patch template rendering, dataset near-duplicate matching and review item keys."""
 
 from __future__ import annotations
 
 import pytest
 
-from feedbackloop.routing.actions import patched_template, render
+from feedbackloop.policy.model import Aggregate, HumanReview, RoutingPolicy
+from feedbackloop.routing.actions import issue_group_of, patched_template, render, review_key
 from feedbackloop.routing.similarity import best_match
 
 
@@ -27,3 +28,21 @@ def test_best_match_uses_vectors_and_falls_back_to_exact_text() -> None:
     assert best_match([0.6, 0.8], "other", existing) == ("b", pytest.approx(1.0))
     assert best_match(None, "Q\n  x", [("a", None, "q\nx")]) == ("a", 1.0)
     assert best_match(None, "z", existing) == ("", 0.0)
+
+
+def test_review_keys_name_the_feedback_the_lasting_group_or_the_firing() -> None:
+    review = (HumanReview(queue="q"),)
+    per_event = RoutingPolicy(name="down", when="true", actions=review)
+    aggregate = RoutingPolicy(
+        name="many", when="true", actions=review, aggregate=Aggregate(min_count=3, window="1h")
+    )
+    # A group_by value may hold anything, colons included: the group id is read from the front.
+    group_key = "interaction.prompt_name=a:b,feedback.user_role=x"
+    assert review_key(per_event, "fb_1", "", "ig_9") == "fb:fb_1"
+    grouped = review_key(aggregate, "fb_1", group_key, "ig_9")
+    assert grouped == f"issue:ig_9:many:{group_key}" and issue_group_of(grouped) == "ig_9"
+    # Another feedback of the same lasting group: the same item.
+    assert review_key(aggregate, "fb_2", group_key, "ig_9") == grouped
+    ungrouped = review_key(aggregate, "fb_1", group_key, "")
+    assert ungrouped == f"fired:fb_1:many:{group_key}" and issue_group_of(ungrouped) == ""
+    assert issue_group_of("fb:fb_1") == "" and issue_group_of(f"group:many:{group_key}") == ""
