@@ -21,6 +21,8 @@ NAME = "gen_ai.evaluation.name"
 SCORE = "gen_ai.evaluation.score.value"
 LABEL = "gen_ai.evaluation.score.label"
 EXPLANATION = "gen_ai.evaluation.explanation"
+# Names the completion judged when the event cannot be parented to its span.
+RESPONSE_ID = "gen_ai.response.id"
 
 POSITIVE_LABELS = frozenset(
     {
@@ -72,9 +74,11 @@ def evaluation_feedback(
     limits: Limits,
     now: datetime,
     categories: frozenset[str],
+    target_trace_id: str | None = None,
 ) -> FeedbackInput:
     """The feedback an evaluation event gives the interaction of `target_span_id` (the span it
-    is on, or that span's parent); SpanRefused says what is wrong with the event."""
+    is on, that span's parent, or the span of the response it names) in `target_trace_id`
+    (the event's own trace unless given); SpanRefused says what is wrong with the event."""
     where = f"events[{event.index}] ({EVENT_NAME})"
     attributes = event.attributes
     name = attributes.get(NAME)
@@ -84,7 +88,7 @@ def evaluation_feedback(
     label_text = label.strip().lower() if isinstance(label, str) else ""
     explanation = attributes.get(EXPLANATION)
     message = common_pb2.Feedback(
-        span=common_pb2.SpanRef(trace_id=trace_id, span_id=target_span_id),
+        span=common_pb2.SpanRef(trace_id=target_trace_id or trace_id, span_id=target_span_id),
         source=common_pb2.FEEDBACK_SOURCE_EVALUATOR,
         idempotency_key=idempotency_key(trace_id, event_span_id, event.index),
     )

@@ -59,6 +59,7 @@ REQUEST_PARAMETERS = (
     "stop_sequences",
     "choice.count",
 )
+MAX_RESPONSE_ID_CHARS = 128  # the interaction_responses column
 _REQUEST_PARAMETER_KEYS = tuple((name, f"gen_ai.request.{name}") for name in REQUEST_PARAMETERS)
 _INDEXED = re.compile(r"^(gen_ai\.prompt|gen_ai\.completion)\.(\d+)\.(role|content)$")
 _OI_MESSAGE = re.compile(
@@ -96,6 +97,9 @@ class MappedSpan:
     interaction: InteractionInput | None
     evaluations: list[Evaluation] = field(default_factory=list)
     dropped_attributes: int = 0
+    # `gen_ai.response.id`, when it is one the store can keep ("" otherwise; it stays a free
+    # attribute either way), so evaluations elsewhere can name this interaction by it.
+    response_id: str = ""
 
 
 def span_ids(span: trace_pb2.Span) -> tuple[str, str, str]:
@@ -419,7 +423,16 @@ def map_span(
         interaction,
         evaluations(span),
         dropped,
+        response_id(attributes),
     )
+
+
+def response_id(attributes: dict[str, Any]) -> str:
+    """`gen_ai.response.id` if it is an id the store can keep, else ""."""
+    value = attributes.get("gen_ai.response.id")
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_RESPONSE_ID_CHARS:
+        return ""
+    return "" if fields.first_control(value) is not None else value
 
 
 def _sources(kind: str, conversation: bool, in_source: str, out_source: str) -> dict[str, str]:

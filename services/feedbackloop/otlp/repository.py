@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from feedbackloop.ingestion import span_links
@@ -23,6 +24,7 @@ from feedbackloop.store import session_stats
 from feedbackloop.store.db import Database
 from feedbackloop.store.lookups import chunks
 from feedbackloop.store.models import Interaction, InteractionSpan, new_id, utcnow
+from feedbackloop.store.otlp_models import InteractionResponse
 
 # A concurrent writer may take a turn or a span first (PostgreSQL): the batch is then read
 # again and retried, this many times in all.
@@ -114,10 +116,45 @@ def _store(connection: Connection, project_id: str, spans: Sequence[MappedSpan])
         turns[data.session_id] = session_stats.Counts(turns=counted.turns + 1)
     connection.execute(insert(_table(Interaction)), rows)
     connection.execute(insert(_table(InteractionSpan)), span_rows)
+    response_rows = [
+        {"project_id": project_id, "response_id": span.response_id, "interaction_id": row["id"]}
+        for span, row in zip(ordered, rows, strict=True)
+        if span.response_id
+    ]
+    if response_rows:
+        _insert_responses(connection, response_rows)
     session_stats.bump(connection, project_id, turns)
     new_targets = {key: targets[key] for key in fresh}
     linked = span_links.link_waiting(connection, project_id, new_targets, received)
     return StoredSpans(targets, len(fresh), len(spans) - len(fresh), linked)
+
+
+def _insert_responses(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Keep each response id's first interaction: a later span with the same id (a second
+    instrumentation of the same call) is stored, without the id."""
+    table = _table(InteractionResponse)
+    dialect = connection.dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        raise NotImplementedError(f"response ids need an upsert on {dialect}")
+    statement = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    connection.execute(statement.on_conflict_do_nothing(), rows)
+
+
+def find_responses(db: Database, project_id: str, response_ids: Sequence[str]) -> dict[str, SpanKey]:
+    """The span (trace id, span id) of the interaction each known response id came from."""
+    out: dict[str, SpanKey] = {}
+    with db.read() as session:
+        for chunk in chunks(sorted(set(response_ids))):
+            rows = session.execute(
+                select(InteractionResponse.response_id, Interaction.trace_id, Interaction.span_id)
+                .join(Interaction, Interaction.id == InteractionResponse.interaction_id)
+                .where(
+                    InteractionResponse.project_id == project_id,
+                    InteractionResponse.response_id.in_(list(chunk)),
+                )
+            )
+            out.update({response: (trace, span) for response, trace, span in rows})
+    return out
 
 
 def _next_turns(connection: Connection, project_id: str, session_ids: list[str]) -> dict[str, int]:
@@ -133,5 +170,5 @@ def _next_turns(connection: Connection, project_id: str, session_ids: list[str])
     return out
 
 
-def _table(model: type[Interaction | InteractionSpan]) -> Table:
+def _table(model: type[Interaction | InteractionSpan | InteractionResponse]) -> Table:
     return cast(Table, model.__table__)

@@ -28,7 +28,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from feedbackloop import auth
 from feedbackloop.auth import Scope
 from feedbackloop.config import Settings
-from feedbackloop.errors import FeedbackloopError
+from feedbackloop.errors import FeedbackloopError, quote
 from feedbackloop.ingestion import repository
 from feedbackloop.ingestion.repository import TraceIds
 from feedbackloop.ingestion.servicer import limits_from
@@ -37,9 +37,9 @@ from feedbackloop.ingestion.validation import FeedbackInput
 from feedbackloop.metrics.instruments import Metrics
 from feedbackloop.otlp import mapping
 from feedbackloop.otlp.attributes import attribute_map
-from feedbackloop.otlp.evaluations import evaluation_feedback
-from feedbackloop.otlp.mapping import MappedSpan, SpanRefused
-from feedbackloop.otlp.repository import store_spans
+from feedbackloop.otlp.evaluations import RESPONSE_ID, evaluation_feedback
+from feedbackloop.otlp.mapping import Evaluation, MappedSpan, SpanRefused
+from feedbackloop.otlp.repository import find_responses, store_spans
 from feedbackloop.store.db import Database
 from feedbackloop.telemetry import current_ids, current_traceparent
 
@@ -55,6 +55,16 @@ REASON_CHARS = 400
 NOT_LLM, REFUSED = "not_llm", "refused"
 
 
+@dataclass(frozen=True)
+class _NamedEvaluation:
+    """An evaluation event that names the completion it judges by `gen_ai.response.id`."""
+
+    response_id: str
+    event: Evaluation
+    trace_id: str
+    span_id: str
+
+
 @dataclass
 class _Batch:
     total: int = 0
@@ -65,6 +75,7 @@ class _Batch:
     warnings: list[str] = field(default_factory=list)
     spans: list[MappedSpan] = field(default_factory=list)
     evaluations: list[FeedbackInput] = field(default_factory=list)
+    by_response: list[_NamedEvaluation] = field(default_factory=list)
 
     def response(self) -> trace_service_pb2.ExportTraceServiceResponse:
         parts = []
@@ -181,7 +192,38 @@ class TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
                 )
             else:
                 batch.evaluations.append(feedback)
+        if batch.by_response:
+            self._resolve_responses(project, batch, now, categories)
         return batch
+
+    def _resolve_responses(
+        self, project: str, batch: _Batch, now: datetime, categories: frozenset[str]
+    ) -> None:
+        """Evaluations naming a response id go to the interaction of that response: one stored
+        before, else an LLM span of this batch."""
+        wanted = {named.response_id for named in batch.by_response}
+        targets = {s.response_id: (s.trace_id, s.span_id) for s in reversed(batch.spans) if s.response_id}
+        targets.update(find_responses(self._db, project, sorted(wanted)))
+        for named in batch.by_response:
+            target = targets.get(named.response_id)
+            if target is None:
+                batch.warnings.append(
+                    f"a gen_ai.evaluation.result event on span {named.span_id} was dropped: no LLM span "
+                    f"with gen_ai.response.id '{quote(named.response_id)}' has been received"
+                )
+                continue
+            batch.evaluations.append(
+                evaluation_feedback(
+                    named.event,
+                    trace_id=named.trace_id,
+                    event_span_id=named.span_id,
+                    target_trace_id=target[0],
+                    target_span_id=target[1],
+                    limits=self._limits,
+                    now=now,
+                    categories=categories,
+                )
+            )
 
     def _read_span(
         self,
@@ -200,31 +242,42 @@ class TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
         if kind is None:
             events = mapping.evaluations(span)
             trace_id, span_id, parent = mapping.span_ids(span) if events else ("", "", "")
-            batch.not_llm += 1
-            not_llm.add((span.trace_id.hex(), span.span_id.hex()))
-            if not events:
-                return
-            if not may_evaluate:
-                batch.evaluations_unauthorized += len(events)
-                return
-            if not parent:
-                batch.warnings.append(
-                    f"{len(events)} gen_ai.evaluation.result events on span {span_id}, which is neither an LLM "
-                    "call nor under one, were dropped"
-                )
-                return
-            # An evaluation under an LLM span (a judge's own span, a child of the call it judges).
-            for event in events:
+            placed: list[tuple[tuple[str, str], FeedbackInput]] = []
+            named: list[_NamedEvaluation] = []
+            unplaced = 0
+            for event in events if may_evaluate else ():
+                response = event.attributes.get(RESPONSE_ID)
+                if not (isinstance(response, str) and response) and not parent:
+                    unplaced += 1
+                    continue
+                # Checked now, so a malformed event refuses its span before anything counts.
                 feedback = evaluation_feedback(
                     event,
                     trace_id=trace_id,
                     event_span_id=span_id,
-                    target_span_id=parent,
+                    target_span_id=parent or span_id,
                     limits=self._limits,
                     now=now,
                     categories=categories,
                 )
-                pending.append(((trace_id, parent), feedback))
+                if isinstance(response, str) and response:
+                    # An evaluation naming the completion it judges (an offline judge, or one
+                    # that cannot parent its event to the call's span).
+                    named.append(_NamedEvaluation(response, event, trace_id, span_id))
+                else:
+                    # An evaluation under an LLM span (a judge's own span, a child of the call).
+                    placed.append(((trace_id, parent), feedback))
+            batch.not_llm += 1
+            not_llm.add((span.trace_id.hex(), span.span_id.hex()))
+            if events and not may_evaluate:
+                batch.evaluations_unauthorized += len(events)
+            pending.extend(placed)
+            batch.by_response.extend(named)
+            if unplaced:
+                batch.warnings.append(
+                    f"{unplaced} gen_ai.evaluation.result events on span {span_id}, which is neither an LLM "
+                    "call nor under one and names no gen_ai.response.id, were dropped"
+                )
             return
         mapped = mapping.map_span(span, kind, attributes, resource, self._limits, now)
         feedback_list = []

@@ -78,6 +78,7 @@ def chat(
     conversation: str | None = None,
     model: str = "gpt-4o",
     evaluation: dict[str, Any] | None = None,
+    response_id: str | None = None,
 ) -> tuple[str, Span]:
     """A chat completion as a GenAI instrumentation records it (semantic conventions, current
     JSON message attributes); the answer and the span's ids."""
@@ -92,6 +93,8 @@ def chat(
         span.set_attribute("gen_ai.input.messages", json.dumps(messages))
         text = answer(question)
         span.set_attribute("gen_ai.response.model", f"{model}-2024-08-06")
+        if response_id:
+            span.set_attribute("gen_ai.response.id", response_id)
         span.set_attribute(
             "gen_ai.output.messages",
             json.dumps(

@@ -6,7 +6,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
-from feedbackloop.store import issue_models  # noqa: F401  (registers its table on Base.metadata)
+from feedbackloop.store import (
+    issue_models,  # noqa: F401  (registers its table on Base.metadata)
+    otlp_models,  # noqa: F401  (registers its table on Base.metadata)
+)
 from feedbackloop.store.db import Database
 from feedbackloop.store.models import Base
 from feedbackloop.store.routing_models import PromptState
