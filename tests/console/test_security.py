@@ -13,9 +13,13 @@ from typing import Any
 import httpx
 import pytest
 from console_support import (
+    PROMPT,
     SAFETY_QUEUE,
     create_key,
+    production_version,
+    propose_patch,
     sign_in,
+    stubs,
     submit_unsafe,
     wait_queued,
 )
@@ -301,12 +305,38 @@ def test_a_review_key_without_read_still_works_its_queue(
     assert client.claim_shown()
 
 
+def test_a_review_key_cannot_approve_or_reject_a_patch(
+    console_server: tuple[Any, str], client: Browser
+) -> None:
+    from feedbackloop.v1 import prompts_pb2, prompts_pb2_grpc
+
+    app, _ = console_server
+    patch = propose_patch(app, model_version=f"sec-{uuid.uuid4().hex[:6]}")
+    before = production_version(app)
+    assert client.sign_in(create_key(app, "review", "read", "ingest")).status_code == 303
+    listing = client.http.get("/patches")
+    assert patch.id in listing.text
+    assert f"Approve {patch.id}" not in listing.text  # the console hides what the key may not do
+    for action in ("approve", "reject"):
+        # ...and the server refuses it anyway.
+        reply = client.post(f"/patches/{patch.id}/{action}", {"reason": "no"})
+        assert reply.status_code == 403, action
+        assert "admin" in reply.text
+    assert production_version(app) == before
+    api = stubs(app)
+    try:
+        still = prompts_pb2_grpc.PromptServiceStub(api.channel).ListPatches(
+            prompts_pb2.ListPatchesRequest(prompt=PROMPT, status=prompts_pb2.PATCH_STATUS_PROPOSED)
+        )
+    finally:
+        api.channel.close()
+    assert patch.id in {p.id for p in still.patches}
+
+
 # --- other projects ---
 
 
 def test_another_projects_ids_show_nothing(console_server: tuple[Any, str], client: Browser) -> None:
-    from console_support import stubs
-
     from feedbackloop.v1 import common_pb2, ingestion_pb2
 
     app, _ = console_server
