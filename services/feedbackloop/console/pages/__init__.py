@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from feedbackloop.console.pages import (
+    datasets,
     issues,
     patches,
     policies,
@@ -24,4 +25,5 @@ PAGE_ROUTES: list[BaseRoute] = [
     *patches.routes,
     *prompts.routes,
     *policies.routes,
+    *datasets.routes,
 ]
