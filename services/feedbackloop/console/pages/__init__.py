@@ -14,6 +14,7 @@ from feedbackloop.console.pages import (
     search,
     sessions,
     sign_in,
+    trends,
 )
 
 PAGE_ROUTES: list[BaseRoute] = [
@@ -26,4 +27,5 @@ PAGE_ROUTES: list[BaseRoute] = [
     *prompts.routes,
     *policies.routes,
     *datasets.routes,
+    *trends.routes,
 ]
