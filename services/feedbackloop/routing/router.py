@@ -435,12 +435,14 @@ class Router:
         """What `live` would have decided over stored feedback in [start, end), without acting.
 
         Cooldowns run in memory in time order (as if the set had been live); effects are
-        counted once per feedback, or once per group for aggregate policies."""
+        counted once per feedback, or once per group for aggregate policies (review items once
+        per complaint, see `_ReviewItems`)."""
         ids = self.feedback_in_window(project_id, start, end)
         order = live.compiled.policy_names
         stats: dict[str, dict[str, Any]] = {
             name: {"outcomes": {}, "samples": [], "actions": {}} for name in order
         }
+        reviews: list[tuple[dict[str, Any], str, str, list[str], float]] = []
         with self.db.read() as session:
             state = StoreState(session, project_id, "", self.similar, track_cooldown_in_memory=True)
             for chunk_start in range(0, len(ids), 200):
@@ -459,13 +461,61 @@ class Router:
                         subject = actions.subject_of(policy, fid, d.group_key)
                         for index, action in enumerate(d.actions):
                             a = s["actions"].setdefault(
-                                index, {"action": action, "subjects": set(), "samples": []}
+                                index,
+                                {"action": action, "subjects": set(), "samples": [], "items": _ReviewItems()},
                             )
+                            if isinstance(action, HumanReview) and policy.aggregate is not None:
+                                # Landed once every firing's lasting group is known (one read).
+                                evidence = list(state.evidence.get(d.policy) or [fid])
+                                bound = policy.aggregate.min_similarity
+                                reviews.append((a, d.group_key, fid, evidence, bound))
+                                continue
                             if subject not in a["subjects"]:
                                 a["subjects"].add(subject)
                                 if len(a["samples"]) < 5:
                                     a["samples"].append(fid)
+        groups_of: dict[tuple[str, float], str] = {}
+        if self.similar is not None:
+            for bound in sorted({bound for *_, bound in reviews}):
+                fired = [fid for _, _, fid, _, b in reviews if b == bound]
+                found = self.similar.issue_groups(project_id, fired, min_similarity=bound)
+                groups_of.update({(fid, bound): group for fid, group in found.items()})
+        for a, group_key, fid, evidence, bound in reviews:
+            subject = a["items"].land(group_key, fid, evidence, groups_of.get((fid, bound), ""))
+            if subject not in a["subjects"]:
+                a["subjects"].add(subject)
+                if len(a["samples"]) < 5:
+                    a["samples"].append(fid)
         return {"start": start, "end": end, "feedback_count": len(ids), "order": order, "stats": stats}
+
+
+class _ReviewItems:
+    """The review items an aggregate's firings land on in a backtest, as live routing finds them
+    (`actions.run_human_review`): by the feedback's lasting group, else by an earlier firing in
+    the evidence (one tied to another group excepted); a firing that finds none opens one.
+    Today's lasting groups stand in for those that existed at each firing."""
+
+    def __init__(self) -> None:
+        self._by_group: dict[tuple[str, str], str] = {}
+        self._group_of_item: dict[str, str] = {}
+        self._fired: dict[tuple[str, str], str] = {}
+
+    def land(self, group_key: str, feedback_id: str, evidence: Sequence[str], issue_group: str) -> str:
+        item = self._by_group.get((group_key, issue_group)) if issue_group else None
+        if item is None:
+            for earlier in evidence:
+                candidate = self._fired.get((group_key, earlier))
+                tied = self._group_of_item.get(candidate, "") if candidate else ""
+                if candidate is not None and not (issue_group and tied and tied != issue_group):
+                    item = candidate
+                    break
+        if item is None:
+            item = f"fired:{feedback_id}:{group_key}"
+        if issue_group and not self._group_of_item.get(item):
+            self._group_of_item[item] = issue_group
+            self._by_group[(group_key, issue_group)] = item
+        self._fired[(group_key, feedback_id)] = item
+        return item
 
 
 def render_backtest(backtest: Mapping[str, Any]) -> str:

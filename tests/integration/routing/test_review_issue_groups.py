@@ -125,3 +125,13 @@ def test_an_aggregate_review_item_follows_one_lasting_complaint(h: Harness) -> N
     assert items[pricing_item.resource_id].issue_group_id == pricing_group
     assert items[tone_item.resource_id].issue_group_id == tone_group
     assert items[pricing_item.resource_id].feedback_id == pricing[2]
+
+    # A plan's backtest counts the review items as live routing opened them: one per complaint.
+    plan = h.routing.PlanPolicies(
+        routing_pb2.PlanPoliciesRequest(
+            files=policy_files(queue=QUEUE, routing=AGGREGATE), backtest_window={"seconds": 8 * 86400}
+        )
+    )
+    backtest = plan.backtest.policies[0]
+    assert backtest.actions[0].count == 2, plan.plan_text
+    assert set(backtest.actions[0].sample_feedback_ids) == {pricing[2], tone[2]}
