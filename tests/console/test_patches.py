@@ -77,7 +77,7 @@ def test_proposed_patches_show_their_diff_and_evidence_linked_to_sessions(
     for session in proposed.values():
         assert f'href="/sessions/{session}#' in reply.text
     assert "<em>at all</em>" not in reply.text and "&lt;em&gt;at all&lt;/em&gt;" in reply.text
-    assert reply.text.count(">Approve pp_") == 3  # the anonymous loopback principal is admin
+    assert reply.text.count('data-action="approve"') == 3  # the anonymous loopback principal is admin
 
 
 def test_approving_a_patch_makes_it_production_and_rejecting_keeps_the_reason(
@@ -109,7 +109,7 @@ def test_a_key_without_admin_sees_patches_but_no_buttons_and_is_refused(
     reviewer = Browser(base_url).sign_in(create_key(app, "read", "ingest"))
     page = reviewer.get("/patches", status="all")
     assert page.status_code == 200 and _patch_ids(page.text)
-    assert ">Approve pp_" not in page.text and "need a key with the admin scope" in text_of(page.text)
+    assert 'data-action="approve"' not in page.text and "need a key with the admin scope" in text_of(page.text)
     pending = _patch_ids(reviewer.get("/patches").text)
     assert pending
     refused = reviewer.post(f"/patches/{pending[0]}/approve")
