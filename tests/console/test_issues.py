@@ -142,3 +142,15 @@ def test_a_key_without_read_gets_the_servers_refusal(console_server: tuple[Any, 
     assert reply.status_code == 403
     assert "read" in text_of(reply.text)
     ingest_only.close()
+
+
+def test_a_window_larger_than_the_scan_says_the_plots_count_only_the_newest(
+    seeded: dict[str, Any], browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from feedbackloop.console.pages import issues
+
+    monkeypatch.setattr(issues, "SCAN_LIMIT", 2)
+    monkeypatch.setattr(issues, "SCAN_PAGE", 2)
+    reply = browser.get("/issues")
+    assert "The plots count the newest 2 feedback of the window." in text_of(reply.text)
+    assert sum(sum(p["series"][0]["values"]) for p in _plots(reply.text).values()) == 2

@@ -29,9 +29,22 @@ from feedbackloop.console.pages.filters import (
 )
 from feedbackloop.console.pages.search import MODES
 from feedbackloop.console.web import Page, error_page, page
-from feedbackloop.v1 import ingestion_pb2, recall_pb2
+from feedbackloop.v1 import common_pb2, ingestion_pb2, recall_pb2
 
 SCAN_LIMIT = 10_000
+# Every complaint carries one of these (a thumb down, a rating, or, without either, a
+# correction, a category or a negative action), so the scan can skip the rest: thumbs up,
+# copies and bare comments, which are most feedback.
+COMPLAINT_SIGNALS = (
+    common_pb2.SIGNAL_THUMBS_DOWN,
+    common_pb2.SIGNAL_RATING,
+    common_pb2.SIGNAL_CORRECTION,
+    common_pb2.SIGNAL_CATEGORY,
+    common_pb2.SIGNAL_REGENERATE,
+    common_pb2.SIGNAL_EDIT,
+    common_pb2.SIGNAL_ABANDON,
+    common_pb2.SIGNAL_REPHRASE,
+)
 SCAN_PAGE = 500
 # Members of one group shown with their feedback and session links.
 MEMBERS_SHOWN = 100
@@ -81,6 +94,8 @@ async def read_timeline(page: Page, flt: Filter, end: dt.datetime) -> Timeline:
     window = flt.time_range(end)
     query = flt.proto()
     query.time_range.CopyFrom(window)
+    if not query.signals:
+        query.signals.extend(COMPLAINT_SIGNALS)
     occurred: dict[str, int] = {}
     token = ""
     while True:
