@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
-from feedbackloop.recall import lite_query, lite_search, milvus_timing
+from feedbackloop.recall import lite_compaction, lite_query, lite_search, milvus_timing
 from feedbackloop.recall.filters import RecallFilter, quote, quoted_list, shadow_text, tenant_expression
 from feedbackloop.recall.text import epoch_ms
 from feedbackloop.signals import is_negative, signals_of
@@ -274,8 +274,10 @@ class FeedbackIndex:
             # Process-wide: Lite's engine is one per process, so the last index opened decides.
             if lite_live_row_cache:
                 lite_search.install()
+                lite_compaction.install()
             else:
                 lite_search.uninstall()
+                lite_compaction.uninstall()
         self._client = milvus_timing.timed(MilvusClient(**kwargs), observe)
         self._dim: int | None = None
         self._lock = threading.Lock()

@@ -1,0 +1,256 @@
+"""Milvus Lite compaction that neither blocks searches nor leaves them without an index.
+
+Why: Lite 3.2.2 merges a partition's small flushed segments on its background thread while it
+holds the collection's `_maintenance_lock`, which every search takes (in `_read_snapshot`), and
+only then builds the merged segment's vector indexes. Right after a bulk load of 100,000 rows
+(README, Benchmarks) the last merge, 14 segments into one of 99,328 rows, held the lock for 4.4 s,
+so a search that arrived then took 5.7 s; then for the 75 s its two HNSW indexes took to build,
+every search brute-forced that segment (p50 about 230 ms, p99 up to 1.3 s, sharing the cores with
+the build).
+
+This worker does the same merge with the same result, in another order: it reads, merges and
+writes the new segment file outside the lock (the input files are immutable, and only this one
+background thread removes files), loads it and builds its indexes, still outside the lock, while
+searches go on over the indexed segments it replaces; then, under the lock, it commits the
+manifest and swaps the segments in one step, as Lite does. Tombstones are taken as of the start
+(Lite's frozen copy); one that arrives during the merge stays in the delta index and hides its
+row at search time, and tombstone GC, under the lock after the swap, only drops tombstones older
+than every remaining segment, as in Lite. If the inputs are gone by then (a partition dropped),
+the new files are removed and nothing is committed. A crash before the commit leaves an
+unreferenced data file and index sidecars, which Lite's recovery already removes (its own crash
+before the manifest commit leaves the same).
+
+The cost is memory: until the swap, the replaced segments and the merged one (with their
+indexes) are both held. `tests/unit/recall/test_lite_compaction.py` checks that searches and
+reads answer as with Lite's own worker on random histories. `install()` replaces the worker only
+on the Lite version this was checked against, and the setting `milvus_lite_live_row_cache` (the
+switch for this project's Lite replacements) turns it off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from feedbackloop.recall import lite_search
+
+log = logging.getLogger(__name__)
+
+CHECKED_VERSIONS = lite_search.CHECKED_VERSIONS
+# Most compaction passes one background task makes before it indexes what is left unindexed. The
+# passes stop as soon as one removes no file; the cap only bounds a task under nonstop ingest,
+# where merging the flushed segments first is what saves work.
+MAX_PASSES = 100
+
+_install_lock = threading.Lock()
+_stock_worker: Callable[[Any], None] | None = None
+
+
+def _bg_compact_and_index(col: Any) -> None:
+    """Drop-in for `milvus_lite.engine.collection.Collection._bg_compact_and_index` (3.2.2)."""
+    try:
+        # Segments flushed during a long index build would otherwise each get an index of their
+        # own right before the next task merges them (at 100,000 rows that doubled the load time),
+        # so merging goes on first, while it still reduces the number of files.
+        for _ in range(MAX_PASSES):
+            with col._maintenance_lock:
+                partitions = list(col._manifest.list_partitions())
+            if sum(_compact_partition(col, partition) for partition in partitions) <= 0:
+                break
+        started = time.monotonic()
+        built = col._ensure_loaded_segments_indexed()  # segments flushed meanwhile
+        if built > 0:
+            log.info("bg: built %d segment indexes in %.2fs", built, time.monotonic() - started)
+    except Exception:
+        log.exception("background compaction/index build failed; will retry on next flush")
+
+
+def _compact_partition(col: Any, partition: str) -> int:
+    """One size-tiered compaction of `partition`, as Lite's `maybe_compact`.
+
+    Returns how many fewer files the partition has for it (0 if none ran).
+    """
+    from milvus_lite.constants import COMPACTION_MIN_FILES_PER_BUCKET
+
+    manager = col._compaction_mgr
+    partition_dir = os.path.join(col._data_dir, "partitions", partition)
+    with col._maintenance_lock:
+        if partition not in col._manifest.list_partitions():
+            return 0
+        files = col._manifest.get_data_files(partition)
+        if len(files) < COMPACTION_MIN_FILES_PER_BUCKET:
+            return 0
+        target = manager._select_target(
+            manager._bucket_files(partition_dir, files), len(files), partition_dir
+        )
+        if target is None:
+            return 0
+        deltas = col._delta_index.frozen_copy()
+
+    started = time.monotonic()
+    log.info("compaction: partition=%s, merging %d files", partition, len(target))
+    new_rels, input_rows, output_rows = _merge(manager, partition_dir, target, deltas)
+    merge_seconds = time.monotonic() - started
+    loaded = [_load_indexed(col, partition, partition_dir, rel) for rel in new_rels]
+    segments = {rel: segment for rel, (segment, _) in zip(new_rels, loaded, strict=True)}
+
+    with col._maintenance_lock:
+        present = (
+            set(col._manifest.get_data_files(partition))
+            if partition in col._manifest.list_partitions()
+            else set()
+        )
+        if not present.issuperset(target):
+            _discard(col, partition, partition_dir, new_rels)
+            log.info("compaction: partition=%s abandoned, its input files are gone", partition)
+            return 0
+        col._manifest.remove_data_files(partition, target)
+        for rel in new_rels:
+            col._manifest.add_data_file(partition, rel)
+        col._manifest.save()
+        if col._load_state != "loaded":
+            for segment in segments.values():
+                segment.release_index()  # released meanwhile: as Lite's own release leaves segments
+        for rel, segment in segments.items():
+            col._segment_cache[(partition, rel)] = segment
+        col._refresh_segment_cache()  # drops the replaced segments
+        col._cleanup_orphan_index_files()
+        _remove_replaced(col, partition, partition_dir, target)
+        manager._gc_tombstones(col._manifest, col._delta_index)
+    log.info(
+        "compaction: partition=%s done in %.2fs (merge %.2fs, then load and index %.2fs, outside the "
+        "lock) — %d input files (%d rows) → %d output files (%d rows, %d removed)",
+        partition,
+        time.monotonic() - started,
+        merge_seconds,
+        sum(seconds for _, seconds in loaded),
+        len(target),
+        input_rows,
+        len(new_rels),
+        output_rows,
+        input_rows - output_rows,
+    )
+    return len(target) - len(new_rels)
+
+
+def _merge(manager: Any, partition_dir: str, files: list[str], deltas: Any) -> tuple[list[str], int, int]:
+    """Lite's `_compact_files` steps 1 to 4: read, dedup, drop deleted rows, write; no commit."""
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.compute as pc  # type: ignore[import-untyped]
+    from milvus_lite.constants import MAX_SEGMENT_ROWS
+    from milvus_lite.storage.data_file import read_data_file, write_data_file
+
+    tables = [read_data_file(os.path.join(partition_dir, rel)) for rel in files]
+    combined = pa.concat_tables(tables)
+    merged = manager._filter_deleted(manager._dedup_max_seq(combined), deltas)
+    new_rels: list[str] = []
+    if merged.num_rows > 0:
+        merged = merged.take(pc.sort_indices(merged, sort_keys=[("_seq", "ascending")]))
+        total = merged.num_rows
+        chunks = (
+            [merged]
+            if total <= MAX_SEGMENT_ROWS
+            else [
+                merged.slice(i, min(MAX_SEGMENT_ROWS, total - i)) for i in range(0, total, MAX_SEGMENT_ROWS)
+            ]
+        )
+        for chunk in chunks:
+            seqs = chunk.column("_seq").to_pylist()
+            seq_min, seq_max = manager._pick_unique_seq_range(partition_dir, min(seqs), max(seqs))
+            new_rels.append(write_data_file(chunk, partition_dir, seq_min=seq_min, seq_max=seq_max))
+    return new_rels, combined.num_rows, merged.num_rows
+
+
+def _load_indexed(col: Any, partition: str, partition_dir: str, rel: str) -> tuple[Any, float]:
+    """The new segment, with every index the collection's specs ask for built; and the seconds."""
+    from milvus_lite.storage.segment import Segment
+
+    started = time.monotonic()
+    segment = Segment.load(
+        file_path=os.path.join(partition_dir, rel),
+        partition=partition,
+        pk_field=col._pk_name,
+        vector_field=col._vector_name,
+    )
+    if col._load_state == "loaded":
+        for spec in tuple(col._index_specs.values()):
+            col._build_or_load_segment_index(segment, spec)
+    return segment, time.monotonic() - started
+
+
+def _discard(col: Any, partition: str, partition_dir: str, new_rels: list[str]) -> None:
+    from milvus_lite.index.files import parse_index_sidecar_name
+
+    stems = {os.path.splitext(os.path.basename(rel))[0] for rel in new_rels}
+    for rel in new_rels:
+        _remove(os.path.join(partition_dir, rel))
+    index_dir = col._index_dir(partition)
+    if os.path.isdir(index_dir):
+        for entry in os.listdir(index_dir):
+            sidecar = parse_index_sidecar_name(entry)
+            if sidecar is not None and sidecar.source_stem in stems:
+                _remove(os.path.join(index_dir, entry))
+
+
+def _remove_replaced(col: Any, partition: str, partition_dir: str, files: list[str]) -> None:
+    """Lite's step 6: delete the replaced files unless a snapshot pins them."""
+    from milvus_lite.storage.snapshots import snapshot_references
+
+    pinned = snapshot_references(col._data_dir)[0].get(partition, set())
+    for rel in files:
+        if rel not in pinned:
+            _remove(os.path.join(partition_dir, rel))
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        log.warning("compaction: failed to remove %s: %s", path, error)
+
+
+def stock_worker() -> Callable[[Any], None]:
+    """Lite's own worker, installed or not."""
+    from milvus_lite.engine.collection import Collection
+
+    with _install_lock:
+        return _stock_worker if _stock_worker is not None else Collection._bg_compact_and_index
+
+
+def install() -> bool:
+    """Use this worker for Milvus Lite's background compaction in this process; True if in use."""
+    global _stock_worker
+    import milvus_lite
+    from milvus_lite.engine.collection import Collection
+
+    with _install_lock:
+        if _stock_worker is not None:
+            return True
+        if milvus_lite.__version__ not in CHECKED_VERSIONS:
+            log.warning(
+                "milvus-lite %s: keeping its own compaction (the replacement was checked against %s); "
+                "searches wait for each merge and brute-force a merged segment until it is indexed",
+                milvus_lite.__version__,
+                ", ".join(sorted(CHECKED_VERSIONS)),
+            )
+            return False
+        _stock_worker = Collection._bg_compact_and_index
+        Collection._bg_compact_and_index = _bg_compact_and_index
+        return True
+
+
+def uninstall() -> None:
+    """Put Lite's own worker back (tests compare the two)."""
+    global _stock_worker
+    from milvus_lite.engine.collection import Collection
+
+    with _install_lock:
+        if _stock_worker is not None:
+            Collection._bg_compact_and_index = _stock_worker
+            _stock_worker = None

@@ -1,0 +1,311 @@
+"""The compaction worker (`recall/lite_compaction.py`) leaves the data as Milvus Lite's own does.
+
+Each history runs twice, once under Lite's worker and once under the replacement, draining the
+background thread after every flush so that both make the same compaction decisions. After every
+step the two must agree on everything a reader sees: search answers (ids, distances, entities,
+order), every live row with its vector, and, after each drain, the data files, the rows in each
+segment and the tombstones left after GC. The live rows are also checked against a plain
+dictionary model of the history. Other tests pin down what the replacement changes: a merge runs
+without the lock searches take, and a merged segment is searched only once its index is built.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import milvus_lite
+import numpy as np
+import pytest
+from milvus_lite.engine.collection import Collection
+from pymilvus import DataType, MilvusClient
+
+from feedbackloop.recall import lite_compaction, lite_query
+from feedbackloop.recall.index import LITE_CHANNEL_OPTIONS, FeedbackIndex
+
+DIM = 8
+PARTITIONS = ("p1", "p2")
+STOCK_WORKER = lite_compaction.stock_worker()
+
+
+@pytest.fixture(autouse=True)
+def _installed() -> Iterator[None]:
+    assert lite_compaction.install() is True
+    yield
+    lite_compaction.install()  # the process-wide default the other tests expect
+
+
+def _client(path: Path) -> MilvusClient:
+    return MilvusClient(uri=str(path), grpc_options=LITE_CHANNEL_OPTIONS)
+
+
+def _create(client: MilvusClient, index_type: str) -> Any:
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=32)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+    schema.add_field("tag", DataType.INT64)
+    params = client.prepare_index_params()
+    build = {"M": 8, "efConstruction": 64} if index_type == "HNSW" else {}
+    params.add_index(field_name="vector", index_type=index_type, metric_type="COSINE", params=build)
+    client.create_collection("c", schema=schema, consistency_level="Strong")
+    client.create_index("c", params, sync=False)  # waiting would call an RPC Lite lacks
+    for partition in PARTITIONS:
+        client.create_partition("c", partition)
+    client.load_collection("c")
+
+
+def _engine(path: Path) -> Any:
+    col = lite_query.engine_collection(str(path), "c")
+    assert col is not None
+    return col
+
+
+class History:
+    """Random writes, deletes and flushes, mirrored in a dictionary of the rows that should be live."""
+
+    def __init__(self, client: MilvusClient, col: Any, seed: int) -> None:
+        self.client = client
+        self.col = col
+        self.rng = np.random.default_rng(seed)
+        self.live: dict[str, tuple[str, int, list[float]]] = {}  # id -> (partition, tag, vector)
+
+    def step(self) -> None:
+        roll = self.rng.random()
+        if roll < 0.55:
+            partition = str(self.rng.choice(PARTITIONS))
+            ids = {f"k{int(i)}" for i in self.rng.integers(0, 300, size=12)}
+            rows = [
+                {"id": i, "vector": self.rng.normal(size=DIM).tolist(), "tag": int(self.rng.integers(0, 5))}
+                for i in sorted(ids)
+            ]
+            self.client.upsert("c", rows, partition_name=partition)
+            for row in rows:
+                self.live[row["id"]] = (partition, row["tag"], row["vector"])
+        elif roll < 0.7:
+            gone = sorted({f"k{int(i)}" for i in self.rng.integers(0, 300, size=6)})
+            self.client.delete("c", ids=gone)
+            for i in gone:
+                self.live.pop(i, None)
+        else:
+            self.client.flush("c")
+            self.col._wait_for_bg()  # the same compaction decisions in both runs
+
+    def search(self) -> list[dict[str, Any]]:
+        hits = self.client.search(
+            "c",
+            data=[self.rng.normal(size=DIM).tolist()],
+            anns_field="vector",
+            filter=str(self.rng.choice(["", "tag >= 2"])),
+            limit=int(self.rng.choice([5, 40])),
+            output_fields=["tag"],
+            partition_names=None if self.rng.random() < 0.5 else [str(self.rng.choice(PARTITIONS))],
+            search_params={"metric_type": "COSINE", "params": {}},
+            consistency_level="Strong",
+        )
+        return [dict(hit) for hit in hits[0]]
+
+    def rows(self) -> dict[str, tuple[int, list[float]]]:
+        rows = self.client.query("c", filter="", output_fields=["id", "tag", "vector"], limit=16_384)
+        return {str(r["id"]): (int(r["tag"]), [float(x) for x in r["vector"]]) for r in rows}
+
+    def layout(self) -> Any:
+        """Data files, each segment's (key, seq) rows, and the tombstones: what compaction decides."""
+        segments, deltas = self.col._read_snapshot()
+        return (
+            self.col._manifest.get_all_data_files(),
+            sorted((seg.partition, sorted(zip(seg.pks, seg.seqs.tolist(), strict=True))) for seg in segments),
+            sorted(deltas.snapshot.items()),
+        )
+
+
+def _run(path: Path, seed: int, steps: int) -> tuple[list[Any], int]:
+    client = _client(path)
+    _create(client, "FLAT")
+    history = History(client, _engine(path), seed)
+    observed: list[Any] = []
+    compactions = 0
+    try:
+        for _ in range(steps):
+            files_before = sum(len(f) for f in history.col._manifest.get_all_data_files().values())
+            history.step()
+            files_after = sum(len(f) for f in history.col._manifest.get_all_data_files().values())
+            compactions += files_after < files_before
+            rows = history.rows()
+            assert rows.keys() == history.live.keys()
+            for key, (tag, vector) in rows.items():
+                assert tag == history.live[key][1]
+                assert np.allclose(vector, history.live[key][2], atol=1e-6)
+            observed.append((history.search(), rows, history.layout()))
+    finally:
+        client.close()
+    return observed, compactions
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_histories_leave_what_lites_own_compaction_leaves(tmp_path: Path, seed: int) -> None:
+    lite_compaction.uninstall()
+    stock, stock_compactions = _run(tmp_path / "stock.db", seed, 120)
+    assert lite_compaction.install() is True
+    replaced, compactions = _run(tmp_path / "replaced.db", seed, 120)
+    assert compactions == stock_compactions >= 3, "the histories compact, more than once"
+    assert len(replaced) == len(stock)
+    for step, (got, expected) in enumerate(zip(replaced, stock, strict=True)):
+        assert got == expected, f"step {step}"
+
+
+def _flush_segments(
+    client: MilvusClient, col: Any, rng: np.random.Generator, count: int, rows: int, first: int = 0
+) -> None:
+    """`count` flushed segments of `rows` new keys each, `s<first>-0` onwards."""
+    for n in range(first, first + count):
+        batch = [
+            {"id": f"s{n}-{i}", "vector": rng.normal(size=DIM).tolist(), "tag": i % 5} for i in range(rows)
+        ]
+        client.upsert("c", batch, partition_name="p1")
+        client.flush("c")
+        col._wait_for_bg()
+
+
+def test_searches_run_during_a_merge_and_never_see_an_unindexed_merged_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "hnsw.db"
+    client = _client(path)
+    _create(client, "HNSW")
+    col = _engine(path)
+    rng = np.random.default_rng(4)
+    _flush_segments(client, col, rng, 3, 50)  # three indexed segments: one short of a merge
+    seen: list[tuple[int, bool]] = []  # (rows, indexed) of each segment in each snapshot
+    builds: list[int] = []
+    real_build = Collection._build_or_load_segment_index
+
+    def build(self: Any, segment: Any, spec: Any) -> None:
+        if segment.num_rows > 50:  # the merged segment: look at what searches see meanwhile
+            builds.append(segment.num_rows)
+            reader = threading.Thread(target=lambda: seen.extend(_snapshot(self)))
+            reader.start()
+            reader.join(timeout=20)
+            assert not reader.is_alive(), "a search waited for the merge"
+            hits = _search_from_another_thread(client)
+            assert len(hits) == 10
+        real_build(self, segment, spec)
+
+    monkeypatch.setattr(Collection, "_build_or_load_segment_index", build)
+    _flush_segments(client, col, rng, 1, 50, first=3)  # the fourth: Lite merges the four
+    assert builds == [200], "one merge of the four segments, indexed before the swap"
+    # The four inputs, the three older ones indexed (the fourth waits for the build to end).
+    assert sorted(seen) == [(50, False), (50, True), (50, True), (50, True)], seen
+    segments, _ = col._read_snapshot()
+    assert [(seg.num_rows, "vector" in seg.indexes) for seg in segments] == [(200, True)]
+    client.close()
+
+
+def _snapshot(col: Any) -> list[tuple[int, bool]]:
+    segments, _ = col._read_snapshot()
+    return [(seg.num_rows, "vector" in seg.indexes) for seg in segments]
+
+
+def _search_from_another_thread(client: MilvusClient) -> list[Any]:
+    found: list[Any] = []
+
+    def search() -> None:
+        found.extend(client.search("c", data=[[1.0] * DIM], anns_field="vector", limit=10)[0])
+
+    searcher = threading.Thread(target=search)
+    searcher.start()
+    searcher.join(timeout=20)
+    assert not searcher.is_alive(), "a search waited for the merge"
+    return found
+
+
+def test_a_delete_during_a_merge_stays_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "race.db"
+    client = _client(path)
+    _create(client, "FLAT")
+    col = _engine(path)
+    rng = np.random.default_rng(6)
+    _flush_segments(client, col, rng, 3, 20)
+    real_merge = lite_compaction._merge
+
+    def merge_then_delete(*arguments: Any) -> Any:
+        merged = real_merge(*arguments)  # tombstones were taken before this delete
+        worker = threading.Thread(target=lambda: (client.delete("c", ids=["s0-3"]), client.flush("c")))
+        worker.start()
+        worker.join(timeout=20)
+        assert not worker.is_alive(), "a write waited for the merge"
+        return merged
+
+    monkeypatch.setattr(lite_compaction, "_merge", merge_then_delete)
+    _flush_segments(client, col, rng, 1, 20, first=3)
+    col._wait_for_bg()
+    segments, _ = col._read_snapshot()
+    assert any(seg.num_rows == 80 and "s0-3" in seg.pks for seg in segments), "merged before the delete"
+    ids = {str(r["id"]) for r in client.query("c", filter="", output_fields=["id"], limit=1000)}
+    assert len(ids) == 79 and "s0-3" not in ids
+    hits = client.search("c", data=[[1.0] * DIM], anns_field="vector", limit=100)[0]
+    assert {str(h["id"]) for h in hits} == ids
+    client.close()
+    reopened = _client(path)  # and after a restart, from the files
+    reopened.load_collection("c")
+    assert {str(r["id"]) for r in reopened.query("c", filter="", output_fields=["id"], limit=1000)} == ids
+    reopened.close()
+
+
+def test_a_merge_whose_inputs_went_away_commits_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "dropped.db"
+    client = _client(path)
+    _create(client, "FLAT")
+    col = _engine(path)
+    rng = np.random.default_rng(8)
+    _flush_segments(client, col, rng, 3, 20)
+    real_merge = lite_compaction._merge
+    written: list[str] = []
+
+    def merge_then_drop(manager: Any, partition_dir: str, files: list[str], deltas: Any) -> Any:
+        merged = real_merge(manager, partition_dir, files, deltas)
+        written.extend(f"{partition_dir}/{rel}" for rel in merged[0])
+        with col._maintenance_lock:  # as a partition drop would leave the manifest
+            col._manifest.remove_data_files("p1", files)
+            col._manifest.save()
+        return merged
+
+    monkeypatch.setattr(lite_compaction, "_merge", merge_then_drop)
+    _flush_segments(client, col, rng, 1, 20, first=3)
+    assert len(written) == 1
+    assert not Path(written[0]).exists(), "the abandoned merge removed its file"
+    assert col._manifest.get_data_files("p1") == []
+    client.close()
+
+
+def test_install_swaps_the_worker_and_uninstall_restores_it() -> None:
+    lite_compaction.uninstall()
+    assert Collection._bg_compact_and_index is STOCK_WORKER
+    assert lite_compaction.install() is True
+    assert Collection._bg_compact_and_index is lite_compaction._bg_compact_and_index
+    assert lite_compaction.install() is True  # idempotent
+    lite_compaction.uninstall()
+    assert Collection._bg_compact_and_index is STOCK_WORKER
+
+
+def test_an_unchecked_lite_version_keeps_lites_own_compaction(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    lite_compaction.uninstall()
+    monkeypatch.setattr(milvus_lite, "__version__", "9.9.9")
+    assert lite_compaction.install() is False
+    assert Collection._bg_compact_and_index is STOCK_WORKER
+    assert "milvus-lite 9.9.9: keeping its own compaction" in caplog.text
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_live_row_cache_setting_decides_the_worker(tmp_path: Path, enabled: bool) -> None:
+    index = FeedbackIndex(str(tmp_path / "setting.db"), "s", lite_live_row_cache=enabled)
+    try:
+        expected = lite_compaction._bg_compact_and_index if enabled else STOCK_WORKER
+        assert Collection._bg_compact_and_index is expected
+    finally:
+        index.close()
