@@ -87,3 +87,18 @@ def test_another_projects_session_is_not_shown(console_server: tuple[Any, str]) 
     assert reply.status_code == 404
     assert "secret answer" not in reply.text
     other.close()
+
+
+def test_a_feedback_id_opens_the_feedback_in_its_session(
+    console_server: tuple[Any, str], browser: Browser
+) -> None:
+    app, _ = console_server
+    api = Api(app)
+    interaction = api.turn("sess-link", "Where is my order?", "It shipped.")
+    fid = api.feedback(interaction, thumb=common_pb2.THUMB_DOWN, comment="It did not ship.")
+    api.close()
+    reply = browser.get(f"/feedback/{fid}")
+    assert reply.status_code == 303
+    assert reply.headers["location"] == f"/sessions/sess-link#{fid}"
+    assert f'id="{fid}"' in browser.client.get(reply.headers["location"]).text
+    assert browser.get("/feedback/fb_nosuchfeedback").status_code == 404

@@ -37,7 +37,24 @@ async def session_screen(request: Request, page: Page) -> Response:
     return page.render("sessions/session.html", reply=reply, feedback_count=feedback_count)
 
 
+@page
+async def feedback_link(request: Request, page: Page) -> Response:
+    """A feedback id, wherever a screen names one, opens the feedback in its session."""
+    reply = await page.call(
+        page.console.backend.ingestion.GetFeedback,
+        ingestion_pb2.GetFeedbackRequest(feedback_id=request.path_params["feedback_id"]),
+    )
+    if not reply.feedback.session_id:
+        return error_page(
+            request, 404, f"Feedback {reply.feedback.id} is not in a session yet.", session=page.session
+        )
+    return redirect(
+        f"/sessions/{quote(reply.feedback.session_id, safe='')}#{quote(reply.feedback.id, safe='')}"
+    )
+
+
 routes = [
+    Route("/feedback/{feedback_id}", feedback_link, methods=["GET"]),
     Route("/sessions", find_session, methods=["GET"]),
     Route("/sessions/{session_id}", session_screen, methods=["GET"]),
 ]
