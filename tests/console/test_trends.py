@@ -85,3 +85,17 @@ def test_every_dimension_and_the_window_and_filter_apply(recorded: None, browser
     bad = browser.get("/trends", group_by="weather")
     assert bad.status_code == 400 and "group_by: choose one of category" in text_of(bad.text)
     assert browser.get("/trends", window="2w").status_code == 400
+
+
+def test_markup_in_a_group_name_stays_data_in_the_plot_block(
+    console_server: tuple[Any, str], browser: Browser
+) -> None:
+    app, _ = console_server
+    api = Api(app)
+    hostile = "v</script><script>alert(1)</script>"
+    api.feedback(api.turn("trend-hostile", "Hi", "Hello", model_version=hostile), thumb=common_pb2.THUMB_DOWN)
+    api.close()
+    reply = browser.get("/trends", group_by="model_version")
+    assert "<script>alert(1)</script>" not in reply.text
+    labels = {s["label"] for s in _plots(reply.text)["plot-volume"]["series"]}
+    assert hostile in labels  # the JSON block carries it escaped, and it reads back whole
