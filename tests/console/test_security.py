@@ -244,6 +244,27 @@ def test_loopback_host_names_are_answered(client: Browser, host: str) -> None:
     assert client.http.get("/healthz", headers={"Host": f"{host}:{port}"}).status_code == 200
 
 
+# --- caching ---
+
+
+def test_pages_are_never_kept_and_versioned_static_files_are_kept(
+    console_server: tuple[Any, str], client: Browser
+) -> None:
+    assert client.sign_in(reviewer(console_server[0], "review", "read")).status_code == 303
+    page = client.http.get(SCREEN)
+    assert page.headers["cache-control"] == "no-store"
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+    assert len(assets) >= 5 and all(re.search(r"\?v=[0-9a-f]{12}$", url) for url in assets), assets
+    for url in assets:
+        reply = client.http.get(url)
+        assert reply.status_code == 200, url
+        assert reply.headers["cache-control"] == "public, max-age=31536000, immutable", url
+    # The version is the content's: without it (or with another form) a file is revalidated.
+    bare = assets[0].split("?")[0]
+    for url in (bare, bare + "?v=1", bare + "?v=../../x"):
+        assert client.http.get(url).headers["cache-control"] == "no-cache", url
+
+
 # --- redirects after sign-in ---
 
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable
 
@@ -38,6 +39,8 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "object-src 'none'",
     ]
 )
+
+VERSIONED = re.compile(rb"(^|&)v=[0-9a-f]{12}(&|$)")
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
@@ -81,8 +84,15 @@ class SecurityHeaders:
                 await _plain(send, 421, "this console answers only on its loopback address")
                 return
 
-        # Static files may be kept, revalidated by their ETag; pages hold feedback: never kept.
-        cache = b"no-cache" if scope["path"].startswith("/static/") else b"no-store"
+        # Pages hold feedback: never kept. A static file named with its content's hash
+        # (`static_url`) never changes: kept without asking again, so moving from one page to
+        # the next costs no revalidation round trips. Other static files: kept, revalidated.
+        if not scope["path"].startswith("/static/"):
+            cache = b"no-store"
+        elif VERSIONED.search(scope.get("query_string", b"")):
+            cache = b"public, max-age=31536000, immutable"
+        else:
+            cache = b"no-cache"
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -65,6 +66,19 @@ TEMPLATES.globals.update(
     ),
 )
 TEMPLATES.filters["tojson_attr"] = lambda value: json.dumps(value, separators=(",", ":"))
+
+STATIC = resources.files("feedbackloop.console") / "static"
+
+
+@functools.cache
+def static_url(path: str) -> str:
+    """`/static/<path>?v=<hash of its content>`: a URL the browser may keep without asking again
+    (security.py marks versioned static files immutable), which changes when the file does."""
+    digest = hashlib.sha256((STATIC / path).read_bytes()).hexdigest()[:12]
+    return f"/static/{path}?v={digest}"
+
+
+TEMPLATES.globals["static_url"] = static_url
 
 
 @dataclass
