@@ -152,30 +152,13 @@ async def review_screen(request: Request, page: Page) -> Response:
     if claim is not None and claim.lease_expires_at <= time.time():
         page.session.claims.pop(queue, None)
         claim = None
-    # Progress needs `read`; a key with `review` alone still works through the queue without it.
-    stats_reply = (
-        await page.call(
-            page.console.backend.reviews.GetReviewQueueStats,
-            reviews_pb2.GetReviewQueueStatsRequest(queue=queue),
-        )
-        if page.can("read")
-        else None
+    item = reviews_pb2.ReviewItem.FromString(claim.item) if claim is not None else None
+    # The progress and the item's context are asked for at once: the next item shows after one
+    # round of calls, not two.
+    stats_reply, context = await asyncio.gather(
+        _queue_stats(page, queue), gather_context(page, item) if item is not None else asyncio.sleep(0, None)
     )
     stats = next((s for s in stats_reply.queues if s.queue == queue), None) if stats_reply else None
-    if claim is None:
-        return page.render(
-            "reviews/review.html",
-            queue=queue,
-            stats=stats,
-            item=None,
-            claim=None,
-            context=None,
-            verdicts=VERDICTS,
-            resolved=request.query_params.get("resolved", ""),
-            empty=request.query_params.get("empty") == "1",
-        )
-    item = reviews_pb2.ReviewItem.FromString(claim.item)
-    context = await gather_context(page, item)
     return page.render(
         "reviews/review.html",
         queue=queue,
@@ -185,8 +168,18 @@ async def review_screen(request: Request, page: Page) -> Response:
         context=context,
         verdicts=VERDICTS,
         resolved=request.query_params.get("resolved", ""),
-        empty=False,
+        empty=item is None and request.query_params.get("empty") == "1",
     )
+
+
+async def _queue_stats(page: Page, queue: str) -> reviews_pb2.GetReviewQueueStatsResponse | None:
+    # Progress needs `read`; a key with `review` alone still works through the queue without it.
+    if not page.can("read"):
+        return None
+    reply: reviews_pb2.GetReviewQueueStatsResponse = await page.call(
+        page.console.backend.reviews.GetReviewQueueStats, reviews_pb2.GetReviewQueueStatsRequest(queue=queue)
+    )
+    return reply
 
 
 async def _claim_next(page: Page, queue: str) -> bool:
