@@ -28,6 +28,7 @@ BENCHMARKS = (
     "top_issues_bench",
     "otlp_bench",
     "metrics_bench",
+    "console_bench",
 )
 
 
