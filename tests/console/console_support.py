@@ -107,9 +107,12 @@ def stubs(app: Any) -> SimpleNamespace:
     )
 
 
-def submit_unsafe(app: Any, comment: str, *, response: str = "Here is how to do that.") -> tuple[str, str]:
+def submit_unsafe(
+    app: Any, comment: str, *, response: str = "Here is how to do that.", correction: str = ""
+) -> tuple[str, str]:
     """An interaction in a session of its own and an `unsafe` thumbs down on it, which the
-    default policies queue for safety review; (session id, feedback id)."""
+    default policies queue for safety review (and, with a correction, add to the
+    `support-corrections` dataset); (session id, feedback id)."""
     from feedbackloop.v1 import common_pb2, ingestion_pb2
 
     api = stubs(app)
@@ -135,6 +138,7 @@ def submit_unsafe(app: Any, comment: str, *, response: str = "Here is how to do 
                     thumb=common_pb2.THUMB_DOWN,
                     categories=["unsafe"],
                     comment=comment,
+                    correction=correction,
                 )
             )
         )

@@ -15,6 +15,7 @@ from console_support import (
     SAFETY_QUEUE,
     create_key,
     propose_patch,
+    screenshot_dir,
     sign_in,
     submit_unsafe,
     wait_queued,
@@ -59,7 +60,9 @@ ACTIVE = "() => document.activeElement && document.activeElement.getAttribute('d
 def screens(console_server: tuple[Any, str]) -> dict[str, str]:
     """Data for every main screen to show something; the screens' paths by name."""
     app, _ = console_server
-    session_id, feedback_id = submit_unsafe(app, "it told me to share my password")
+    session_id, feedback_id = submit_unsafe(
+        app, "it told me to share my password", correction="Never share your password with anyone."
+    )
     wait_queued(app, [feedback_id])
     propose_patch(app, model_version=f"a11y-{uuid.uuid4().hex[:6]}")
     return {
@@ -71,6 +74,9 @@ def screens(console_server: tuple[Any, str]) -> dict[str, str]:
         "patches": "/patches",
         "prompt": f"/prompts/{PROMPT}",
         "policies": "/policies",
+        "trends": "/trends",
+        "datasets": "/datasets",
+        "dataset": "/datasets/support-corrections",
     }
 
 
@@ -143,7 +149,20 @@ def test_the_sign_in_screen(console_server: tuple[Any, str], page: Page) -> None
 
 
 @pytest.mark.parametrize(
-    "screen", ["queues", "review", "issues", "search", "session", "patches", "prompt", "policies"]
+    "screen",
+    [
+        "queues",
+        "review",
+        "issues",
+        "search",
+        "session",
+        "patches",
+        "prompt",
+        "policies",
+        "trends",
+        "datasets",
+        "dataset",
+    ],
 )
 def test_a_main_screen(
     console_server: tuple[Any, str], admin_page: Page, screens: dict[str, str], screen: str
@@ -160,3 +179,4 @@ def test_a_main_screen(
         assert admin_page.locator("#item").count() == 1, "no item to review"
     check_names_and_headings(admin_page, screen)
     check_tab_reaches_every_control(admin_page, screen)
+    admin_page.screenshot(path=screenshot_dir() / f"screen-{screen}.png", full_page=True)
