@@ -70,7 +70,8 @@ def test_the_screen_lists_each_complaint_group_with_its_size_growth_and_daily_pl
     groups = re.findall(r'data-group-id="([^"]+)"', reply.text)
     assert len(groups) == 2
     assert "4 complaints" in text and "3 complaints" in text
-    assert "+300% vs previous 7d (0)" in text and "new" in text
+    assert "+300% vs previous 7d (0)" in text
+    assert reply.text.count('<span class="badge new">new</span>') == 2
     plots = _plots(reply.text)
     assert sorted(sum(p["series"][0]["values"]) for p in plots.values()) == [3, 4]
     assert all(len(p["x"]) == 7 for p in plots.values())  # one bucket a day
@@ -140,7 +141,7 @@ def test_a_key_without_read_gets_the_servers_refusal(console_server: tuple[Any, 
     ingest_only = Browser(base_url).sign_in(create_key(app, "ingest"))
     reply = ingest_only.get("/issues")
     assert reply.status_code == 403
-    assert "read" in text_of(reply.text)
+    assert "this API key lacks the 'read' scope" in text_of(reply.text)
     ingest_only.close()
 
 

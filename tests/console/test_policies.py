@@ -184,7 +184,7 @@ def test_a_policy_key_plans_but_cannot_apply_or_roll_back_and_a_read_key_cannot_
         "/policies/apply",
         {"files_json": json.dumps([{"path": "x.yaml", "content": EXTRA}]), "expected_revision": str(live)},
     )
-    assert refused.status_code == 403 and "admin" in text_of(refused.text)
+    assert refused.status_code == 403 and "this API key lacks the 'admin' scope" in text_of(refused.text)
     assert (
         planner.post("/policies/rollback", {"revision": "1", "expected_revision": str(live)}).status_code
         == 403
