@@ -6,7 +6,8 @@ every second over HTTP by a thread of this process (thirty times the chart's def
 rate; the store gauges are re-read at their default interval), one without any exporter. The
 runs alternate between the two servers (off, on, on, off, ...), so a load change on the machine
 hits both alike; each figure is the median of its rounds, and the spread of the paired rounds'
-ratios is printed beside it.
+ratios is printed beside it. Each server's CPU time per event (from /proc) is printed too: it
+moves far less with the machine's other load than the rates do.
 
 Target: metrics cost at most 5% of streamed ingest throughput (on >= 0.95 x off).
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import grpc
 
+from bench.proc_cpu import server_cpu_seconds
 from bench.serve_process import free_port, record_interaction, served
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 
@@ -143,17 +145,22 @@ def run(quick: bool = False) -> dict[str, float]:
         for name, (address, interaction) in targets.items():  # warm up each server and channel path
             _stream_eps(address, interaction, f"warm-{name}", 200)
         figures: dict[str, list[float]] = {f"{k}_{m}": [] for k in ("stream", "unary") for m in targets}
+        cpu: dict[str, float] = dict.fromkeys(figures, 0.0)  # server CPU seconds over the rounds
         for r in range(rounds):
             order = (
                 list(targets.items()) if r % 2 == 0 else list(reversed(targets.items()))
             )  # ABBA: drift cancels
             for name, (address, interaction) in order:
+                before = server_cpu_seconds(address)
                 figures[f"stream_{name}"].append(
                     _stream_eps(address, interaction, f"s{r}-{name}", stream_events)
                 )
+                middle = server_cpu_seconds(address)
                 figures[f"unary_{name}"].append(
                     _unary_eps(address, interaction, f"u{r}-{name}", unary_events)
                 )
+                cpu[f"stream_{name}"] += middle - before
+                cpu[f"unary_{name}"] += server_cpu_seconds(address) - middle
         scrapes = scraper.scrapes
         if "rpc_server_call_duration_seconds_count" not in scraper.last:
             raise RuntimeError(
@@ -168,6 +175,13 @@ def run(quick: bool = False) -> dict[str, float]:
     for kind in ("stream", "unary"):  # what metrics cost, in percent of the throughput without them
         results[f"{kind}_overhead_pct"] = (1 - results[f"{kind}_ratio"]) * 100
     results["scrapes"] = float(scrapes)
+    for kind, events in (("stream", stream_events), ("unary", unary_events)):
+        # The scrapes' own cost falls on `on` too, whichever kind of load they met.
+        for name in targets:
+            results[f"{kind}_cpu_us_{name}"] = cpu[f"{kind}_{name}"] / (rounds * events) * 1e6
+        results[f"{kind}_cpu_overhead_pct"] = (
+            results[f"{kind}_cpu_us_on"] / results[f"{kind}_cpu_us_off"] - 1
+        ) * 100
     _print(results, rounds, stream_events, unary_events)
     return results
 
@@ -189,6 +203,12 @@ def _print(results: dict[str, float], rounds: int, stream_events: int, unary_eve
         print(
             f"  {kind + ' events/s':<20} {results[f'{kind}_off']:>8,.0f} {results[f'{kind}_on']:>8,.0f} "
             f"{ratio:>7.3f} {results[f'{kind}_overhead_pct']:>+8.1f}% {spread:>15}  {target} {verdict}"
+        )
+    for kind in ("stream", "unary"):
+        print(
+            f"  {kind + ' CPU us/event':<20} {results[f'{kind}_cpu_us_off']:>8,.1f} "
+            f"{results[f'{kind}_cpu_us_on']:>8,.1f} {'':>7} {results[f'{kind}_cpu_overhead_pct']:>+8.1f}%"
+            "  (the server's CPU time, all rounds)"
         )
 
 

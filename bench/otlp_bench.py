@@ -21,7 +21,6 @@ beside them, read from /proc for the server process: the figure that sharing dis
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -37,28 +36,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from bench.ingestion_bench import _server, _stream
+from bench.proc_cpu import server_cpu_seconds
 from bench.serve_process import record_interaction
 from feedbackloop.v1 import ingestion_pb2, ingestion_pb2_grpc
 
 BATCH = 512
 TURNS_PER_CONVERSATION = 10
-
-
-def _server_cpu_seconds() -> float:
-    """User + system CPU time of the `feedbackloop serve` child of this process (Linux /proc);
-    NaN where it cannot be read."""
-    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) != os.getpid():  # fields[1] is the parent pid
-                continue
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if b"feedbackloop.cli" in cmdline and b"serve" in cmdline:
-            return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return float("nan")
 
 
 def _spans(count: int) -> list[ReadableSpan]:
@@ -155,9 +138,9 @@ def run(quick: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="fl-otlp-bench-") as tmp, _server(Path(tmp)) as address:
         interaction_id = record_interaction(address, "$10.")
         half = len(spans) // 2 // BATCH * BATCH
-        cpu, client = _server_cpu_seconds(), time.process_time()
+        cpu, client = server_cpu_seconds(address), time.process_time()
         one = _export(address, spans[: half + BATCH], 1)
-        cpu_one, client_one = _server_cpu_seconds() - cpu, time.process_time() - client
+        cpu_one, client_one = server_cpu_seconds(address) - cpu, time.process_time() - client
         results = {
             "otlp_spans": float(len(spans) - BATCH),
             "otlp_spans_per_s": one,
@@ -166,10 +149,10 @@ def run(quick: bool = False) -> dict[str, float]:
             "otlp_server_cpu_us_per_span": cpu_one / (half + BATCH) * 1e6,
             "otlp_client_cpu_us_per_span": client_one / (half + BATCH) * 1e6,
         }
-        cpu = _server_cpu_seconds()
+        cpu = server_cpu_seconds(address)
         results.update(_stream(address, interaction_id, stream_events))
         # The stream's warm-up and its events (the warm-up's 10 are a rounding error).
-        results["stream_server_cpu_us_per_event"] = (_server_cpu_seconds() - cpu) / stream_events * 1e6
+        results["stream_server_cpu_us_per_event"] = (server_cpu_seconds(address) - cpu) / stream_events * 1e6
         if _stored(address, (span_count + BATCH) // TURNS_PER_CONVERSATION) != TURNS_PER_CONVERSATION:
             raise RuntimeError("the exported spans were not all stored")
     results["otlp_vs_stream_ratio"] = results["otlp_spans_per_s"] / results["stream_events_per_s"]
