@@ -50,7 +50,7 @@ class Browser:
         form.update({"keyless": "1"} if key is None else {"api_key": key})
         reply = self.http.post("/sign-in", data=form, headers={"Origin": self.base})
         if reply.status_code == 303 and reply.headers["location"] != "/sign-in":
-            self.csrf = self.page_token(SCREEN)
+            self.csrf = self.page_token("/reviews")
         return reply
 
     def page_token(self, path: str) -> str:
@@ -362,7 +362,7 @@ def test_another_projects_ids_show_nothing(console_server: tuple[Any, str], clie
 
     app, _ = console_server
     other = create_key(app, "ingest", "read", "review", project="other-project")
-    secret = f"other project's secret {uuid.uuid4().hex[:6]}"
+    secret = f"other-project-secret-{uuid.uuid4().hex[:6]}"
     session_id = f"other-{uuid.uuid4().hex[:8]}"
     api = stubs(app)
     metadata = (("authorization", f"Bearer {other}"),)
@@ -373,7 +373,7 @@ def test_another_projects_ids_show_nothing(console_server: tuple[Any, str], clie
             ),
             metadata=metadata,
         )
-        api.ingestion.SubmitFeedback(
+        feedback_id = api.ingestion.SubmitFeedback(
             ingestion_pb2.SubmitFeedbackRequest(
                 feedback=common_pb2.Feedback(
                     session_id=session_id,
@@ -383,15 +383,24 @@ def test_another_projects_ids_show_nothing(console_server: tuple[Any, str], clie
                 )
             ),
             metadata=metadata,
-        )
+        ).feedback_id
     finally:
         api.channel.close()
 
     assert client.sign_in(create_key(app, "admin")).status_code == 303
-    for path in (f"/sessions/{session_id}", f"/sessions?session_id={session_id}"):
+    for path in (f"/sessions/{session_id}", f"/sessions?session_id={session_id}", f"/feedback/{feedback_id}"):
         reply = client.http.get(path, follow_redirects=True)
         assert reply.status_code in (403, 404), path
         assert secret not in reply.text
+    # The same pages do show it to that project's own key: the refusal above is the project's.
+    owner = Browser(client.base)
+    try:
+        assert owner.sign_in(other).status_code == 303
+        for path in (f"/sessions/{session_id}", f"/feedback/{feedback_id}"):
+            reply = owner.http.get(path, follow_redirects=True)
+            assert reply.status_code == 200 and secret in reply.text, path
+    finally:
+        owner.close()
     # A claim id of another session is not acted on.
     for action in ("resolve", "skip", "release"):
         reply = client.post(f"{SCREEN}/{action}", {"claim_id": "rc_someone_elses", "verdict": "accept"})
