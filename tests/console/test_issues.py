@@ -1,5 +1,5 @@
-"""The top issues screen, a group's members and the similar-feedback search, over real HTTP
-against a real server with the real model."""
+"""The top issues screen and a group's members, over real HTTP against a real server with the
+real model."""
 
 from __future__ import annotations
 
@@ -117,23 +117,6 @@ def test_the_filter_narrows_the_groups_and_bad_values_name_their_field(
     assert "window: choose one of 1d, 7d, 14d, 30d (got &#39;3d&#39;)" in bad_window.text
     bad_signal = browser.get("/issues", signals="shrug")
     assert bad_signal.status_code == 400 and "signals: unknown value" in bad_signal.text
-
-
-def test_find_similar_feedback_returns_hits_with_their_sessions_in_every_mode(
-    seeded: dict[str, Any], browser: Browser
-) -> None:
-    for mode in ("auto", "feedback", "question", "both"):
-        reply = browser.get("/search", q="the bot gives last year's prices", mode=mode)
-        assert reply.status_code == 200, reply.text
-        sessions = re.findall(r'href="/sessions/(issues-[a-z]+-\d)#', reply.text)
-        assert sessions, mode
-        if mode in ("auto", "feedback", "both"):
-            assert sessions[0].startswith("issues-prices"), (mode, sessions)
-    narrowed = browser.get("/search", q="last year's prices", user_roles="agent")
-    assert "0 similar feedback" in text_of(narrowed.text)
-    assert browser.get("/search", q="x", mode="fuzzy").status_code == 400
-    empty = browser.get("/search")
-    assert empty.status_code == 200 and "similar feedback</h2>" not in empty.text
 
 
 def test_a_key_without_read_gets_the_servers_refusal(console_server: tuple[Any, str]) -> None:

@@ -1,5 +1,5 @@
-"""Prompt patches: the list with evidence and template diff, approve and reject (admin only), and
-the prompt's version history with rollback, over real HTTP against a real server."""
+"""Prompt patches: the list with evidence and template diff, approve and reject (admin only), over
+real HTTP against a real server."""
 
 from __future__ import annotations
 
@@ -119,32 +119,3 @@ def test_a_key_without_admin_sees_patches_but_no_buttons_and_is_refused(
     assert "this API key lacks the 'admin' scope" in text_of(refused.text)
     assert pending[0] in _patch_ids(reviewer.get("/patches").text)  # still proposed
     reviewer.close()
-
-
-def test_the_prompt_history_shows_labels_and_rolls_production_back(
-    console_server: tuple[Any, str], proposed: dict[str, Any], browser: Browser
-) -> None:
-    app, _ = console_server
-    stub = _prompts(app)
-    if stub.GetPrompt(prompts_pb2.GetPromptRequest(name="support-answer")).prompt.version < 2:
-        patch = stub.ListPatches(
-            prompts_pb2.ListPatchesRequest(status=prompts_pb2.PATCH_STATUS_PROPOSED)
-        ).patches[0]
-        stub.ApprovePatch(prompts_pb2.ApprovePatchRequest(patch_id=patch.id))
-    page = browser.get("/prompts/support-answer")
-    assert page.status_code == 200, page.text
-    rows = re.findall(r'<tr id="version-(\d+)">', page.text)
-    assert rows[0] == max(rows, key=int) and "1" in rows
-    production = stub.GetPrompt(prompts_pb2.GetPromptRequest(name="support-answer")).prompt
-    assert f'data-production="{production.version}"' in page.text
-    assert "Make version 1 production" in page.text
-    assert re.search(r'<span class="add">.*\+Never say:', page.text)
-    rolled = browser.post("/prompts/support-answer/rollback", {"version": "1"})
-    assert rolled.status_code == 303
-    after = browser.client.get(rolled.headers["location"])
-    assert "Production is now version 1." in text_of(after.text)
-    assert stub.GetPrompt(prompts_pb2.GetPromptRequest(name="support-answer")).prompt.version == 1
-    assert browser.post("/prompts/support-answer/rollback", {"version": "x"}).status_code == 400
-    assert browser.get("/prompts/no-such-prompt").status_code == 404
-    listing = browser.get("/prompts")
-    assert 'href="/prompts/support-answer"' in listing.text

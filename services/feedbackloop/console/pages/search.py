@@ -19,7 +19,7 @@ MODES = [
     ("question", recall_pb2.SEARCH_MODE_QUESTION, "what users asked"),
     ("both", recall_pb2.SEARCH_MODE_BOTH, "both, fused"),
 ]
-MODE_NAMES = {value: name for name, value, _ in MODES if name != "auto"}
+MODE_NAMES = {value: label for name, value, label in MODES if name != "auto"}
 MAX_QUERY_CHARS = 2000
 TOP_K = 25
 
