@@ -167,6 +167,28 @@ def test_sign_in_needs_its_form_token(client: Browser) -> None:
     assert "feedbackloop_console" not in reply.headers.get("set-cookie", "")
 
 
+def test_signing_out_ends_the_session_on_the_server(console_server: tuple[Any, str], client: Browser) -> None:
+    assert client.sign_in(reviewer(console_server[0], "review", "read")).status_code == 303
+    stolen = client.http.cookies["feedbackloop_console"]
+    assert client.post("/sign-out").status_code == 303
+    replay = httpx.Client(base_url=client.base, follow_redirects=False)
+    try:
+        replay.cookies.set("feedbackloop_console", stolen)
+        assert replay.get(SCREEN).status_code == 303  # to sign in: the old id is gone
+    finally:
+        replay.close()
+
+
+def test_markup_in_the_url_is_shown_as_text(console_server: tuple[Any, str], client: Browser) -> None:
+    assert client.sign_in(reviewer(console_server[0], "review", "read")).status_code == 303
+    hostile = '<img src=x onerror="alert(1)">'
+    for path in (f"/reviews/{hostile}", f"/sessions/{hostile}", f"/nowhere/{hostile}"):
+        reply = client.http.get(path, follow_redirects=True)
+        assert "<img src=x" not in reply.text, path
+    shown = client.http.get(f"/reviews/{hostile}")
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in shown.text
+
+
 # --- CSRF and Origin ---
 
 
