@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from feedbackloop.console.pages.catalog import live_catalog
-from feedbackloop.console.pages.issues import fetch_feedback
+from feedbackloop.console.pages.lookups import fetch_feedback
 from feedbackloop.console.web import Page, error_page, page, redirect
 from feedbackloop.v1 import datasets_pb2
 

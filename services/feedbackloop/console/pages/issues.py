@@ -27,6 +27,7 @@ from feedbackloop.console.pages.filters import (
     bucket_seconds,
     parse_filter,
 )
+from feedbackloop.console.pages.lookups import fetch_feedback
 from feedbackloop.console.pages.search import MODES
 from feedbackloop.console.web import Page, error_page, page
 from feedbackloop.v1 import common_pb2, ingestion_pb2, recall_pb2
@@ -48,8 +49,6 @@ COMPLAINT_SIGNALS = (
 SCAN_PAGE = 500
 # Members of one group shown with their feedback and session links.
 MEMBERS_SHOWN = 100
-# Parallel GetFeedback calls when showing members.
-FETCH_CONCURRENCY = 16
 
 
 @dataclass
@@ -160,24 +159,6 @@ async def issues_screen(request: Request, page: Page) -> Response:
         modes=MODES,
         **filter_form_context(flt, catalog),
     )
-
-
-async def fetch_feedback(page: Page, ids: list[str]) -> list[Any]:
-    """GetFeedback for each id (feedback and interaction), in order; missing ones left out."""
-    limit = asyncio.Semaphore(FETCH_CONCURRENCY)
-
-    async def one(fid: str) -> Any:
-        async with limit:
-            return await page.call(
-                page.console.backend.ingestion.GetFeedback, ingestion_pb2.GetFeedbackRequest(feedback_id=fid)
-            )
-
-    replies = await asyncio.gather(*(one(fid) for fid in ids), return_exceptions=True)
-    found = [reply for reply in replies if not isinstance(reply, BaseException)]
-    errors = [reply for reply in replies if isinstance(reply, BaseException)]
-    if errors and not found:
-        raise errors[0]
-    return found
 
 
 @page

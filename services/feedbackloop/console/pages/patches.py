@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from feedbackloop.console.backend import BackendError
 from feedbackloop.console.pages.diffs import DiffLine, line_diff
-from feedbackloop.console.pages.issues import fetch_feedback
+from feedbackloop.console.pages.lookups import fetch_feedback
 from feedbackloop.console.web import Page, action, error_page, page, redirect, text_field
 from feedbackloop.routing.actions import patched_template
 from feedbackloop.v1 import prompts_pb2
