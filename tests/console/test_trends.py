@@ -67,7 +67,7 @@ def test_trends_by_model_version_plot_volume_and_complaint_share(recorded: None,
     assert share["percent"] is True
     old_share = next(s["values"] for s in share["series"] if s["label"] == "v-old")
     assert [v for v in old_share if v is not None] == [0.75]  # empty days are gaps, not zeros
-    assert '<script src="/static/plots.js" defer></script>' in reply.text
+    assert re.search(r'<script src="/static/plots.js\?v=[0-9a-f]{12}" defer></script>', reply.text)
 
 
 def test_every_dimension_and_the_window_and_filter_apply(recorded: None, browser: Browser) -> None:
