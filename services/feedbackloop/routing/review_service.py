@@ -172,6 +172,16 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
             )
             if skip:
                 wanted = wanted.where(ReviewItemRow.id.not_in(skip))
+            # Items this reviewer already resolved are left out here, not in the loop below: a
+            # reviewer with hundreds of verdicts in a multi-review queue would otherwise find the
+            # first 200 candidates all done and be told the queue is empty.
+            wanted = wanted.where(
+                ~exists().where(
+                    ReviewClaim.item_id == ReviewItemRow.id,
+                    ReviewClaim.reviewer == reviewer,
+                    ReviewClaim.status == "resolved",
+                )
+            )
             candidates = session.scalars(
                 wanted.order_by(
                     ReviewItemRow.priority.desc(),
