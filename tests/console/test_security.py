@@ -376,6 +376,24 @@ def test_a_review_key_cannot_approve_or_reject_a_patch(
     assert patch.id in {p.id for p in still.patches}
 
 
+def test_a_refused_verdict_keeps_the_item_and_says_why(
+    console_server: tuple[Any, str], client: Browser, queued: list[str]
+) -> None:
+    app, _ = console_server
+    assert client.sign_in(reviewer(app, "review", "read")).status_code == 303
+    assert client.post(f"{SCREEN}/next").status_code == 303
+    claim_id = client.claim_shown()
+    for form, field in (
+        ({"verdict": "maybe"}, "verdict"),
+        ({"verdict": "reject", "categories": "no-such-category"}, "categories"),
+    ):
+        reply = client.post(f"{SCREEN}/resolve", {"claim_id": claim_id, **form})
+        assert reply.status_code == 400, reply.text
+        assert field in reply.text
+        assert claim_status(app, claim_id) == ("claimed", True)
+        assert client.claim_shown() == claim_id
+
+
 # --- other projects ---
 
 
