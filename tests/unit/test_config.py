@@ -60,7 +60,8 @@ def test_readme_documents_every_setting() -> None:
     settings = {f"FEEDBACKLOOP_{name.upper()}" for name in Settings.model_fields}
     assert settings - documented == set()
     # And nothing documented that is not a setting, beyond the variables read elsewhere: the CLI's
-    # server and key, the settings file itself, and the test suite's PostgreSQL URL and fuzz run.
+    # server and key, the settings file itself, and the test suite's PostgreSQL URL, fuzz run and
+    # browser (the console's browser tests).
     read_elsewhere = {
         "FEEDBACKLOOP_SERVER",
         "FEEDBACKLOOP_API_KEY",
@@ -68,5 +69,8 @@ def test_readme_documents_every_setting() -> None:
         "FEEDBACKLOOP_TEST_POSTGRES_URL",
         "FEEDBACKLOOP_FUZZ_ITERATIONS",
         "FEEDBACKLOOP_FUZZ_SEED",
+        "FEEDBACKLOOP_CHROMIUM",
+        "FEEDBACKLOOP_REQUIRE_BROWSER",
+        "FEEDBACKLOOP_SCREENSHOTS",
     }
     assert documented - settings - read_elsewhere == set()
