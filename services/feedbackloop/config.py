@@ -195,6 +195,10 @@ class Settings(BaseSettings):
     console_port: int = Field(
         50080, ge=0, le=65535, description="HTTP port of the web console, on the gRPC bind address (0 picks a free one)."
     )
+    console_secure_cookies: bool = Field(
+        False,
+        description="Mark the web console's cookies Secure: set it when browsers reach the console over HTTPS (a TLS proxy or Ingress in front of it).",
+    )
     console_cors_origins: str = Field(
         "",
         description="Comma-separated origins (`https://shop.example`) whose pages may call the console's JSON endpoint with a key or a feedback token; empty: none.",

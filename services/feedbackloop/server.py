@@ -357,6 +357,7 @@ class App:
         config = ConsoleConfig(
             target=target_for(self.settings.host, self.port),
             loopback_only=self.settings.binds_loopback,
+            secure_cookies=self.settings.console_secure_cookies,
             cors_origins=self.settings.console_cors_origin_list,
         )
         self.console = ConsoleServer(config, self.settings.host, self.settings.console_port)

@@ -18,6 +18,7 @@ from console_support import (
     create_key,
     production_version,
     propose_patch,
+    running_console,
     sign_in,
     stubs,
     submit_unsafe,
@@ -149,6 +150,7 @@ def test_the_session_cookie_is_httponly_and_samesite_strict(
     cookies = [value for name, value in reply.headers.multi_items() if name == "set-cookie"]
     session = next(value for value in cookies if value.startswith("feedbackloop_console="))
     attributes = {part.strip().lower() for part in session.split(";")[1:]}
+    assert "secure" not in attributes  # plain http on loopback; FEEDBACKLOOP_CONSOLE_SECURE_COOKIES sets it
     assert "httponly" in attributes
     assert "samesite=strict" in attributes
     assert "path=/" in attributes
@@ -158,6 +160,26 @@ def test_the_session_cookie_is_httponly_and_samesite_strict(
     form = client.http.get("/sign-in")
     sign_in_cookie = form.headers["set-cookie"].lower()
     assert "httponly" in sign_in_cookie and "samesite=strict" in sign_in_cookie
+
+
+def test_behind_https_the_cookies_are_secure(tmp_path: Any, embedder: Any) -> None:
+    with (
+        running_console(tmp_path, embedder, console_secure_cookies=True) as (_, base),
+        httpx.Client(base_url=base, follow_redirects=False) as http,
+    ):
+        form = http.get("/sign-in")
+        assert "secure" in {part.strip().lower() for part in form.headers["set-cookie"].split(";")}
+        # A client keeps a Secure cookie for https only: this plain-http test hands it back itself.
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert token
+        reply = http.post(
+            "/sign-in",
+            data={"csrf_token": token.group(1), "keyless": "1"},
+            headers={"Origin": base, "Cookie": f"feedbackloop_sign_in={token.group(1)}"},
+        )
+        assert reply.status_code == 303
+        session = next(v for n, v in reply.headers.multi_items() if n == "set-cookie" and "console=" in v)
+        assert "secure" in {part.strip().lower() for part in session.split(";")[1:]}
 
 
 def test_sign_in_needs_its_form_token(client: Browser) -> None:

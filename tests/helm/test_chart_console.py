@@ -33,6 +33,7 @@ def _service_ports(service: dict[str, Any]) -> dict[str, tuple[int, str]]:
 def test_the_console_is_off_by_default(values_set: str) -> None:
     r = rendered(values_set)
     assert _settings(values_set)["FEEDBACKLOOP_CONSOLE"] == "off"
+    assert "FEEDBACKLOOP_CONSOLE_SECURE_COOKIES" not in _settings(values_set)
     assert (
         not r.has("Deployment", CONSOLE) and not r.has("Service", CONSOLE) and not r.has("Ingress", CONSOLE)
     )
@@ -46,6 +47,8 @@ def test_standalone_serves_the_console_in_its_pod_and_on_its_service() -> None:
     r = rendered("standalone-console")
     assert _settings("standalone-console")["FEEDBACKLOOP_CONSOLE"] == "on"
     assert _settings("standalone-console")["FEEDBACKLOOP_CONSOLE_PORT"] == "50080"
+    # Its Ingress has TLS: the cookies are Secure.
+    assert _settings("standalone-console")["FEEDBACKLOOP_CONSOLE_SECURE_COOKIES"] == "true"
     server = next(
         c for c in pod_spec(r.get("StatefulSet", FULLNAME))["containers"] if c["name"] == "feedbackloop"
     )
@@ -118,6 +121,14 @@ def test_distributed_runs_one_console_replica_as_a_client_of_the_api_service() -
     assert "port-forward --namespace feedback svc/fl-feedbackloop-console 50080:50080" in r.notes
 
 
+def test_a_standalone_console_without_tls_does_not_mark_cookies_secure() -> None:
+    settings = render_values({"console": {"enabled": True, "ingress": {"enabled": True}}}).get(
+        "ConfigMap", f"{FULLNAME}-settings"
+    )["data"]
+    assert settings["FEEDBACKLOOP_CONSOLE"] == "on"
+    assert "FEEDBACKLOOP_CONSOLE_SECURE_COOKIES" not in settings
+
+
 def test_without_tls_the_cookie_is_not_marked_secure() -> None:
     r = render_values(
         {
@@ -133,7 +144,7 @@ def test_without_tls_the_cookie_is_not_marked_secure() -> None:
     assert not r.has("Ingress", CONSOLE)
 
 
-@pytest.mark.parametrize("name", ["console", "console_port"])
+@pytest.mark.parametrize("name", ["console", "console_port", "console_secure_cookies"])
 def test_server_settings_cannot_switch_the_console(name: str) -> None:
     with pytest.raises(HelmRenderError, match=f"server.settings.{name}: set by the chart itself"):
         render_values({"server": {"settings": {name: "on"}}})

@@ -67,6 +67,11 @@ app.kubernetes.io/part-of: feedbackloop
 {{- and .Values.console.enabled (eq .Values.mode "standalone") }}
 {{- end }}
 
+{{/* "true" when browsers reach the console over HTTPS (its Ingress has TLS): its cookies are Secure. */}}
+{{- define "feedbackloop.consoleSecure" -}}
+{{- and .Values.console.ingress.enabled (gt (len .Values.console.ingress.tls) 0) }}
+{{- end }}
+
 {{/* The Service and port name the console is reached on. */}}
 {{- define "feedbackloop.consoleService" -}}
 {{- include "feedbackloop.fullname" . }}{{ if eq .Values.mode "distributed" }}-console{{ end }}
@@ -116,7 +121,7 @@ message comes first whatever object is rendered.
 {{- if has $name (list "database_url" "milvus_uri" "milvus_token" "milvus_db_name") }}
 {{- fail (printf "server.settings.%s: credentials and endpoints come from Secrets (database.existingSecret, milvus.existingSecret) or their own values (milvus.dbName), never from the settings ConfigMap" $name) }}
 {{- end }}
-{{- if has $name (list "host" "port" "data_dir" "policies_dir" "auto_migrate" "default_project" "max_connection_age_seconds" "shutdown_grace_seconds" "metrics_port" "milvus_collection" "console" "console_port") }}
+{{- if has $name (list "host" "port" "data_dir" "policies_dir" "auto_migrate" "default_project" "max_connection_age_seconds" "shutdown_grace_seconds" "metrics_port" "milvus_collection" "console" "console_port" "console_secure_cookies") }}
 {{- fail (printf "server.settings.%s: set by the chart itself (see server.*, milvus.*, metrics.* and console.* in the chart README)" $name) }}
 {{- end }}
 {{- end }}
@@ -149,6 +154,9 @@ FEEDBACKLOOP_METRICS_PORT: {{ .Values.metrics.port | quote }}
 {{- /* The console is a way in: on only when asked for, and in distributed mode a Deployment of its own. */}}
 FEEDBACKLOOP_CONSOLE: {{ ternary "on" "off" (include "feedbackloop.consoleBeside" . | eq "true") | quote }}
 FEEDBACKLOOP_CONSOLE_PORT: {{ .Values.console.port | quote }}
+{{- if and (eq (include "feedbackloop.consoleBeside" .) "true") (include "feedbackloop.consoleSecure" . | eq "true") }}
+FEEDBACKLOOP_CONSOLE_SECURE_COOKIES: "true"
+{{- end }}
 {{- range $name, $value := .Values.server.settings }}
 FEEDBACKLOOP_{{ upper $name }}: {{ $value | toString | quote }}
 {{- end }}
