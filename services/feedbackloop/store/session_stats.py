@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
 from feedbackloop.store.models import SessionStats, utcnow
 
@@ -45,7 +47,6 @@ def bump(
     """
     if not deltas:
         return {}
-    table = cast(Table, SessionStats.__table__)
     now = utcnow()
     rows: list[dict[str, Any]] = [
         {
@@ -61,21 +62,29 @@ def bump(
     dialect = (
         connection.get_bind().dialect.name if isinstance(connection, Session) else connection.dialect.name
     )
+    # One statement given every row (SQLAlchemy's "insertmanyvalues" renders the rows into a
+    # multi-row VALUES in the order given): its compiled form is cached, where a statement
+    # built with the rows in it was compiled anew for every batch (about 4 ms for 50 sessions).
+    result = connection.execute(_upsert(dialect), rows)
+    return {sid: Counts(turns, count, negative) for sid, turns, count, negative in result}
+
+
+@cache
+def _upsert(dialect: str) -> ReturningInsert[str, int, int, int]:
+    """Add the row's counts to the session's, creating it at the row's counts; the totals."""
     if dialect not in ("postgresql", "sqlite"):
         raise NotImplementedError(f"session counters need an upsert on {dialect}")
+    table = cast(Table, SessionStats.__table__)
     insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    values = insert.values(rows)
-    stmt = values.on_conflict_do_update(
+    return insert.on_conflict_do_update(
         index_elements=[table.c.project_id, table.c.session_id],
         set_={
-            "turn_count": table.c.turn_count + values.excluded.turn_count,
-            "feedback_count": table.c.feedback_count + values.excluded.feedback_count,
-            "negative_count": table.c.negative_count + values.excluded.negative_count,
-            "updated_at": values.excluded.updated_at,
+            "turn_count": table.c.turn_count + insert.excluded.turn_count,
+            "feedback_count": table.c.feedback_count + insert.excluded.feedback_count,
+            "negative_count": table.c.negative_count + insert.excluded.negative_count,
+            "updated_at": insert.excluded.updated_at,
         },
     ).returning(table.c.session_id, table.c.turn_count, table.c.feedback_count, table.c.negative_count)
-    result = connection.execute(stmt)
-    return {sid: Counts(turns, count, negative) for sid, turns, count, negative in result}
 
 
 def current(connection: Connection | Session, project_id: str, session_id: str) -> Counts:

@@ -221,3 +221,29 @@ def test_the_migration_backfills_counts_in_received_order_on_a_populated_store(s
             )
     finally:
         database.dispose()
+
+
+def test_one_bump_counts_thousands_of_sessions_and_returns_every_total(store_url: str) -> None:
+    """A transaction that touches more sessions than one statement's parameters can carry
+    (PostgreSQL takes at most 65,535; each session's row has six) still counts each once, new
+    and known sessions alike, and answers each session's total."""
+    db = Database(store_url)
+    db.upgrade()
+    ensure_project(db, "p")
+    sessions = [f"s{i:05d}" for i in range(12_000)]
+    with db.write_connection() as connection:
+        first = session_stats.bump(connection, "p", {s: session_stats.Counts(turns=1) for s in sessions[:10]})
+    assert first == {s: session_stats.Counts(turns=1) for s in sessions[:10]}
+    deltas = {
+        s: session_stats.Counts(turns=2, feedback=i % 3, negative=i % 2) for i, s in enumerate(sessions)
+    }
+    with db.write_connection() as connection:
+        totals = session_stats.bump(connection, "p", deltas)
+    expected = {
+        s: session_stats.Counts(turns=2 + (i < 10), feedback=i % 3, negative=i % 2)
+        for i, s in enumerate(sessions)
+    }
+    assert totals == expected
+    with db.write_connection() as connection:
+        assert session_stats.current(connection, "p", sessions[0]) == expected[sessions[0]]
+        assert session_stats.current(connection, "p", sessions[-1]) == expected[sessions[-1]]
