@@ -193,7 +193,10 @@ class Settings(BaseSettings):
         description="Serve the web console beside the gRPC API: auto (only when the gRPC server binds a loopback address), on, off.",
     )
     console_port: int = Field(
-        50080, ge=0, le=65535, description="HTTP port of the web console, on the gRPC bind address (0 picks a free one)."
+        50080,
+        ge=0,
+        le=65535,
+        description="HTTP port of the web console, on the gRPC bind address (0 picks a free one).",
     )
     console_secure_cookies: bool = Field(
         False,
