@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, func, insert, select
+from sqlalchemy import Connection, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -21,6 +21,7 @@ from feedbackloop.ingestion import span_links
 from feedbackloop.ingestion.span_links import SpanKey, SpanTarget
 from feedbackloop.otlp.mapping import MappedSpan
 from feedbackloop.store import session_stats
+from feedbackloop.store.bulk import insert_rows
 from feedbackloop.store.db import Database
 from feedbackloop.store.lookups import chunks
 from feedbackloop.store.models import Interaction, InteractionSpan, new_id, utcnow
@@ -78,7 +79,6 @@ def _store(connection: Connection, project_id: str, spans: Sequence[MappedSpan])
         rows.append(
             {
                 "id": interaction_id,
-                "project_id": project_id,
                 "session_id": data.session_id,
                 "turn_index": turn,
                 "user_id": data.user_id,
@@ -100,12 +100,10 @@ def _store(connection: Connection, project_id: str, spans: Sequence[MappedSpan])
                 "trace_id": span.trace_id,
                 "span_id": span.span_id,
                 "occurred_at": data.occurred_at,
-                "received_at": received,
             }
         )
         span_rows.append(
             {
-                "project_id": project_id,
                 "span_id": span.span_id,
                 "trace_id": span.trace_id,
                 "interaction_id": interaction_id,
@@ -114,8 +112,8 @@ def _store(connection: Connection, project_id: str, spans: Sequence[MappedSpan])
         targets[(span.trace_id, span.span_id)] = SpanTarget(interaction_id, data.session_id)
         counted = turns.get(data.session_id, session_stats.Counts())
         turns[data.session_id] = session_stats.Counts(turns=counted.turns + 1)
-    connection.execute(insert(_table(Interaction)), rows)
-    connection.execute(insert(_table(InteractionSpan)), span_rows)
+    insert_rows(connection, _table(Interaction), rows, {"project_id": project_id, "received_at": received})
+    insert_rows(connection, _table(InteractionSpan), span_rows, {"project_id": project_id})
     response_rows = [
         {"project_id": project_id, "response_id": span.response_id, "interaction_id": row["id"]}
         for span, row in zip(ordered, rows, strict=True)
