@@ -13,6 +13,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 COOKIE_NAME = "feedbackloop_console"
 # Idle time after which a session is gone; every request renews it.
@@ -56,6 +57,18 @@ class ConsoleSession:
     last_seen: float
     claims: dict[str, Claim] = field(default_factory=dict)
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    # Slow-changing reads a screen repeats on every item (the schema's categories): name ->
+    # (monotonic time read, value). Per session, so a key only ever sees what it read itself.
+    remembered: dict[str, tuple[float, Any]] = field(default_factory=dict)
+
+    def recall(self, name: str, max_age_seconds: float) -> Any | None:
+        entry = self.remembered.get(name)
+        if entry is None or time.monotonic() - entry[0] > max_age_seconds:
+            return None
+        return entry[1]
+
+    def remember(self, name: str, value: Any) -> None:
+        self.remembered[name] = (time.monotonic(), value)
 
     def skip(self, queue: str, item_id: str) -> list[str]:
         items = self.skipped.setdefault(queue, [])

@@ -28,6 +28,8 @@ from feedbackloop.v1 import common_pb2, ingestion_pb2, reviews_pb2, routing_pb2
 
 # Turns of the conversation shown before the reviewed one (a long session stays readable).
 CONTEXT_TURNS = 12
+# How stale the categories offered may be after a new policy revision is applied.
+SCHEMA_MAX_AGE_SECONDS = 30.0
 # Similar feedback shown for an aggregate item.
 EVIDENCE_SHOWN = 20
 
@@ -75,6 +77,24 @@ async def _optional(page: Page, notes: list[str], what: str, method: Any, reques
         raise
 
 
+async def _schema_categories(page: Page, notes: list[str]) -> list[Category]:
+    """The applied schema's categories, read again at most every SCHEMA_MAX_AGE_SECONDS: the
+    live revision changes rarely, and the server builds its whole text on every GetRevision."""
+    categories: list[Category] | None = page.session.recall("schema_categories", SCHEMA_MAX_AGE_SECONDS)
+    if categories is None:
+        revision = await _optional(
+            page,
+            notes,
+            "feedback schema",
+            page.console.backend.routing.GetRevision,
+            routing_pb2.GetRevisionRequest(),
+        )
+        categories = schema_categories(revision.canonical_json) if revision is not None else []
+        if revision is not None:
+            page.session.remember("schema_categories", categories)
+    return categories
+
+
 async def gather_context(page: Page, item: reviews_pb2.ReviewItem) -> Context:
     backend = page.console.backend
     notes: list[str] = []
@@ -91,7 +111,7 @@ async def gather_context(page: Page, item: reviews_pb2.ReviewItem) -> Context:
         else asyncio.sleep(0, None)
     )
     evidence_ids = [fid for fid in item.evidence_feedback_ids if fid != item.feedback_id][:EVIDENCE_SHOWN]
-    session, explained, revision, *evidence = await asyncio.gather(
+    session, explained, categories, *evidence = await asyncio.gather(
         session_call,
         _optional(
             page,
@@ -100,9 +120,7 @@ async def gather_context(page: Page, item: reviews_pb2.ReviewItem) -> Context:
             backend.routing.Explain,
             routing_pb2.ExplainRequest(feedback_id=item.feedback_id),
         ),
-        _optional(
-            page, notes, "feedback schema", backend.routing.GetRevision, routing_pb2.GetRevisionRequest()
-        ),
+        _schema_categories(page, notes),
         *(
             _optional(
                 page,
@@ -132,7 +150,7 @@ async def gather_context(page: Page, item: reviews_pb2.ReviewItem) -> Context:
         earlier_turns=earlier,
         decisions=decisions,
         evidence=[reply.feedback for reply in evidence if reply is not None],
-        categories=schema_categories(revision.canonical_json) if revision is not None else [],
+        categories=categories,
         notes=notes,
     )
 
