@@ -199,6 +199,12 @@ def test_searches_run_during_a_merge_and_never_see_an_unindexed_merged_segment(
     assert sorted(seen) == [(50, False), (50, True), (50, True), (50, True)], seen
     segments, _ = col._read_snapshot()
     assert [(seg.num_rows, "vector" in seg.indexes) for seg in segments] == [(200, True)]
+    # The replaced files and their index sidecars are gone; the merged segment's are there.
+    partition_dir = Path(col._data_dir) / "partitions" / "p1"
+    (merged,) = col._manifest.get_data_files("p1")
+    assert sorted(p.name for p in (partition_dir / "data").iterdir()) == [Path(merged).name]
+    sidecars = sorted(p.name for p in Path(col._index_dir("p1")).iterdir())
+    assert sidecars and all(name.startswith(Path(merged).stem + ".") for name in sidecars), sidecars
     client.close()
 
 
