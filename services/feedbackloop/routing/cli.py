@@ -20,6 +20,7 @@ from google.protobuf import duration_pb2
 from feedbackloop.client import add_connection_args, channel, rpc_error_exit
 from feedbackloop.export_target import ExportTarget, TargetError
 from feedbackloop.policy.durations import DurationError, parse_positive_duration
+from feedbackloop.routing.saved_plan import PLAN_FORMAT, SavedPlanError, parse_saved_plan
 from feedbackloop.v1 import (
     datasets_pb2,
     datasets_pb2_grpc,
@@ -30,8 +31,6 @@ from feedbackloop.v1 import (
     routing_pb2,
     routing_pb2_grpc,
 )
-
-PLAN_FORMAT = "feedbackloop-plan/1"
 
 
 def _duration(text: str) -> duration_pb2.Duration:
@@ -64,32 +63,11 @@ def _load_plan(path: Path) -> tuple[list[routing_pb2.PolicyFile], int]:
     """The files and base revision of a plan saved by `policy plan -out`, checked whole."""
     retry = "; make it again with `feedbackloop policy plan DIR -out FILE`"
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise PlanFileError(
-            f"{path}: not a saved plan: invalid JSON at line {error.lineno} column {error.colno} "
-            f"({error.msg}; truncated?){retry}"
-        ) from None
+        return parse_saved_plan(str(path), path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise PlanFileError(f"{path}: not a saved plan: not UTF-8 text{retry}") from None
-    if not isinstance(saved, dict) or saved.get("format") != PLAN_FORMAT:
-        raise PlanFileError(f'{path} is not a saved plan (no "format": "{PLAN_FORMAT}")')
-    base = saved.get("base_revision")
-    if not isinstance(base, int) or isinstance(base, bool) or base < 0:
-        raise PlanFileError(f"{path}: incomplete plan: base_revision must be a revision number{retry}")
-    entries = saved.get("files")
-    if not isinstance(entries, list) or not entries:
-        raise PlanFileError(f"{path}: incomplete plan: files must be a non-empty list{retry}")
-    files = []
-    for i, entry in enumerate(entries):
-        if not (
-            isinstance(entry, dict)
-            and isinstance(entry.get("path"), str)
-            and isinstance(entry.get("content"), str)
-        ):
-            raise PlanFileError(f"{path}: incomplete plan: files[{i}] needs a path and a content{retry}")
-        files.append(routing_pb2.PolicyFile(path=entry["path"], content=entry["content"]))
-    return files, base
+    except SavedPlanError as error:
+        raise PlanFileError(f"{error}{retry if error.damaged else ''}") from None
 
 
 def _call(args: argparse.Namespace, stub_class: Any, method: str, request: Any) -> Any:

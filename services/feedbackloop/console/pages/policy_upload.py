@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from starlette.datastructures import FormData, UploadFile
 
-from feedbackloop.routing.cli import PLAN_FORMAT
+from feedbackloop.routing.saved_plan import SavedPlanError, parse_saved_plan
 from feedbackloop.v1 import routing_pb2
 
 MAX_FILES = 100
@@ -29,28 +29,9 @@ class Upload:
 def saved_plan(name: str, text: str) -> Upload:
     """The files and base revision of a saved plan, checked as `policy apply FILE` checks them."""
     try:
-        saved = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UploadError(
-            f"files: {name}: not a saved plan: invalid JSON at line {error.lineno} ({error.msg})"
-        ) from None
-    if not isinstance(saved, dict) or saved.get("format") != PLAN_FORMAT:
-        raise UploadError(f'files: {name} is not a saved plan (no "format": "{PLAN_FORMAT}")')
-    base = saved.get("base_revision")
-    if not isinstance(base, int) or isinstance(base, bool) or base < 0:
-        raise UploadError(f"files: {name}: base_revision must be a revision number")
-    entries = saved.get("files")
-    if not isinstance(entries, list) or not entries:
-        raise UploadError(f"files: {name}: files must be a non-empty list")
-    files = []
-    for i, entry in enumerate(entries):
-        if not (
-            isinstance(entry, dict)
-            and isinstance(entry.get("path"), str)
-            and isinstance(entry.get("content"), str)
-        ):
-            raise UploadError(f"files: {name}: files[{i}] needs a path and a content")
-        files.append(routing_pb2.PolicyFile(path=entry["path"], content=entry["content"]))
+        files, base = parse_saved_plan(name, text)
+    except SavedPlanError as error:
+        raise UploadError(f"files: {error}") from None
     return Upload(files, base)
 
 
