@@ -10,8 +10,10 @@ import hashlib
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from feedbackloop import fields
@@ -107,11 +109,36 @@ class FeedbackInput:
 
 def payload_hash(message: Message, *, clear: tuple[str, ...] = ()) -> str:
     """A stable digest of what the client sent, ignoring output-only fields."""
-    copy = type(message)()
-    copy.CopyFrom(message)
-    for name in clear:
-        copy.ClearField(name)
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+    if _sets_any(message, clear):
+        copy = type(message)()
+        copy.CopyFrom(message)
+        for name in clear:
+            copy.ClearField(name)
+        message = copy
+    # Else nothing to clear (clients rarely send output fields): the message serializes as
+    # its cleared copy would, without the copy.
+    return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _sets_any(message: Message, names: tuple[str, ...]) -> bool:
+    """Whether any of these fields would be serialized (is present, or not at its default)."""
+    for name, presence in _presence(message.DESCRIPTOR, names):
+        if message.HasField(name) if presence else getattr(message, name):
+            return True
+    return False
+
+
+@cache
+def _presence(descriptor: Descriptor, names: tuple[str, ...]) -> tuple[tuple[str, bool], ...]:
+    """Each field and whether it tracks presence (else it is set when not empty or zero)."""
+    out = []
+    for name in names:
+        field = descriptor.fields_by_name[name]
+        if field.cpp_type in (FieldDescriptor.CPPTYPE_FLOAT, FieldDescriptor.CPPTYPE_DOUBLE):
+            # -0.0 is serialized though it reads as false: no shortcut for floats.
+            raise NotImplementedError(f"payload_hash cannot clear the float field {name}")
+        out.append((name, field.has_presence))
+    return tuple(out)
 
 
 _text = fields.text
@@ -182,10 +209,11 @@ def validate_interaction(
     if len(msg.input_messages) > MAX_MESSAGES:
         v.add(f"{p}.input_messages", f"has {len(msg.input_messages)} messages; the limit is {MAX_MESSAGES}")
     for i, m in enumerate(msg.input_messages):
-        if m.role not in MESSAGE_ROLES:
+        role, content = m.role, m.content  # each read of a proto field makes a new str
+        if role not in MESSAGE_ROLES:
             v.add(f"{p}.input_messages[{i}].role", f"must be one of {', '.join(sorted(MESSAGE_ROLES))}")
-        _text(v, f"{p}.input_messages[{i}].content", m.content, limits.max_text_chars)
-        messages.append({"role": m.role, "content": m.content})
+        _text(v, f"{p}.input_messages[{i}].content", content, limits.max_text_chars)
+        messages.append({"role": role, "content": content})
     documents: list[dict[str, Any]] = []
     if len(msg.context_documents) > MAX_DOCUMENTS:
         v.add(

@@ -296,6 +296,33 @@ def test_payload_hash_ignores_output_only_fields_only() -> None:
     assert payload_hash(a) == payload_hash(b)
 
 
+def test_an_interaction_digest_ignores_each_output_field_alone_and_sees_every_input() -> None:
+    """The digest is the same with any one output-only field sent or not (each one alone takes
+    the path that clears a copy), and still moves with a change of input."""
+    base = S.Interaction(
+        session_id="s", response="r", input_messages=[S.ChatMessage(role="user", content="q")]
+    )
+    digest = validate_interaction(base, LIMITS, NOW).payload_hash
+    for name, value in (("id", "int_1"), ("trace_id", "a" * 32), ("span_id", "b" * 16)):
+        sent = S.Interaction()
+        sent.CopyFrom(base)
+        setattr(sent, name, value)
+        assert validate_interaction(sent, LIMITS, NOW).payload_hash == digest, name
+    sent = S.Interaction()
+    sent.CopyFrom(base)
+    sent.received_at.SetInParent()  # present at its zero value: still an output field
+    assert validate_interaction(sent, LIMITS, NOW).payload_hash == digest
+    changes: list[tuple[str, Any]] = [("response", "r2"), ("turn_index", 1), ("session_id", "s2")]
+    for field, changed in changes:
+        other = S.Interaction()
+        other.CopyFrom(base)
+        setattr(other, field, changed)
+        assert validate_interaction(other, LIMITS, NOW).payload_hash != digest, field
+    linked = S.Feedback(session_id="s", rating=3, span_link=S.SPAN_LINK_STATE_LINKED)
+    assert payload_hash(linked, clear=("span_link",)) == payload_hash(S.Feedback(session_id="s", rating=3))
+    assert payload_hash(linked) != payload_hash(S.Feedback(session_id="s", rating=3))
+
+
 INTERACTION_ERRORS: list[tuple[str, dict[str, Any], list[tuple[str, str]]]] = [
     ("no session", {"turn_index": 0}, [("interaction.session_id", "is required")]),
     ("blank session", {"session_id": "  "}, [("interaction.session_id", "is required")]),
