@@ -132,7 +132,7 @@ def cmd_pipeline_status(args: argparse.Namespace) -> int:
         return rpc_error_exit(error)
     print(
         f"pending index: {status.pending_index}  pending route: {status.pending_route}  "
-        f"done: {status.done}  dead: {status.dead}"
+        f"waiting for span: {status.waiting_for_span}  done: {status.done}  dead: {status.dead}"
     )
     if status.HasField("index"):
         print(_index_line(status.index))

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import grpc
+import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from otlp_support import (
     Span,
@@ -20,6 +21,7 @@ from otlp_support import (
 )
 from sqlalchemy import select
 
+from feedbackloop.cli import main
 from feedbackloop.store.models import Feedback, PipelineJob, SpanLinkWait
 from feedbackloop.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc, pipeline_pb2, pipeline_pb2_grpc
 from support import expect_error
@@ -151,7 +153,9 @@ def test_span_and_interaction_are_exclusive(server) -> None:  # type: ignore[no-
     )
 
 
-def test_waiting_feedback_shows_in_the_pipeline_status_and_queue_depth(make_server, store_url) -> None:  # type: ignore[no-untyped-def]
+def test_waiting_feedback_shows_in_the_pipeline_status_and_queue_depth(
+    make_server: Any, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     port = free_port()
     server = make_server(database_url=store_url, metrics_port=port, metrics_refresh_seconds=0)
     stub = server.stub(ingestion_pb2_grpc.IngestionServiceStub)
@@ -161,6 +165,8 @@ def test_waiting_feedback_shows_in_the_pipeline_status_and_queue_depth(make_serv
     stub.SubmitFeedback(feedback_on(span, rating=1))
     status = pipeline.GetPipelineStatus(pipeline_pb2.GetPipelineStatusRequest())
     assert (status.waiting_for_span, status.pending_index) == (2, 0)
+    assert main(["pipeline", "status", "--server", server.address]) == 0
+    assert "pending index: 0  pending route: 0  waiting for span: 2  " in capsys.readouterr().out
     depth = metric_values(port, QUEUE_DEPTH)
     assert (depth[(("stage", "span_link"),)], depth[(("stage", "index"),)]) == (2.0, 0.0)
     assert metric_values(port, OLDEST_AGE)[(("stage", "span_link"),)] > 0
@@ -176,5 +182,7 @@ def test_waiting_feedback_shows_in_the_pipeline_status_and_queue_depth(make_serv
     )
     status = pipeline.GetPipelineStatus(pipeline_pb2.GetPipelineStatusRequest())
     assert (status.waiting_for_span, status.pending_index) == (0, 2)
+    assert main(["pipeline", "status", "--server", server.address]) == 0
+    assert "pending index: 2  pending route: 0  waiting for span: 0  " in capsys.readouterr().out
     depth = metric_values(port, QUEUE_DEPTH)
     assert (depth[(("stage", "span_link"),)], depth[(("stage", "index"),)]) == (0.0, 2.0)
