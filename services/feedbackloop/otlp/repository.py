@@ -9,6 +9,7 @@ same transaction links the feedback that was waiting for these spans (`span_link
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -69,7 +70,7 @@ def _store(connection: Connection, project_id: str, spans: Sequence[MappedSpan])
     rows: list[dict[str, Any]] = []
     span_rows: list[dict[str, Any]] = []
     targets = dict(known)
-    turns: dict[str, session_stats.Counts] = {}
+    turns: Counter[str] = Counter()
     for span in ordered:
         data = span.interaction
         assert data is not None
@@ -110,8 +111,7 @@ def _store(connection: Connection, project_id: str, spans: Sequence[MappedSpan])
             }
         )
         targets[(span.trace_id, span.span_id)] = SpanTarget(interaction_id, data.session_id)
-        counted = turns.get(data.session_id, session_stats.Counts())
-        turns[data.session_id] = session_stats.Counts(turns=counted.turns + 1)
+        turns[data.session_id] += 1
     insert_rows(connection, _table(Interaction), rows, {"project_id": project_id, "received_at": received})
     insert_rows(connection, _table(InteractionSpan), span_rows, {"project_id": project_id})
     response_rows = [
@@ -121,7 +121,7 @@ def _store(connection: Connection, project_id: str, spans: Sequence[MappedSpan])
     ]
     if response_rows:
         _insert_responses(connection, response_rows)
-    session_stats.bump(connection, project_id, turns)
+    session_stats.bump(connection, project_id, {s: session_stats.Counts(turns=n) for s, n in turns.items()})
     new_targets = {key: targets[key] for key in fresh}
     linked = span_links.link_waiting(connection, project_id, new_targets, received)
     return StoredSpans(targets, len(fresh), len(spans) - len(fresh), linked)

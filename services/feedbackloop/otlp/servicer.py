@@ -177,12 +177,12 @@ class TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
             for s, scope_spans in enumerate(resource_spans.scope_spans):
                 for k, span in enumerate(scope_spans.spans):
                     batch.total += 1
-                    path = f"resource_spans[{r}].scope_spans[{s}].spans[{k}]"
                     try:
                         self._read_span(
                             span, resource, now, may_evaluate, categories, batch, pending, not_llm
                         )
                     except SpanRefused as refusal:
+                        path = f"resource_spans[{r}].scope_spans[{s}].spans[{k}]"
                         batch.refused.append(f"{mapping.describe_span(span, path)}: {refusal}")
         for target, feedback in pending:
             if target in not_llm:
