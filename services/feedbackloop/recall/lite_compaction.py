@@ -5,14 +5,14 @@ holds the collection's `_maintenance_lock`, which every search takes (in `_read_
 only then builds the merged segment's vector indexes. Right after a bulk load of 100,000 rows
 (README, Benchmarks) the last merge, 14 segments into one of 99,328 rows, held the lock for 4.4 s,
 so a search that arrived then took 5.7 s; then for the 75 s its two HNSW indexes took to build,
-every search brute-forced that segment (p50 about 230 ms, p99 up to 1.3 s, sharing the cores with
-the build).
+every search brute-forced that segment (p50 115 to 300 ms, p99 up to 1.3 s, sharing the cores
+with the build).
 
 This worker makes the same merges with the same results, in another order: it reads, merges and
-writes the new segment file outside the lock (the input files are immutable, and only this one
-background thread removes files), loads it and builds its indexes, still outside the lock, while
-searches go on over the indexed segments it replaces; then, under the lock, it commits the
-manifest and swaps the segments in one step, as Lite does. Tombstones are taken as of the start
+writes the new segment file outside the lock (the input files are immutable, and only this
+background thread removes them, apart from a partition drop, see below), loads it and builds its
+indexes, still outside the lock, while searches go on over the indexed segments it replaces;
+then, under the lock, it commits the manifest and swaps the segments in one step, as Lite does. Tombstones are taken as of the start
 (Lite's frozen copy); one that arrives during the merge stays in the delta index and hides its
 row at search time, and tombstone GC, under the lock after the swap, only drops tombstones older
 than every remaining segment, as in Lite. If the inputs are gone by then (a partition dropped),
@@ -122,8 +122,8 @@ def _compact_partition(col: Any, partition: str) -> int:
             col._segment_cache[(partition, rel)] = segment
         col._refresh_segment_cache()  # drops the replaced segments
         manager._gc_tombstones(col._manifest, col._delta_index)
-    # Unreferenced now, so deleted without the lock (Lite deletes them under it: at 100,000 rows
-    # the eleven replaced files and their indexes took about 0.2 s there, a stall for searches).
+    # Unreferenced now, so deleted without the lock. Lite deletes them under it: with them, the
+    # commit of an 11-file merge at 100,000 rows held the lock for about 0.2 s.
     _remove_replaced(col, partition, partition_dir, target)
     with col._maintenance_lock:
         col._cleanup_orphan_index_files()
