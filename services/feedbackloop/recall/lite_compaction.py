@@ -12,9 +12,9 @@ This worker makes the same merges with the same results, in another order: it re
 writes the new segment file outside the lock (the input files are immutable, and only this
 background thread removes them, apart from a partition drop, see below), loads it and builds its
 indexes, still outside the lock, while searches go on over the indexed segments it replaces;
-then, under the lock, it commits the manifest and swaps the segments in one step, as Lite does. Tombstones are taken as of the start
-(Lite's frozen copy); one that arrives during the merge stays in the delta index and hides its
-row at search time, and tombstone GC, under the lock after the swap, only drops tombstones older
+then, under the lock, it commits the manifest and swaps the segments in one step, as Lite does.
+Tombstones are taken as of the start (Lite's frozen copy); one that arrives during the merge stays
+in the delta index and hides its row at search time, and tombstone GC, under the lock after the swap, only drops tombstones older
 than every remaining segment, as in Lite. If the inputs are gone by then (a partition dropped),
 the new files are removed and nothing is committed. A crash before the commit leaves an
 unreferenced data file and index sidecars, which Lite's recovery already removes (its own crash
