@@ -11,16 +11,17 @@ with the build).
 This worker makes the same merges with the same results, in another order: it reads, merges and
 writes the new segment file outside the lock (the input files are immutable, and only this
 background thread removes them, apart from a partition drop, see below), loads it and builds its
-indexes, still outside the lock, while searches go on over the indexed segments it replaces;
-then, under the lock, it commits the manifest and swaps the segments in one step, as Lite does.
+indexes, still outside the lock, while searches go on over the indexed segments it replaces; then,
+under the lock, it commits the manifest and swaps the segments in one step, as Lite does.
 Tombstones are taken as of the start (Lite's frozen copy); one that arrives during the merge stays
-in the delta index and hides its row at search time, and tombstone GC, under the lock after the swap, only drops tombstones older
-than every remaining segment, as in Lite. If the inputs are gone by then (a partition dropped),
-the new files are removed and nothing is committed. A crash before the commit leaves an
-unreferenced data file and index sidecars, which Lite's recovery already removes (its own crash
-before the manifest commit leaves the same). One task merges for as long as there is something to
-merge before it indexes the segments flushed meanwhile, which are few and small and searched by
-brute force until then: indexing each of them first would be wasted on segments about to be merged.
+in the delta index and hides its row at search time, and tombstone GC, under the lock after the
+swap, only drops tombstones older than every remaining segment, as in Lite. If the inputs are gone
+by then (a partition dropped), the new files are removed and nothing is committed. A crash before
+the commit leaves an unreferenced data file and index sidecars, which Lite's recovery already
+removes (its own crash before the manifest commit leaves the same). One task merges for as long as
+there is something to merge before it indexes the segments flushed meanwhile, which are few and
+small and searched by brute force until then: indexing each of them first would be wasted on
+segments about to be merged.
 
 The cost is memory: until the swap, the replaced segments and the merged one (with their
 indexes) are both held. `tests/unit/recall/test_lite_compaction.py` runs random histories under
