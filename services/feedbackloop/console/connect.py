@@ -99,6 +99,9 @@ CONNECT_CODES: dict[grpc.StatusCode, tuple[str, int]] = {
     grpc.StatusCode.UNAUTHENTICATED: ("unauthenticated", 401),
 }
 _TIMEOUT = re.compile(r"[0-9]{1,10}")
+# What a gRPC metadata value may hold (printable ASCII and space); gRPC fails a call carrying
+# anything else before sending it, with an error that is not a status.
+_METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
 
 
 class ServicePath(Convertor[str]):
@@ -276,6 +279,14 @@ def _parse(method: Method, codec: str, body: bytes) -> Message:
     return message
 
 
+def _forwarded_metadata(request: Request) -> tuple[tuple[str, str], ...]:
+    metadata = tuple((name, request.headers[name]) for name in FORWARDED_HEADERS if name in request.headers)
+    for name, value in metadata:
+        if not _METADATA_VALUE.fullmatch(value):
+            raise ConnectError(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: only printable ASCII is allowed")
+    return metadata
+
+
 class Forwarder:
     """Forwards Connect unary calls to the gRPC server at `target`.
 
@@ -337,9 +348,7 @@ class Forwarder:
         timeout = _timeout(request)
         body = _decompress(await _read_body(request), request.headers.get("content-encoding", "").lower())
         message = _parse(method, codec, body)
-        metadata = tuple(
-            (name, request.headers[name]) for name in FORWARDED_HEADERS if name in request.headers
-        )
+        metadata = _forwarded_metadata(request)
         call = self.channel().unary_unary(
             method.path,
             request_serializer=type(message).SerializeToString,

@@ -7,6 +7,7 @@ it), SameSite=Strict (no other site's request carries it), Secure behind HTTPS.
 
 from __future__ import annotations
 
+import re
 import secrets
 from urllib.parse import urlsplit
 
@@ -22,6 +23,9 @@ from feedbackloop.console.web import Page, action, console_of, error_page, redir
 from feedbackloop.v1 import identity_pb2
 
 MAX_KEY_CHARS = 512
+# A key travels as a gRPC metadata value, which may hold only printable ASCII; anything else
+# makes the call fail inside gRPC before it is sent, so it is refused here as bad input.
+KEY_CHARS = re.compile(r"[\x20-\x7e]*")
 
 
 def safe_next(target: str | None) -> str:
@@ -100,7 +104,7 @@ async def sign_in(request: Request) -> Response:
     key = text_field(form, "api_key").strip()
     if not keyless and not key:
         return await sign_in_form(request, message="api_key: enter your API key", status=400)
-    if len(key) > MAX_KEY_CHARS:
+    if len(key) > MAX_KEY_CHARS or not KEY_CHARS.fullmatch(key):
         return await sign_in_form(request, message="api_key: that is not an API key", status=400)
     try:
         identity = await who_is(request, None if keyless else key)
