@@ -8,6 +8,7 @@ that minted it is revoked: a leaked application key is cut off with everything i
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +28,7 @@ MAX_TTL_SECONDS = 86400
 EXPIRED_KEPT = timedelta(days=1)
 # Longer than any token this module mints; a longer bearer value is not looked up.
 MAX_TOKEN_CHARS = 128
+IDEMPOTENCY_PREFIX = "fbt:"
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,21 @@ def mint(
             )
         )
     return Minted(token, expires_at)
+
+
+def scoped_idempotency_key(principal: Principal, key: str | None) -> str | None:
+    """The idempotency key feedback submitted with `principal` is stored under.
+
+    Keys are unique per project, and a token is held by an end user's browser: a key it sent
+    as is could take one the application or an evaluator will use (`otlp-eval:<trace>:...` is
+    predictable), which would then be refused as a conflict or answered with the browser's
+    feedback. A token's keys live in their interaction's own namespace instead; the key's
+    digest keeps the stored key within the column however long the interaction id is.
+    """
+    if not key or not principal.feedback_interaction:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return f"{IDEMPOTENCY_PREFIX}{principal.feedback_interaction}:{digest}"
 
 
 def resolve(db: Database, token: str, now: datetime, anonymous: Principal | None) -> Principal:

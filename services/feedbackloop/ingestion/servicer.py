@@ -102,8 +102,10 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         data = validate_feedback(
             request.feedback, self._limits, _now(), self._taxonomy.categories_for(project)
         )
-        check_source(auth.current_principal(), data)
-        auth.current_principal().require_feedback_target(data.interaction_id, bool(data.span_trace_id))
+        principal = auth.current_principal()
+        check_source(principal, data)
+        principal.require_feedback_target(data.interaction_id, bool(data.span_trace_id))
+        data.idempotency_key = feedback_tokens.scoped_idempotency_key(principal, data.idempotency_key)
         data.span_wait_seconds = self._settings.span_link_wait_seconds
         ids = _trace_ids()
         stored = self._committer.submit(project, data, ids)

@@ -121,6 +121,37 @@ def test_a_token_is_refused_on_another_interaction_and_for_session_feedback(shop
         assert session.scalars(select(Feedback)).all() == []
 
 
+def test_a_tokens_idempotency_keys_cannot_take_the_projects(shop: Shop) -> None:
+    # A browser that knows (or guesses) a key the application or an evaluator will send later
+    # must not make that later submission a conflict, nor answer it with its own feedback.
+    token = shop.mint(shop.turns[0]).token
+    key = f"otlp-eval:{'a' * 32}:{'b' * 16}:0"
+    from_token = shop.submit(token, shop.turns[0], idempotency_key=key)
+    response = shop.stub.SubmitFeedback(
+        ingestion_pb2.SubmitFeedbackRequest(
+            feedback=common_pb2.Feedback(
+                interaction_id=shop.turns[1], thumb=common_pb2.THUMB_UP, idempotency_key=key
+            )
+        ),
+        metadata=bearer(shop.app_key),
+    )
+    assert response.created and response.feedback_id != from_token
+    # The browser's retry still replays its own feedback.
+    replay = shop.stub.SubmitFeedback(
+        ingestion_pb2.SubmitFeedbackRequest(
+            feedback=common_pb2.Feedback(
+                interaction_id=shop.turns[0], thumb=common_pb2.THUMB_DOWN, idempotency_key=key
+            )
+        ),
+        metadata=bearer(token),
+    )
+    assert (replay.feedback_id, replay.created) == (from_token, False)
+    with shop.server.app.db.read() as session:
+        stored = session.get(Feedback, from_token)
+    assert stored is not None and stored.idempotency_key is not None
+    assert stored.idempotency_key.startswith(f"fbt:{shop.turns[0]}:") and key not in stored.idempotency_key
+
+
 def test_a_token_calls_nothing_but_submit_feedback(shop: Shop) -> None:
     token = shop.mint(shop.turns[0]).token
     md = bearer(token)
