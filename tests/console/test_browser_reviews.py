@@ -184,3 +184,26 @@ def test_the_open_page_renews_its_lease(console_server: tuple[Any, str], page: P
     assert direct.status == 200 and direct.json()["held"] is True
     stale = page.request.post(base + f"{SCREEN}/renew", form={"claim_id": "not-mine"}, headers=headers)
     assert stale.status == 409 and stale.json() == {"held": False}
+
+
+def test_enter_on_a_focused_button_does_what_the_button_says(
+    console_server: tuple[Any, str], page: Page
+) -> None:
+    """Enter submits the verdict only when no button or link has the focus: a reviewer who tabs
+    to "Release" with a verdict chosen releases the item, and resolves nothing."""
+    app, base = console_server
+    _, feedback_id = submit_unsafe(app, "it said to share the one-time code")
+    wait_queued(app, [feedback_id])
+
+    sign_in(page, base, reviewer_key(app))
+    page.goto(base + SCREEN)
+    press_and_wait(page, "n")
+    shown_item(page)
+    claim_id = shown_claim(page)
+    page.keyboard.press("1")
+    expect(page.get_by_role("radio", name=re.compile("Accept"))).to_be_checked()
+
+    page.get_by_role("button", name=re.compile("Release and leave")).focus()
+    press_and_wait(page, "Enter")
+    expect(page).to_have_url(base + "/reviews")
+    assert not lease_held(app, claim_id), "release kept the claim"

@@ -19,6 +19,12 @@
       (target && target.isContentEditable);
   }
 
+  function activates(target) {
+    var tag = target && target.tagName;
+    return tag === "BUTTON" || tag === "SUMMARY" || (tag === "A" && target.hasAttribute("href")) ||
+      (tag === "INPUT" && ["button", "submit", "reset"].includes(target.type));
+  }
+
   // j / k move through the screen's items (turns, similar feedback, queue rows).
   function move(step) {
     var items = Array.prototype.slice.call(document.querySelectorAll("[data-kb-item]"));
@@ -59,9 +65,10 @@
       return;
     }
     if (event.key === "Enter") {
-      if (resolve) { event.preventDefault(); resolve.requestSubmit(); return; }
-      var current = document.activeElement;
-      if (current && current.matches("[data-kb-item]") && current.tagName === "A") return; // follows the link
+      // Enter on a focused button or link does what that control says (skip, release, open
+      // the session); only elsewhere is it "submit the verdict".
+      if (activates(event.target)) return;
+      if (resolve) { event.preventDefault(); resolve.requestSubmit(); }
       return;
     }
     if (/^[0-9a-z]$/.test(event.key) && clickKey(event.key)) event.preventDefault();
