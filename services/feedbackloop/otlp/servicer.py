@@ -37,7 +37,7 @@ from feedbackloop.ingestion.validation import FeedbackInput
 from feedbackloop.metrics.instruments import Metrics
 from feedbackloop.otlp import mapping
 from feedbackloop.otlp.attributes import attribute_map
-from feedbackloop.otlp.evaluations import RESPONSE_ID, evaluation_feedback
+from feedbackloop.otlp.evaluations import evaluation_feedback
 from feedbackloop.otlp.mapping import Evaluation, MappedSpan, SpanRefused
 from feedbackloop.otlp.repository import find_responses, store_spans
 from feedbackloop.store.db import Database
@@ -246,8 +246,10 @@ class TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
             named: list[_NamedEvaluation] = []
             unplaced = 0
             for event in events if may_evaluate else ():
-                response = event.attributes.get(RESPONSE_ID)
-                if not (isinstance(response, str) and response) and not parent:
+                # The rule an LLM span's id is kept by: an id no span can be stored under (blank,
+                # too long, control characters) names nothing, so the parent places the event.
+                response = mapping.response_id(event.attributes)
+                if not response and not parent:
                     unplaced += 1
                     continue
                 # Checked now, so a malformed event refuses its span before anything counts.
@@ -260,7 +262,7 @@ class TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
                     now=now,
                     categories=categories,
                 )
-                if isinstance(response, str) and response:
+                if response:
                     # An evaluation naming the completion it judges (an offline judge, or one
                     # that cannot parent its event to the call's span).
                     named.append(_NamedEvaluation(response, event, trace_id, span_id))

@@ -128,3 +128,20 @@ def test_a_malformed_event_naming_a_response_refuses_its_span(server) -> None:  
         response.partial_success.error_message
     )
     assert _feedback_count(server.app.db) == 0
+
+
+def test_a_blank_response_id_leaves_the_event_to_its_llm_parent(server) -> None:  # type: ignore[no-untyped-def]
+    # A judge's span under the call it judges, its event carrying a response id no span could
+    # be stored under: the parent still places the verdict.
+    traces = server.stub(trace_service_pb2_grpc.TraceServiceStub)
+    call = raw_span(genai_attributes("q", "a", **{"gen_ai.conversation.id": "c-blank"}))
+    judge = raw_span(
+        {"gen_ai.operation.name": "evaluate"},
+        trace_id=call.trace_id,
+        parent_span_id=call.span_id,
+        name="judge",
+        events=[evaluation_event(**VERDICT, **{"gen_ai.response.id": "   "})],
+    )
+    response = traces.Export(export_request(call, judge))
+    assert "was dropped" not in response.partial_success.error_message
+    assert _feedback_count(server.app.db) == 1
