@@ -250,14 +250,7 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
             raise InvalidArgument.single("verdict", "must be REVIEW_VERDICT_ACCEPT or REVIEW_VERDICT_REJECT")
         now = self.clock()
         with self._db.read() as session:
-            claim = session.scalar(
-                select(ReviewClaim).where(ReviewClaim.project_id == project, ReviewClaim.id == claim_id)
-            )
-            if claim is None:
-                raise NotFound("claim_id", f"no claim {claim_id}")
-            if claim.reviewer != principal.reviewer_identity:
-                # Not even a resolved claim's outcome: another reviewer's verdict stays unseen.
-                raise PermissionDenied("claim_id: this claim belongs to another reviewer")
+            claim = self._own_claim(session, project, claim_id)
             item = session.get(ReviewItemRow, claim.item_id)
             assert item is not None
             if claim.status == "resolved":
@@ -293,9 +286,11 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
             self._db, project, data, TraceIds(trace_id, span_id, current_traceparent())
         )
         with self._db.write() as session:
-            claim = session.get(ReviewClaim, claim_id)
-            item = session.get(ReviewItemRow, claim.item_id) if claim is not None else None
-            assert claim is not None and item is not None
+            held = session.get(ReviewClaim, claim_id)
+            assert held is not None
+            claim = held
+            item = session.get(ReviewItemRow, claim.item_id)
+            assert item is not None
             if claim.status != "resolved":
                 claim.status = "resolved"
                 claim.verdict = "accept" if request.verdict == reviews_pb2.REVIEW_VERDICT_ACCEPT else "reject"
@@ -312,7 +307,8 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
         )
 
     def _own_claim(self, session: Any, project: str, claim_id: str) -> ReviewClaim:
-        """The caller's claim `claim_id`: NOT_FOUND in another project, PERMISSION_DENIED if not theirs."""
+        """The caller's claim `claim_id`: NOT_FOUND in another project, PERMISSION_DENIED if not
+        theirs (not even a resolved claim's outcome: another reviewer's verdict stays unseen)."""
         claim = session.scalar(
             select(ReviewClaim).where(ReviewClaim.project_id == project, ReviewClaim.id == claim_id)
         )
