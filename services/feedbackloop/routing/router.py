@@ -510,7 +510,7 @@ class _ReviewItems:
                     item = candidate
                     break
         if item is None:
-            item = f"fired:{feedback_id}:{group_key}"
+            item = f"{actions.FIRED_KEY_PREFIX}{feedback_id}:{group_key}"
         if issue_group and not self._group_of_item.get(item):
             self._group_of_item[item] = issue_group
             self._by_group[(group_key, issue_group)] = item

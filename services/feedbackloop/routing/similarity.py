@@ -19,6 +19,7 @@ from feedbackloop.errors import InvalidArgument
 from feedbackloop.policy.engine import Condition
 from feedbackloop.policy.event import field_value
 from feedbackloop.recall import groups
+from feedbackloop.recall.index import FEEDBACK
 from feedbackloop.recall.text import event_text
 from feedbackloop.routing.events import build_events
 from feedbackloop.store.db import Database
@@ -156,7 +157,17 @@ class RecallSimilarFeedback:
     def issue_groups(
         self, project_id: str, feedback_ids: Sequence[str], *, min_similarity: float
     ) -> dict[str, str]:
-        vectors = [self._target(project_id, fid)[0] for fid in feedback_ids]
+        if len(feedback_ids) == 1:
+            # The firing's own feedback: `similar_feedback` has just read it into the cache.
+            vectors = [self._target(project_id, feedback_ids[0])[0]]
+        else:
+            # Many (a backtest's firings, a policy's earlier items): one batched get, not a store
+            # read and two gets each through the 64-entry cache; one not indexed yet is read
+            # (and embedded) the way the aggregate reads it.
+            stored = self._recall.index.fetch_vectors(project_id, list(feedback_ids), FEEDBACK)
+            vectors = [
+                stored[fid] if fid in stored else self._target(project_id, fid)[0] for fid in feedback_ids
+            ]
         with self._db.read() as session:
             found = groups.nearest(session, project_id, vectors, min_similarity)
         return dict(zip(feedback_ids, found, strict=True))
