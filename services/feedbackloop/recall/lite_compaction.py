@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from feedbackloop.recall import lite_search
+from feedbackloop.recall.lite_patch import LitePatch
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,6 @@ CHECKED_VERSIONS = lite_search.CHECKED_VERSIONS
 # passes stop as soon as one removes no file; the cap only bounds a task under nonstop ingest,
 # where merging the flushed segments first is what saves work.
 MAX_PASSES = 100
-
-_install_lock = threading.Lock()
-_stock_worker: Callable[[Any], None] | None = None
 
 
 def _bg_compact_and_index(col: Any) -> None:
@@ -234,42 +231,27 @@ def _remove(path: str) -> None:
         log.warning("compaction: failed to remove %s: %s", path, error)
 
 
+_PATCH = LitePatch(
+    "milvus_lite.engine.collection",
+    "Collection",
+    "_bg_compact_and_index",
+    _bg_compact_and_index,
+    CHECKED_VERSIONS,
+    "its own compaction, so searches wait for each merge and brute-force a merged segment until it is indexed",
+)
+
+
 def stock_worker() -> Callable[[Any], None]:
     """Lite's own worker, installed or not."""
-    from milvus_lite.engine.collection import Collection
-
-    with _install_lock:
-        return _stock_worker if _stock_worker is not None else Collection._bg_compact_and_index
+    stock: Callable[[Any], None] = _PATCH.stock
+    return stock
 
 
 def install() -> bool:
     """Use this worker for Milvus Lite's background compaction in this process; True if in use."""
-    global _stock_worker
-    import milvus_lite
-    from milvus_lite.engine.collection import Collection
-
-    with _install_lock:
-        if _stock_worker is not None:
-            return True
-        if milvus_lite.__version__ not in CHECKED_VERSIONS:
-            log.warning(
-                "milvus-lite %s: keeping its own compaction (the replacement was checked against %s); "
-                "searches wait for each merge and brute-force a merged segment until it is indexed",
-                milvus_lite.__version__,
-                ", ".join(sorted(CHECKED_VERSIONS)),
-            )
-            return False
-        _stock_worker = Collection._bg_compact_and_index
-        Collection._bg_compact_and_index = _bg_compact_and_index
-        return True
+    return _PATCH.install()
 
 
 def uninstall() -> None:
     """Put Lite's own worker back (tests compare the two)."""
-    global _stock_worker
-    from milvus_lite.engine.collection import Collection
-
-    with _install_lock:
-        if _stock_worker is not None:
-            Collection._bg_compact_and_index = _stock_worker
-            _stock_worker = None
+    _PATCH.uninstall()

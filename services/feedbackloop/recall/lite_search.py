@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from feedbackloop.recall.lite_patch import LitePatch
+
 log = logging.getLogger(__name__)
 
 # The Lite versions whose executor contract (arguments, result shape, tie order) this matches.
@@ -36,9 +38,6 @@ CHECKED_VERSIONS = frozenset({"3.2.2"})
 # leave two in use. An entry holds its segments (their ids are its key), so a new set evicts
 # every set with a segment it no longer has (see `_LiveRowCache.get`).
 CACHED_SEGMENT_SETS = 2
-
-_install_lock = threading.Lock()
-_stock_executor: Callable[..., list[list[dict[str, Any]]]] | None = None
 
 
 class _SegmentSetLiveRows:
@@ -533,37 +532,24 @@ def _projection(
     return lambda record: {k: record[k] for k in keep if k in record}
 
 
+_PATCH = LitePatch(
+    "milvus_lite.engine.collection",
+    None,
+    "execute_search_with_index",
+    execute_search_with_index,
+    CHECKED_VERSIONS,
+    "its own search executor, so searches scan every stored row",
+)
+
+
 def install() -> bool:
     """Use this executor for Milvus Lite searches in this process; True if it is in use.
 
     Leaves the stock executor (and says so) on a Lite version this was not checked against.
     """
-    global _stock_executor
-    import milvus_lite
-    from milvus_lite.engine import collection as lite_collection
-
-    with _install_lock:
-        if _stock_executor is not None:
-            return True
-        if milvus_lite.__version__ not in CHECKED_VERSIONS:
-            log.warning(
-                "milvus-lite %s: keeping its own search executor (the live-row cache was checked "
-                "against %s); searches scan every stored row",
-                milvus_lite.__version__,
-                ", ".join(sorted(CHECKED_VERSIONS)),
-            )
-            return False
-        _stock_executor = lite_collection.execute_search_with_index
-        lite_collection.execute_search_with_index = execute_search_with_index
-        return True
+    return _PATCH.install()
 
 
 def uninstall() -> None:
     """Put the stock executor back (tests compare the two)."""
-    global _stock_executor
-    from milvus_lite.engine import collection as lite_collection
-
-    with _install_lock:
-        if _stock_executor is not None:
-            lite_collection.execute_search_with_index = _stock_executor
-            _stock_executor = None
+    _PATCH.uninstall()
