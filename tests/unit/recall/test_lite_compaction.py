@@ -19,14 +19,13 @@ from typing import Any
 import milvus_lite
 import numpy as np
 import pytest
+from lite_support import DIM, PARTITIONS, create_tagged_collection, lite_client
 from milvus_lite.engine.collection import Collection
-from pymilvus import DataType, MilvusClient
+from pymilvus import MilvusClient
 
 from feedbackloop.recall import lite_compaction, lite_query
-from feedbackloop.recall.index import LITE_CHANNEL_OPTIONS, FeedbackIndex
+from feedbackloop.recall.index import FeedbackIndex
 
-DIM = 8
-PARTITIONS = ("p1", "p2")
 STOCK_WORKER = lite_compaction.stock_worker()
 
 
@@ -35,25 +34,6 @@ def _installed() -> Iterator[None]:
     assert lite_compaction.install() is True
     yield
     lite_compaction.install()  # the process-wide default the other tests expect
-
-
-def _client(path: Path) -> MilvusClient:
-    return MilvusClient(uri=str(path), grpc_options=LITE_CHANNEL_OPTIONS)
-
-
-def _create(client: MilvusClient, index_type: str) -> Any:
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=32)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
-    schema.add_field("tag", DataType.INT64)
-    params = client.prepare_index_params()
-    build = {"M": 8, "efConstruction": 64} if index_type == "HNSW" else {}
-    params.add_index(field_name="vector", index_type=index_type, metric_type="COSINE", params=build)
-    client.create_collection("c", schema=schema, consistency_level="Strong")
-    client.create_index("c", params, sync=False)  # waiting would call an RPC Lite lacks
-    for partition in PARTITIONS:
-        client.create_partition("c", partition)
-    client.load_collection("c")
 
 
 def _engine(path: Path) -> Any:
@@ -121,8 +101,8 @@ class History:
 
 
 def _run(path: Path, seed: int, steps: int) -> tuple[list[Any], int]:
-    client = _client(path)
-    _create(client, "FLAT")
+    client = lite_client(path)
+    create_tagged_collection(client, "FLAT")
     history = History(client, _engine(path), seed)
     observed: list[Any] = []
     compactions = 0
@@ -172,8 +152,8 @@ def test_searches_run_during_a_merge_and_never_see_an_unindexed_merged_segment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "hnsw.db"
-    client = _client(path)
-    _create(client, "HNSW")
+    client = lite_client(path)
+    create_tagged_collection(client, "HNSW")
     col = _engine(path)
     rng = np.random.default_rng(4)
     _flush_segments(client, col, rng, 3, 50)  # three indexed segments: one short of a merge
@@ -228,8 +208,8 @@ def _search_from_another_thread(client: MilvusClient) -> list[Any]:
 
 def test_a_delete_during_a_merge_stays_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "race.db"
-    client = _client(path)
-    _create(client, "FLAT")
+    client = lite_client(path)
+    create_tagged_collection(client, "FLAT")
     col = _engine(path)
     rng = np.random.default_rng(6)
     _flush_segments(client, col, rng, 3, 20)
@@ -253,7 +233,7 @@ def test_a_delete_during_a_merge_stays_deleted(tmp_path: Path, monkeypatch: pyte
     hits = client.search("c", data=[[1.0] * DIM], anns_field="vector", limit=100)[0]
     assert {str(h["id"]) for h in hits} == ids
     client.close()
-    reopened = _client(path)  # and after a restart, from the files
+    reopened = lite_client(path)  # and after a restart, from the files
     reopened.load_collection("c")
     assert {str(r["id"]) for r in reopened.query("c", filter="", output_fields=["id"], limit=1000)} == ids
     reopened.close()
@@ -263,8 +243,8 @@ def test_a_merge_whose_inputs_went_away_commits_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "dropped.db"
-    client = _client(path)
-    _create(client, "FLAT")
+    client = lite_client(path)
+    create_tagged_collection(client, "FLAT")
     col = _engine(path)
     rng = np.random.default_rng(8)
     _flush_segments(client, col, rng, 3, 20)

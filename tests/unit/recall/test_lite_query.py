@@ -17,15 +17,14 @@ from typing import Any
 import milvus_lite
 import numpy as np
 import pytest
+from lite_support import DIM, PARTITIONS, lite_client
 from pymilvus import DataType, MilvusClient
 
 from feedbackloop.config import Settings
 from feedbackloop.recall import lite_query, lite_search
 from feedbackloop.recall.filters import RecallFilter
-from feedbackloop.recall.index import LITE_CHANNEL_OPTIONS, FeedbackIndex, IndexRow
+from feedbackloop.recall.index import FeedbackIndex, IndexRow
 
-DIM = 8
-PARTITIONS = ("p1", "p2")
 PROJECTS = ("a", "b")
 TAGS = ("x", "y", "z")
 Row = dict[str, Any]
@@ -42,10 +41,6 @@ FILTERS: dict[str, Callable[[str, Row], bool]] = {
         r["project"] == "a" and pk not in {"k1", "k2", "k3"}
     ),
 }
-
-
-def _client(path: Path) -> MilvusClient:
-    return MilvusClient(uri=str(path), grpc_options=LITE_CHANNEL_OPTIONS)
 
 
 def _create(client: MilvusClient) -> None:
@@ -129,7 +124,7 @@ class History:
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[tuple[MilvusClient, Path]]:
     path = tmp_path / "query.db"
-    client = _client(path)
+    client = lite_client(path)
     _create(client)
     yield client, path
     client.close()

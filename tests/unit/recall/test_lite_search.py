@@ -17,15 +17,14 @@ from typing import Any
 import milvus_lite
 import numpy as np
 import pytest
+from lite_support import DIM, PARTITIONS, create_tagged_collection, lite_client
 from milvus_lite.engine import collection as lite_collection
 from milvus_lite.search import executor_indexed
-from pymilvus import DataType, MilvusClient
+from pymilvus import MilvusClient
 
 from feedbackloop.recall import lite_search
-from feedbackloop.recall.index import LITE_CHANNEL_OPTIONS, FeedbackIndex
+from feedbackloop.recall.index import FeedbackIndex
 
-DIM = 8
-PARTITIONS = ("p1", "p2")
 Answer = list[list[dict[str, Any]]]
 
 
@@ -42,25 +41,6 @@ def compared(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Answer, Answer]]:
 
     monkeypatch.setattr(lite_collection, "execute_search_with_index", both)
     return pairs
-
-
-def _client(path: Path) -> MilvusClient:
-    return MilvusClient(uri=str(path), grpc_options=LITE_CHANNEL_OPTIONS)
-
-
-def _create(client: MilvusClient, index_type: str) -> None:
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=32)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
-    schema.add_field("tag", DataType.INT64)
-    params = client.prepare_index_params()
-    build = {"M": 8, "efConstruction": 64} if index_type == "HNSW" else {}
-    params.add_index(field_name="vector", index_type=index_type, metric_type="COSINE", params=build)
-    client.create_collection("c", schema=schema, consistency_level="Strong")
-    client.create_index("c", params, sync=False)  # waiting would call an RPC Lite lacks
-    for partition in PARTITIONS:
-        client.create_partition("c", partition)
-    client.load_collection("c")
 
 
 class History:
@@ -125,8 +105,8 @@ class History:
 
 @pytest.fixture
 def flat_client(tmp_path: Path) -> Iterator[MilvusClient]:
-    client = _client(tmp_path / "flat.db")
-    _create(client, "FLAT")
+    client = lite_client(tmp_path / "flat.db")
+    create_tagged_collection(client, "FLAT")
     yield client
     client.close()
 
@@ -175,8 +155,8 @@ def test_indexed_segments_with_unflushed_changes_answer_as_the_stock_executor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "hnsw.db"
-    client = _client(path)
-    _create(client, "HNSW")
+    client = lite_client(path)
+    create_tagged_collection(client, "HNSW")
     history = History(client, 11)
     for _ in range(3):  # three sealed segments
         for _ in range(8):
@@ -197,7 +177,7 @@ def test_indexed_segments_with_unflushed_changes_answer_as_the_stock_executor(
         return stock
 
     monkeypatch.setattr(lite_collection, "execute_search_with_index", both)
-    client = _client(path)
+    client = lite_client(path)
     client.load_collection("c")
     history.client = client
     try:
