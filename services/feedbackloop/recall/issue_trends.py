@@ -52,8 +52,9 @@ def issue_trends(
     vectors = recall.window_vectors(project_id, negative, window.previous_start, window.end)
     named = issues.name_groups(recall, project_id, clustering.top_issues(vectors), window.end)
     members = [issue.member_ids for issue in named.found.issues]
-    occurred = _occurred(recall, project_id, [fid for ids in members for fid in ids])
-    occurred.update(_occurred(recall, project_id, named.found.unclustered_ids))
+    occurred = _occurred(
+        recall, project_id, [fid for ids in members for fid in ids] + list(named.found.unclustered_ids)
+    )
     rows = [
         _tally(lasting.group_id, described.label, ids, occurred, window)
         for ids, described, lasting in zip(members, named.described, named.lasting, strict=True)
