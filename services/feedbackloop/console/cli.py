@@ -10,10 +10,11 @@ import threading
 from typing import Any
 
 from feedbackloop.client import DEFAULT_SERVER, SERVER_ENV
-from feedbackloop.config import check_origin, cors_origins_of, is_loopback
+from feedbackloop.config import Settings, cors_origins_of, is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 50080
+# The port `serve` gives the console, so both ways of running it answer on the same one.
+DEFAULT_PORT: int = Settings.model_fields["console_port"].default
 
 
 def register(sub: Any) -> None:
@@ -61,10 +62,8 @@ def cmd_console(args: argparse.Namespace) -> int:
     if not 0 <= port <= 65535:
         print(f"error: --port: {raw_port!r} is not a port (0 to 65535)", file=sys.stderr)
         return 2
-    origins = cors_origins_of(args.cors_origins)
     try:
-        for origin in origins:
-            check_origin(origin)
+        origins = cors_origins_of(args.cors_origins)
     except ValueError as error:
         print(f"error: --cors-origins: {error}", file=sys.stderr)
         return 2
