@@ -7,6 +7,7 @@ own checks (scopes, tenancy, validation) are the ones that hold.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,6 +29,14 @@ Response = TypeVar("Response", bound=Message)
 
 # Long enough for a TopIssues over a large window, short enough that a page never hangs.
 CALL_TIMEOUT_SECONDS = 30.0
+# What a gRPC metadata value may hold: printable ASCII and space. gRPC fails a call carrying
+# anything else inside the library, before sending it, with an error that is not a status.
+_METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
+
+
+def fits_metadata(value: str) -> bool:
+    """Whether `value` (a key, a forwarded header) can travel as a gRPC metadata value."""
+    return _METADATA_VALUE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)

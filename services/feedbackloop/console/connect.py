@@ -41,6 +41,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from feedbackloop.console.backend import fits_metadata
+
 # Imported for their descriptors: each registers its services (or, for error_details_pb2, the
 # rich status's detail types) in the default pool.
 from feedbackloop.v1 import (  # noqa: F401
@@ -99,9 +101,6 @@ CONNECT_CODES: dict[grpc.StatusCode, tuple[str, int]] = {
     grpc.StatusCode.UNAUTHENTICATED: ("unauthenticated", 401),
 }
 _TIMEOUT = re.compile(r"[0-9]{1,10}")
-# What a gRPC metadata value may hold (printable ASCII and space); gRPC fails a call carrying
-# anything else before sending it, with an error that is not a status.
-_METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
 
 
 class ServicePath(Convertor[str]):
@@ -282,7 +281,7 @@ def _parse(method: Method, codec: str, body: bytes) -> Message:
 def _forwarded_metadata(request: Request) -> tuple[tuple[str, str], ...]:
     metadata = tuple((name, request.headers[name]) for name in FORWARDED_HEADERS if name in request.headers)
     for name, value in metadata:
-        if not _METADATA_VALUE.fullmatch(value):
+        if not fits_metadata(value):
             raise ConnectError(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: only printable ASCII is allowed")
     return metadata
 

@@ -7,7 +7,6 @@ it), SameSite=Strict (no other site's request carries it), Secure behind HTTPS.
 
 from __future__ import annotations
 
-import re
 import secrets
 from urllib.parse import urlsplit
 
@@ -16,16 +15,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from feedbackloop.console.backend import BackendError
+from feedbackloop.console.backend import BackendError, fits_metadata
 from feedbackloop.console.security import CSRF_FIELD, SIGN_IN_COOKIE, same_origin, tokens_match
 from feedbackloop.console.sessions import COOKIE_NAME, IDLE_SECONDS, Identity
 from feedbackloop.console.web import Page, action, console_of, error_page, redirect, render, text_field
 from feedbackloop.v1 import identity_pb2
 
 MAX_KEY_CHARS = 512
-# A key travels as a gRPC metadata value, which may hold only printable ASCII; anything else
-# makes the call fail inside gRPC before it is sent, so it is refused here as bad input.
-KEY_CHARS = re.compile(r"[\x20-\x7e]*")
 
 
 def safe_next(target: str | None) -> str:
@@ -104,7 +100,8 @@ async def sign_in(request: Request) -> Response:
     key = text_field(form, "api_key").strip()
     if not keyless and not key:
         return await sign_in_form(request, message="api_key: enter your API key", status=400)
-    if len(key) > MAX_KEY_CHARS or not KEY_CHARS.fullmatch(key):
+    # A key travels as gRPC metadata: one it cannot carry is refused here as bad input.
+    if len(key) > MAX_KEY_CHARS or not fits_metadata(key):
         return await sign_in_form(request, message="api_key: that is not an API key", status=400)
     try:
         identity = await who_is(request, None if keyless else key)
