@@ -14,15 +14,25 @@ class Category:
     signals: tuple[str, ...]
 
 
+def parse_policy_set(canonical_json: str) -> dict[str, Any]:
+    """A revision's canonical JSON as a dict; {} when empty or not JSON."""
+    if not canonical_json:
+        return {}
+    try:
+        data = json.loads(canonical_json)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def schema_categories(canonical_json: str) -> list[Category]:
     """Every category of the FeedbackSchema resources in a canonical policy set, in the order
     written, each once (with the signals that allow it); [] when none is applied."""
-    if not canonical_json:
-        return []
-    try:
-        data: dict[str, Any] = json.loads(canonical_json)
-    except ValueError:
-        return []
+    return categories_of(parse_policy_set(canonical_json))
+
+
+def categories_of(data: dict[str, Any]) -> list[Category]:
+    """`schema_categories` of a policy set already parsed."""
     found: dict[str, tuple[str, list[str]]] = {}
     for resource in data.get("resources", []):
         if resource.get("kind") != "FeedbackSchema":

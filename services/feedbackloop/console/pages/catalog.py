@@ -7,14 +7,12 @@ empty catalog and the screens still work from typed names.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 
 from feedbackloop.console.backend import BackendError
-from feedbackloop.console.schema import Category, schema_categories
+from feedbackloop.console.schema import Category, categories_of, parse_policy_set
 from feedbackloop.console.web import Page
 from feedbackloop.v1 import routing_pb2
 
@@ -28,10 +26,7 @@ class Catalog:
 
 
 def catalog_of(canonical_json: str, revision: int = 0) -> Catalog:
-    try:
-        data: dict[str, Any] = json.loads(canonical_json) if canonical_json else {}
-    except ValueError:
-        data = {}
+    data = parse_policy_set(canonical_json)
     names: dict[str, list[str]] = {"Prompt": [], "Dataset": []}
     for resource in data.get("resources", []):
         kind = resource.get("kind")
@@ -41,7 +36,7 @@ def catalog_of(canonical_json: str, revision: int = 0) -> Catalog:
     return Catalog(
         prompts=names["Prompt"],
         datasets=names["Dataset"],
-        categories=schema_categories(canonical_json),
+        categories=categories_of(data),
         revision=revision,
     )
 
