@@ -3,7 +3,8 @@
 The reviewer holds one claim per queue at a time (the console remembers it in the session);
 the page renews its lease while it is open. Resolving submits the verdict and claims the
 next item in the same request, so "Enter" moves straight on. Blind review: the context shows
-the end user's and evaluators' feedback on the turn, never another reviewer's.
+the end user's and evaluators' feedback, never another reviewer's, on the turns and among an
+aggregate's similar feedback alike (`shown_to_reviewer`).
 """
 
 from __future__ import annotations
@@ -149,17 +150,27 @@ async def gather_context(page: Page, item: reviews_pb2.ReviewItem) -> Context:
         later_turns=later,
         earlier_turns=earlier,
         decisions=decisions,
-        evidence=[reply.feedback for reply in evidence if reply is not None],
+        evidence=[
+            reply.feedback for reply in evidence if reply is not None and shown_to_reviewer(reply.feedback)
+        ],
         categories=categories,
         notes=notes,
     )
+
+
+def shown_to_reviewer(feedback: common_pb2.Feedback) -> bool:
+    """Blind review: whether a reviewer may see `feedback` in an item's context. Another
+    reviewer's verdict never is, wherever it would appear: on a turn, or among an aggregate's
+    similar feedback (a verdict is indexed like any feedback, so an aggregate whose condition it
+    meets counts it as a neighbour)."""
+    return feedback.source != common_pb2.FEEDBACK_SOURCE_REVIEWER
 
 
 def _blind(turn: ingestion_pb2.SessionTurn) -> dict[str, Any]:
     """A turn with other reviewers' verdicts left out (blind multi-review)."""
     return {
         "interaction": turn.interaction,
-        "feedback": [fb for fb in turn.feedback if fb.source != common_pb2.FEEDBACK_SOURCE_REVIEWER],
+        "feedback": [fb for fb in turn.feedback if shown_to_reviewer(fb)],
     }
 
 
