@@ -216,9 +216,12 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
                         claimed_at=now,
                     )
                     session.add(mine)
-                elif mine.lease_expires_at <= now:
+                elif mine.status == "released" or mine.lease_expires_at <= now:
+                    # One row per reviewer and item: claiming again after a release or a lapse
+                    # takes that row up again, so its id is the claim id handed out once more.
                     if item.reviews_done + active_others >= item.reviews_required:
                         continue
+                    mine.status = "claimed"
                     mine.lease_expires_at = lease
                     mine.claimed_at = now
                 return reviews_pb2.ClaimReviewItemResponse(
@@ -259,6 +262,7 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
                     reviews_done=item.reviews_done,
                     item_done=item.status == "done",
                 )
+            _refuse_released(claim, "resolve")
             if claim.lease_expires_at <= now:
                 raise Conflict(
                     f"claim_id: the lease on item {item.id} expired at {claim.lease_expires_at.isoformat()}; "
@@ -286,6 +290,8 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
             self._db, project, data, TraceIds(trace_id, span_id, current_traceparent())
         )
         with self._db.write() as session:
+            # A release that lands between the checks above and here loses: the verdict is
+            # stored by now, and the claim it came from is resolved, not released.
             held = session.get(ReviewClaim, claim_id)
             assert held is not None
             claim = held
@@ -326,10 +332,17 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
         now = self.clock()
         with self._db.write() as session:
             claim = self._own_claim(session, project, claim_id)
+            if not self._db.is_sqlite:
+                # Read again under the row's lock: a resolution committed meanwhile must not be
+                # turned into a release.
+                session.refresh(claim, with_for_update=True)
             if claim.status == "resolved":
                 raise Conflict(f"claim_id: claim {claim_id} is resolved; there is nothing to release")
-            # A lapsed lease is exactly what claiming treats as free, so ending the lease now is
-            # the whole release: the row stays, and this reviewer may claim the item again.
+            # Ending the lease alone would not do: a renewal already on its way (the console's
+            # page renews on a timer) would extend it again and lock the item to a reviewer who
+            # left it. A released claim holds nothing and is never renewed or resolved; the row
+            # stays, so this reviewer may claim the item again (which takes the row up anew).
+            claim.status = "released"
             if claim.lease_expires_at > now:
                 claim.lease_expires_at = now
         return reviews_pb2.ReleaseReviewClaimResponse()
@@ -345,10 +358,13 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
             item = session.get(ReviewItemRow, claim.item_id)
             assert item is not None
             if not self._db.is_sqlite:
-                # Claims of this item serialise on its row, as ClaimReviewItem does.
+                # Claims of this item serialise on its row, as ClaimReviewItem does; the claim is
+                # read again under its own lock so a release committed meanwhile is seen.
                 session.refresh(item, with_for_update=True)
+                session.refresh(claim, with_for_update=True)
             if claim.status == "resolved":
                 raise Conflict(f"claim_id: claim {claim_id} is resolved; there is nothing to renew")
+            _refuse_released(claim, "renew")
             if claim.lease_expires_at <= now:
                 others = session.scalar(
                     select(func.count())
@@ -417,6 +433,15 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
                 ),
             )
         return reviews_pb2.GetReviewQueueStatsResponse(queues=[counts[name] for name in sorted(counts)])
+
+
+def _refuse_released(claim: ReviewClaim, verb: str) -> None:
+    """FAILED_PRECONDITION for a released claim: the reviewer gave the item back, and only a
+    new claim (which may go to someone else) holds it again."""
+    if claim.status == "released":
+        raise Conflict(
+            f"claim_id: claim {claim.id} was released; there is nothing to {verb} (claim the item again)"
+        )
 
 
 def _skip_ids(values: Any) -> list[str]:

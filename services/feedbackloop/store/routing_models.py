@@ -180,7 +180,7 @@ class ReviewClaim(Base):
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
     item_id: Mapped[str] = mapped_column(ForeignKey("review_items.id"), index=True)
     reviewer: Mapped[str] = mapped_column(String(128))
-    status: Mapped[str] = mapped_column(String(16), default="claimed")  # claimed | resolved
+    status: Mapped[str] = mapped_column(String(16), default="claimed")  # claimed | released | resolved
     lease_expires_at: Mapped[datetime] = mapped_column()
     verdict: Mapped[str] = mapped_column(String(16), default="")
     feedback_id: Mapped[str] = mapped_column(String(64), default="")
