@@ -147,6 +147,21 @@ class Settings(BaseSettings):
         ge=0,
         description="How often the server compares each project's vectors with its stored feedback (0: never).",
     )
+    recall_clustering_concurrency: int = Field(
+        2,
+        gt=0,
+        description="TopIssues and GetTrends-by-issue calls this process clusters at once; one past them waits, then gets RESOURCE_EXHAUSTED.",
+    )
+    recall_clustering_wait_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How long a clustering call waits for a free slot before RESOURCE_EXHAUSTED (0: not at all).",
+    )
+    recall_clustering_max_feedback: int = Field(
+        250_000,
+        gt=0,
+        description="Most complaints a window (and the one before it) may hold for TopIssues or GetTrends by issue to cluster it; more is INVALID_ARGUMENT.",
+    )
     embedding_model: str | None = Field(
         None, description="sentence-transformers model name or path; default the bundled all-MiniLM-L6-v2."
     )

@@ -153,6 +153,13 @@ class Unavailable(FeedbackloopError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class ResourceExhausted(FeedbackloopError):
+    """A limit on work in flight was reached (not the caller's fault); the same call may succeed
+    later."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Violations:
     """Collects field violations so a request reports every problem at once."""
 

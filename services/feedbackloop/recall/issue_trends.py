@@ -47,7 +47,11 @@ def issue_trends(
     recall_filter: RecallFilter,
     window: TrendWindow,
     top: int,
+    *,
+    counted: tuple[Counts, Counts] | None = None,
 ) -> Trends:
+    """`counted`: the response's totals (`trends.totals` of the same query and window) when
+    the caller has them already (the servicer counts them first to bound the window)."""
     negative = dataclasses.replace(recall_filter, negative_only=True)
     vectors = recall.window_vectors(project_id, negative, window.previous_start, window.end)
     named = issues.name_groups(recall, project_id, clustering.top_issues(vectors), window.end)
@@ -63,7 +67,7 @@ def issue_trends(
         rows.append(_tally("", "", named.found.unclustered_ids, occurred, window))
     rows = [row for row in rows if row.window or row.previous]
     rows.sort(key=lambda r: (-r.window, -r.previous, r.key))
-    window_counts, previous_counts = totals(recall.db, project_id, query, window)
+    window_counts, previous_counts = counted or totals(recall.db, project_id, query, window)
     return Trends(
         groups=[
             Group(

@@ -16,7 +16,7 @@ from feedbackloop.deployment import require_deployment_admin
 from feedbackloop.errors import InvalidArgument, Violations
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
 from feedbackloop.ingestion.servicer import feedback_query_from
-from feedbackloop.recall import issue_trends, issues, trends
+from feedbackloop.recall import issue_trends, issues, limits, trends
 from feedbackloop.recall.filters import FilterError, RecallFilter
 from feedbackloop.recall.service import MAX_TOP_K, MODE_BOTH, MODE_FEEDBACK, MODE_QUESTION, Recall
 from feedbackloop.v1 import common_pb2, recall_pb2, recall_pb2_grpc
@@ -97,6 +97,12 @@ def _refuse_unknown_fields(message: Message, path: str) -> None:
 class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
     def __init__(self, recall: Recall) -> None:
         self._recall = recall
+        settings = recall.settings
+        # One gate per server process, shared by every call that clusters a window.
+        self._clustering = limits.ClusteringGate(
+            settings.recall_clustering_concurrency, settings.recall_clustering_wait_seconds
+        )
+        self._max_window = settings.recall_clustering_max_feedback
 
     def SearchSimilar(
         self, request: recall_pb2.SearchSimilarRequest, context: grpc.ServicerContext
@@ -170,13 +176,24 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         negative = dataclasses.replace(base, negative_only=True)
         assert start is not None and end is not None
         previous_start = fields.previous_window("time_range", start, end)
-        return issues.top_issues(
-            self._recall,
-            issues.Window(project, negative, start, end, previous_start),
-            min_similarity=min_similarity,
-            min_size=min_size,
-            max_issues=max_issues,
+        limits.refuse_large_windows_in_store(
+            self._recall.db,
+            project,
+            feedback_query_from(request.filter),
+            "time_range",
+            self._max_window,
+            start=start,
+            end=end,
+            previous_start=previous_start,
         )
+        with self._clustering.slot(context.time_remaining()):
+            return issues.top_issues(
+                self._recall,
+                issues.Window(project, negative, start, end, previous_start),
+                min_similarity=min_similarity,
+                min_size=min_size,
+                max_issues=max_issues,
+            )
 
     def GetTrends(
         self, request: recall_pb2.GetTrendsRequest, context: grpc.ServicerContext
@@ -228,7 +245,13 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         if dimension is trends.Dimension.ISSUE:
             # Grouped as TopIssues groups, in the vector index: its filter rules apply.
             base = recall_filter_from(request.filter)
-            found = issue_trends.issue_trends(self._recall, project, query, base, span, top)
+            # The response's totals, counted first: they bound the windows before any is read.
+            counted = trends.totals(self._recall.db, project, query, span)
+            limits.refuse_large_windows("window", self._max_window, counted[0].negative, counted[1].negative)
+            with self._clustering.slot(context.time_remaining()):
+                found = issue_trends.issue_trends(
+                    self._recall, project, query, base, span, top, counted=counted
+                )
         else:
             found = trends.trends(self._recall.db, project, query, span, dimension, top)
         return _trends_to_proto(found, span)
