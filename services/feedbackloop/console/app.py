@@ -27,8 +27,9 @@ class ConsoleConfig:
 
     `target`: the gRPC server it is a client of. `loopback_only`: answer only requests whose
     Host is a loopback name (set when the console binds a loopback address). `secure_cookies`:
-    mark cookies Secure (behind HTTPS). `cors_origins`: origins whose pages may call the JSON
-    endpoint (with a key or a feedback token; never with the console's cookie).
+    mark cookies Secure and take every request as HTTPS (a TLS proxy in front). `cors_origins`:
+    origins whose pages may call the JSON endpoint (with a key or a feedback token; never with
+    the console's cookie).
     """
 
     target: str
@@ -77,5 +78,5 @@ def build_app(config: ConsoleConfig) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
     allowed: Iterable[str] | None = LOOPBACK_HOSTS if config.loopback_only else None
-    app.add_middleware(SecurityHeaders, allowed_hosts=allowed)
+    app.add_middleware(SecurityHeaders, allowed_hosts=allowed, https=config.secure_cookies)
     return app

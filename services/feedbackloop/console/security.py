@@ -5,7 +5,10 @@
   form, before any session exists, uses a double-submit cookie instead. SameSite=Strict
   cookies already keep other sites' requests cookieless; the token also covers same-site
   pages and old browsers.
-- Origin: a POST whose Origin header names another origin is refused outright.
+- Origin: a POST whose Origin header names another origin is refused outright. Served over
+  HTTPS (the request says so, or the secure-cookie setting says a TLS proxy is in front), the
+  console's origin is `https://host` only: a page of the same host over plain HTTP, which
+  anyone on the network path can write, is another origin.
 - Host: on a loopback bind only loopback host names are answered, so a hostile page cannot
   reach the console through DNS rebinding.
 - Headers: a Content-Security-Policy that allows only the console's own scripts and styles
@@ -50,14 +53,23 @@ def tokens_match(expected: str, given: str | None) -> bool:
 
 
 def same_origin(headers: Headers, scheme: str) -> bool:
-    """False only when the request names an Origin that is not this console's."""
+    """False only when the request names an Origin that is not this console's.
+
+    `scheme` is the request's as the console takes it (`SecurityHeaders` makes it "https"
+    behind a TLS proxy, as the secure-cookie setting declares).
+    """
     origin = headers.get("origin")
     if origin is None or origin == "null":
         # No Origin (older browsers, scripts): the CSRF token decides. A "null" origin (a
         # sandboxed frame, a redirect across origins) is never a console page.
         return origin is None
     host = headers.get("host", "")
-    return origin in {f"{scheme}://{host}", f"http://{host}", f"https://{host}"}
+    if scheme == "https":
+        return origin == f"https://{host}"
+    # Plain HTTP as far as the console can tell: a TLS proxy in front that the console was not
+    # told about (no secure-cookie setting, X-Forwarded-Proto not trusted) still serves its
+    # pages from https://host, and no one but that proxy can serve them there.
+    return origin in {f"http://{host}", f"https://{host}"}
 
 
 def host_name(host_header: str) -> str:
@@ -68,16 +80,24 @@ def host_name(host_header: str) -> str:
 
 
 class SecurityHeaders:
-    """ASGI middleware: the headers above on every response, and the Host check."""
+    """ASGI middleware: the headers above on every response, and the Host check.
 
-    def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str] | None) -> None:
+    `https`: browsers reach the console over HTTPS through a TLS proxy (the secure-cookie
+    setting), so every request is taken as HTTPS whatever the proxy's hop says; the Origin
+    check then expects `https://`. The same rule marks the cookies Secure.
+    """
+
+    def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str] | None, https: bool = False) -> None:
         self.app = app
         self.allowed_hosts = frozenset(allowed_hosts) if allowed_hosts is not None else None
+        self.https = https
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.https and scope.get("scheme") != "https":
+            scope = {**scope, "scheme": "https"}
         if self.allowed_hosts is not None:
             host = host_name(Headers(scope=scope).get("host", ""))
             if host not in self.allowed_hosts:
