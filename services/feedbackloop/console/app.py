@@ -16,7 +16,8 @@ from starlette.staticfiles import StaticFiles
 from feedbackloop.console import connect
 from feedbackloop.console.backend import Backend
 from feedbackloop.console.pages import PAGE_ROUTES
-from feedbackloop.console.security import LOOPBACK_HOSTS, SecurityHeaders
+from feedbackloop.console.pages.policy_upload import APPLY_FORM_BYTES
+from feedbackloop.console.security import LOOPBACK_HOSTS, BodyLimit, SecurityHeaders
 from feedbackloop.console.sessions import SessionStore
 from feedbackloop.console.web import Console, error_page, redirect
 
@@ -36,6 +37,11 @@ class ConsoleConfig:
     loopback_only: bool = True
     secure_cookies: bool = False
     cors_origins: tuple[str, ...] = ()
+
+
+# The largest request the console takes: applying the largest policy set a plan accepts
+# (larger than any upload a plan accepts). Not a setting: the set's limits are the server's.
+MAX_BODY_BYTES = APPLY_FORM_BYTES
 
 
 async def home(request: Request) -> Response:
@@ -78,5 +84,8 @@ def build_app(config: ConsoleConfig) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
     allowed: Iterable[str] | None = LOOPBACK_HOSTS if config.loopback_only else None
+    # The last added runs first: the Host check and the headers, then the body cap, so a 413
+    # carries the headers too and a request for another host is refused before its size.
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(SecurityHeaders, allowed_hosts=allowed, https=config.secure_cookies)
     return app

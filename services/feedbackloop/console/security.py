@@ -9,6 +9,8 @@
   HTTPS (the request says so, or the secure-cookie setting says a TLS proxy is in front), the
   console's origin is `https://host` only: a page of the same host over plain HTTP, which
   anyone on the network path can write, is another origin.
+- Size: a request body over the console's cap is answered 413 before the handler reads it
+  whole (`BodyLimit`), so no form or upload fills memory or disk.
 - Host: on a loopback bind only loopback host names are answered, so a hostile page cannot
   reach the console through DNS rebinding.
 - Headers: a Content-Security-Policy that allows only the console's own scripts and styles
@@ -124,6 +126,59 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class BodyTooLarge(Exception):
+    """Raised from `receive` once a request body passes the cap; `BodyLimit` answers 413."""
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` is answered 413 and never read whole.
+
+    A Content-Length over the cap is refused before any of the body is read; a body without
+    one (chunked) is counted as it arrives and refused as soon as it passes the cap, so the
+    handler reading it (a form, an upload) stops there.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def refusal(self) -> str:
+        return f"request body: larger than {self.max_bytes:,} bytes, the most the console accepts"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
+            await _plain(send, 413, self.refusal())
+            return
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.refusal())
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge:
+            if started:  # a handler that answered before reading on: nothing to add
+                raise
+            await _plain(send, 413, self.refusal())
 
 
 _HEADERS = [

@@ -3,7 +3,7 @@
 A page module exports `routes`; its handlers take the request and a `Page` (`@page` finds the
 session, or sends the browser to sign in) and return `page.render(...)` or a redirect.
 State-changing handlers are `@action`: POST only, with the session's CSRF token checked
-before the handler runs.
+before the handler runs; `@action(limits=...)` for a form larger than most (`FormLimits`).
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, overload
 from urllib.parse import quote
 
 import jinja2
 from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -146,13 +147,27 @@ def redirect(url: str) -> RedirectResponse:
 
 
 Handler = Callable[..., Awaitable[Response]]
+Wrapped = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class FormLimits:
+    """What one action's form may carry, passed to `request.form()` as it parses the body.
+
+    The default fits every form but the policy plan and apply: no files, small fields. The
+    whole body is capped before this (security.BodyLimit); these bound a single form.
+    """
+
+    max_files: int = 0
+    max_fields: int = 1000  # a review's category checkboxes are one field each
+    max_part_size: int = 1024 * 1024  # one field's value, in bytes as sent
 
 
 def _session_of(request: Request) -> ConsoleSession | None:
     return console_of(request).sessions.get(request.cookies.get(COOKIE_NAME))
 
 
-def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+def page(handler: Handler) -> Wrapped:
     """A GET handler for signed-in people; others go to the sign-in page and come back."""
 
     @functools.wraps(handler)
@@ -166,9 +181,25 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return wrapped
 
 
-def action(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """A POST handler: signed in, same origin, and the session's CSRF token, or 403."""
+@overload
+def action(handler: Handler, *, limits: FormLimits = ...) -> Wrapped: ...
 
+
+@overload
+def action(handler: None = None, *, limits: FormLimits = ...) -> Callable[[Handler], Wrapped]: ...
+
+
+def action(
+    handler: Handler | None = None, *, limits: FormLimits = FormLimits()
+) -> Wrapped | Callable[[Handler], Wrapped]:
+    """A POST handler: signed in, same origin, and the session's CSRF token, or 403. Its form
+    is read within `limits`; one over them is a 400 page saying which limit."""
+    if handler is None:
+        return functools.partial(_action, limits=limits)
+    return _action(handler, limits=limits)
+
+
+def _action(handler: Handler, *, limits: FormLimits) -> Wrapped:
     @functools.wraps(handler)
     async def wrapped(request: Request) -> Response:
         session = _session_of(request)
@@ -176,7 +207,16 @@ def action(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return error_page(request, 401, "You are not signed in (or your session expired). Sign in again.")
         if not same_origin(request.headers, request.url.scheme):
             return error_page(request, 403, "This request came from another site and was refused.")
-        form = await request.form()
+        try:
+            form = await request.form(
+                max_files=limits.max_files,
+                max_fields=limits.max_fields,
+                max_part_size=limits.max_part_size,
+            )
+        except HTTPException as error:  # Starlette's words for the limit the form passed
+            return error_page(
+                request, error.status_code, f"The form could not be read: {error.detail}", session=session
+            )
         given = request.headers.get(CSRF_HEADER) or _field(form, CSRF_FIELD)
         if not tokens_match(session.csrf_token, given):
             return error_page(

@@ -17,8 +17,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from feedbackloop.console.backend import BackendError
-from feedbackloop.console.pages.policy_upload import UploadError, files_json, files_of_json, read_upload
-from feedbackloop.console.web import Page, action, error_page, page, redirect, text_field
+from feedbackloop.console.pages.policy_upload import (
+    MAX_FILES,
+    PLANNED_FIELD_BYTES,
+    UploadError,
+    files_json,
+    files_of_json,
+    read_upload,
+)
+from feedbackloop.console.web import FormLimits, Page, action, error_page, page, redirect, text_field
 from feedbackloop.v1 import routing_pb2
 
 PAGE_SIZE = 20
@@ -30,6 +37,12 @@ KIND_NAMES = {
     routing_pb2.REVISION_KIND_ROLLBACK: "rollback",
     routing_pb2.REVISION_KIND_BOOTSTRAP: "bootstrap",
 }
+
+
+# The plan form: the files, and a field or two. The apply form: the planned files in one field
+# (any set the plan step accepts fits it), the revision, the note, the token.
+PLAN_FORM = FormLimits(max_files=MAX_FILES, max_fields=10)
+APPLY_FORM = FormLimits(max_fields=10, max_part_size=PLANNED_FIELD_BYTES)
 
 
 def _revision_number(raw: str, field: str) -> int:
@@ -122,7 +135,7 @@ def _show(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
-@action
+@action(limits=PLAN_FORM)
 async def plan(request: Request, page: Page, form: FormData) -> Response:
     window = text_field(form, "backtest_window", "7d")
     if window not in BACKTEST_WINDOWS:
@@ -171,7 +184,7 @@ async def plan(request: Request, page: Page, form: FormData) -> Response:
     )
 
 
-@action
+@action(limits=APPLY_FORM)
 async def apply(request: Request, page: Page, form: FormData) -> Response:
     message = text_field(form, "message").strip()
     try:

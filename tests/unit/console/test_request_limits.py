@@ -1,0 +1,205 @@
+"""The console's request limits: one cap on every request body (413 with the reason, before the
+handler reads the body whole), and the apply form's limit, which every set a plan accepts fits.
+
+The gRPC server behind is unreachable: these are refused, or not, before any call is made.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlencode
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from feedbackloop.console.app import MAX_BODY_BYTES, ConsoleConfig, build_app
+from feedbackloop.console.pages import policies, policy_upload
+from feedbackloop.console.runner import ConsoleServer
+from feedbackloop.console.security import CSRF_FIELD, SIGN_IN_COOKIE, BodyLimit
+from feedbackloop.policy.loader import MAX_SET_BYTES
+from feedbackloop.routing import convert
+from feedbackloop.v1 import routing_pb2
+
+CAP = 1000
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def capped() -> tuple[TestClient, list[int]]:
+    """A small app behind BodyLimit(CAP) whose one route reads the whole body."""
+    seen: list[int] = []
+
+    async def echo(request: Request) -> PlainTextResponse:
+        body = await request.body()
+        seen.append(len(body))
+        return PlainTextResponse(str(len(body)))
+
+    app = Starlette(routes=[Route("/", echo, methods=["POST"])])
+    app.add_middleware(BodyLimit, max_bytes=CAP)
+    return TestClient(app), seen
+
+
+def _pieces(body: bytes, size: int = 256) -> Iterator[bytes]:
+    """The body as a client sends one it cannot size up front: chunked, no Content-Length."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def test_a_body_at_the_cap_is_read_and_one_byte_over_is_413(capped: tuple[TestClient, list[int]]) -> None:
+    client, seen = capped
+    assert client.post("/", content=b"x" * CAP).text == str(CAP)
+    over = client.post("/", content=b"x" * (CAP + 1))
+    assert over.status_code == 413
+    assert over.text == f"request body: larger than {CAP:,} bytes, the most the console accepts"
+    assert seen == [CAP]  # the declared length alone refused it: the handler never ran
+
+
+def test_a_chunked_body_is_counted_as_it_arrives(capped: tuple[TestClient, list[int]]) -> None:
+    client, seen = capped
+    assert client.post("/", content=_pieces(b"x" * CAP)).text == str(CAP)
+    over = client.post("/", content=_pieces(b"x" * (CAP + 1)))
+    assert over.status_code == 413 and "larger than 1,000 bytes" in over.text
+    assert seen == [CAP]  # the handler stopped reading at the cap and answered nothing itself
+
+
+@pytest.fixture
+def console() -> Iterator[TestClient]:
+    app = build_app(ConsoleConfig(target=f"127.0.0.1:{_closed_port()}", loopback_only=False))
+    with TestClient(app, base_url="http://testserver") as client:
+        yield client
+
+
+def _upload_of(total: int, token: str) -> tuple[bytes, str]:
+    """A multipart sign-in form of exactly `total` bytes, most of them a file."""
+    boundary = "limit-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{CSRF_FIELD}"\r\n\r\n{token}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="api_key"\r\n\r\nfl_test\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    return head + b"x" * (total - len(head) - len(tail)) + tail, f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.parametrize("size", [MAX_BODY_BYTES, MAX_BODY_BYTES + 1])
+def test_the_console_caps_every_request_body(console: TestClient, size: int) -> None:
+    """Starlette alone takes a thousand fields of a megabyte each, and files of any size (to
+    disk): the console takes no body over its cap, whatever the route does with it. Sent
+    chunked, so only counting what arrives can refuse it."""
+    assert console.get("/sign-in").status_code == 200
+    token = console.cookies.get(SIGN_IN_COOKIE)
+    assert token
+    body, content_type = _upload_of(size, token)
+    reply = console.post(
+        "/sign-in",
+        content=_pieces(body, 1 << 20),
+        headers={"content-type": content_type, "origin": "http://testserver"},
+    )
+    if size <= MAX_BODY_BYTES:  # read whole: sign-in goes on to ask the (unreachable) server
+        assert reply.status_code == 503 and "did not answer" in reply.text
+        return
+    assert reply.status_code == 413, reply.text
+    assert reply.text == f"request body: larger than {MAX_BODY_BYTES:,} bytes, the most the console accepts"
+    assert reply.headers["x-frame-options"] == "DENY"  # the guards' headers on the refusal too
+
+
+def test_a_declared_length_over_the_cap_is_refused_before_the_body_is_sent() -> None:
+    """Over a real socket: only the headers are sent; the answer comes without waiting for a
+    body that never comes."""
+    server = ConsoleServer(ConsoleConfig(target=f"127.0.0.1:{_closed_port()}"), "127.0.0.1", 0)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+            conn.sendall(
+                b"POST /sign-in HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                + f"Content-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode()
+            )
+            answer = b""
+            while b"the most the console accepts" not in answer:
+                piece = conn.recv(4096)
+                assert piece, answer
+                answer += piece
+        assert answer.startswith(b"HTTP/1.1 413 "), answer
+    finally:
+        server.stop()
+
+
+def test_the_set_limits_are_the_servers() -> None:
+    assert policy_upload.MAX_PLANNED_FILES == convert.MAX_FILES
+    assert policy_upload.MAX_PATH_CHARS == convert.MAX_PATH_CHARS
+    assert policy_upload.MAX_FILES <= policy_upload.MAX_PLANNED_FILES
+
+
+def _browser_encoded(value: str) -> int:
+    """Bytes of `files_json=value` as a browser url-encodes a form."""
+    return len(urlencode({"files_json": value}).encode())
+
+
+@pytest.mark.parametrize(
+    ("character", "most"),
+    [
+        ("\x01", 8),  # JSON's longest escape, \u0001, then %5Cu0001
+        ('"', 6),  # \" then %5C%22
+        ("é", 6),  # two bytes, each %XX
+        ("\U0001f600", 12),  # four bytes
+        ("a", 1),
+    ],
+)
+def test_a_character_grows_at_most_eightfold_a_byte_in_the_apply_form(character: str, most: int) -> None:
+    """What PLANNED_FIELD_BYTES counts on, character by character: JSON escaping, then the
+    browser's url-encoding (the form's enctype)."""
+    empty = _browser_encoded(policy_upload.files_json([routing_pb2.PolicyFile(path="p", content="")]))
+    file = routing_pb2.PolicyFile(path="p", content=character * 1000)
+    grown = _browser_encoded(policy_upload.files_json([file])) - empty
+    assert grown == most * 1000 <= 8 * len(file.content.encode())
+
+
+def test_the_largest_set_a_plan_accepts_fits_the_apply_form() -> None:
+    """The worst case at full size: as many files as the server takes, the longest names of
+    four-byte characters, the whole set's bytes of the character that grows most. The field
+    fits the apply form's limit and the form the body cap, so apply never refuses a set the
+    plan step took; one byte more and the plan step refuses it, naming the field."""
+    count = policy_upload.MAX_PLANNED_FILES
+    files = [
+        routing_pb2.PolicyFile(
+            path=f"{i:04d}" + "\U0001f600" * (policy_upload.MAX_PATH_CHARS - 4),
+            content="\x01" * (MAX_SET_BYTES // count),
+        )
+        for i in range(count)
+    ]
+    files[0].content += "\x01" * (MAX_SET_BYTES - sum(len(f.content) for f in files))
+    upload = policy_upload.checked(policy_upload.Upload(files, None))
+    encoded = _browser_encoded(policy_upload.files_json(upload.files))
+    assert encoded <= policies.APPLY_FORM.max_part_size == policy_upload.PLANNED_FIELD_BYTES
+    assert policy_upload.PLANNED_FIELD_BYTES - encoded < 64 * 1024  # a bound, not a guess
+    assert policy_upload.APPLY_FORM_BYTES <= MAX_BODY_BYTES
+    files[0].content += "\x01"
+    with pytest.raises(
+        policy_upload.UploadError,
+        match=r"^files: the policy set is 4,194,305 bytes; the limit for a set is 4,194,304$",
+    ):
+        policy_upload.checked(policy_upload.Upload(files, None))
+
+
+def test_a_plan_of_more_files_or_longer_names_than_the_server_takes_is_refused() -> None:
+    many = [
+        routing_pb2.PolicyFile(path=f"p{i}.yaml", content="")
+        for i in range(policy_upload.MAX_PLANNED_FILES + 1)
+    ]
+    with pytest.raises(policy_upload.UploadError, match=r"^files: the set has 501 files; the limit is 500$"):
+        policy_upload.checked(policy_upload.Upload(many, None))
+    long_name = [routing_pb2.PolicyFile(path="a" * (policy_upload.MAX_PATH_CHARS + 1), content="")]
+    with pytest.raises(policy_upload.UploadError, match=r"is 1025 characters long; the limit is 1024$"):
+        policy_upload.checked(policy_upload.Upload(long_name, 0))
