@@ -1,24 +1,35 @@
 """Sizes the console must carry, over real HTTP against a real server: a planned policy set over
 a megabyte goes from plan to apply (it travels back in one form field), a set over the
-server's limit is refused at plan naming the field, and a form past its action's limits is a
-page naming the limit."""
+server's limit is refused at plan naming the field, and a dataset export is streamed as the
+server reads it, page by page, complete and in order, broken off (not cut short) when the
+server fails midway."""
 
 from __future__ import annotations
 
+import datetime as dt
 import html
+import json
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from screens_support import POLICIES, Browser, text_of
 
+from feedbackloop.console.pages import datasets as datasets_page
 from feedbackloop.console.pages.policies import APPLY_FORM
 from feedbackloop.console.pages.policy_upload import MAX_FILES
 from feedbackloop.policy.loader import MAX_FILE_BYTES, MAX_SET_BYTES
+from feedbackloop.routing import dataset_service
+from feedbackloop.store.routing_models import DatasetItemRow
 from feedbackloop.v1 import routing_pb2, routing_pb2_grpc
 
+DATASET = "export-in-pages"
+ROWS = 7
+PAGE = 2  # the server's export page, lowered: 7 rows are 4 pages
 POLICY = (
     "apiVersion: feedbackloop/v1\nkind: RoutingPolicy\nmetadata:\n  name: NAME\nspec:\n"
     '  when: feedback.thumb == "down"\n  priority: 5\n  actions:\n    - human_review: {queue: quality-review}\n'
@@ -123,3 +134,130 @@ def test_a_form_over_its_actions_limits_is_a_page_saying_which(
     assert fields.status_code == 400
     assert f"Too many fields. Maximum number of fields is {APPLY_FORM.max_fields}." in text_of(fields.text)
     assert _live(app) == before
+
+
+@pytest.fixture(scope="module")
+def rows(console_server: tuple[Any, str]) -> list[str]:
+    """ROWS items of one dataset, written to the server's store, oldest first."""
+    app, _ = console_server
+    start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    ids = [f"di_stream_{i:02d}" for i in range(ROWS)]
+    with app.db.write() as session:
+        for i, item_id in enumerate(ids):
+            session.add(
+                DatasetItemRow(
+                    id=item_id,
+                    project_id="default",
+                    dataset=DATASET,
+                    dedup_key=item_id,
+                    policy="test",
+                    revision=1,
+                    input_messages=[{"role": "user", "content": f"question {i}"}],
+                    output=f"answer {i}",
+                    ideal_output=f"ideal {i}",
+                    created_at=start + dt.timedelta(minutes=i),
+                )
+            )
+    return ids
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's export reads PAGE rows a query."""
+    monkeypatch.setattr(dataset_service, "EXPORT_PAGE", PAGE)
+
+
+@pytest.fixture
+def line_by_line(small_pages: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console sends each line as it comes (not 64 KiB at a time)."""
+    monkeypatch.setattr(datasets_page, "EXPORT_CHUNK_BYTES", 1)
+
+
+def _before_page(monkeypatch: pytest.MonkeyPatch, number: int, then: Callable[[], object]) -> None:
+    """The server's read of export page `number` (1-based) runs `then` first."""
+    original = dataset_service.DatasetServicer._items
+    calls = {"n": 0}
+
+    def items(self: Any, *args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == number:
+            then()
+        return original(self, *args)
+
+    monkeypatch.setattr(dataset_service.DatasetServicer, "_items", items)
+
+
+def _ids(lines: list[str]) -> list[str]:
+    return [json.loads(line)["id"] for line in lines]
+
+
+def test_an_export_of_many_pages_is_complete_in_order_and_streamed(
+    rows: list[str], browser: Browser, small_pages: None
+) -> None:
+    reply = browser.get(f"/datasets/{DATASET}/export", format="plain")
+    assert reply.status_code == 200, reply.text
+    assert _ids(reply.text.splitlines()) == rows
+    # Streamed: no length known up front, sent in chunks.
+    assert "content-length" not in reply.headers
+    assert reply.headers["transfer-encoding"] == "chunked"
+    assert reply.headers["content-disposition"] == f'attachment; filename="{DATASET}-plain.jsonl"'
+
+
+def test_the_first_lines_arrive_while_the_server_still_reads_the_rest(
+    rows: list[str], browser: Browser, line_by_line: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    _before_page(monkeypatch, 2, lambda: release.wait(30))
+    try:
+        with browser.client.stream("GET", f"/datasets/{DATASET}/export?format=plain", timeout=10) as reply:
+            assert reply.status_code == 200
+            lines = reply.iter_lines()
+            first = [next(lines) for _ in range(PAGE)]  # while the server is held at page 2
+            assert _ids(first) == rows[:PAGE] and not release.is_set()
+            release.set()
+            assert _ids(first + [line for line in lines if line]) == rows
+    finally:
+        release.set()
+
+
+def test_a_server_failing_midway_breaks_the_download_off(
+    rows: list[str], browser: Browser, line_by_line: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a file that looks complete: the connection ends without the response's end, so a
+    browser reports the download failed."""
+
+    def fail() -> None:
+        raise RuntimeError("the store went away")
+
+    _before_page(monkeypatch, 3, fail)
+    got: list[str] = []
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        browser.client.stream("GET", f"/datasets/{DATASET}/export?format=plain", timeout=10) as reply,
+    ):
+        assert reply.status_code == 200
+        got.extend(line for line in reply.iter_lines() if line)
+    assert _ids(got) == rows[: 2 * PAGE]
+
+
+def test_a_server_sending_nothing_for_too_long_is_a_timeout_page(
+    rows: list[str], browser: Browser, line_by_line: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No deadline on the whole export, but one on each wait for the next line."""
+    monkeypatch.setattr(datasets_page, "EXPORT_IDLE_SECONDS", 0.5)
+    release = threading.Event()
+    _before_page(monkeypatch, 1, lambda: release.wait(30))
+    try:
+        reply = browser.client.get(f"/datasets/{DATASET}/export", timeout=10)
+        assert reply.status_code == 504
+        assert "the server sent nothing for 0.5 s" in text_of(reply.text)
+    finally:
+        release.set()
+
+
+def test_a_refused_export_is_still_an_error_page(browser: Browser) -> None:
+    """The first line is awaited before the download begins, so a refusal has its page."""
+    reply = browser.get("/datasets/no-such-dataset/export")
+    assert reply.status_code == 404
+    assert reply.headers["content-type"].startswith("text/html")
+    assert 'no dataset "no-such-dataset" in this project' in text_of(reply.text)

@@ -8,16 +8,18 @@ before the handler runs; `@action(limits=...)` for a form larger than most (`For
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, overload
 from urllib.parse import quote
 
+import grpc
 import jinja2
 from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.datastructures import FormData
@@ -25,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from feedbackloop.console.backend import Backend, BackendError
+from feedbackloop.console.backend import CALL_TIMEOUT_SECONDS, Backend, BackendError
 from feedbackloop.console.security import CSRF_FIELD, CSRF_HEADER, same_origin, tokens_match
 from feedbackloop.console.sessions import COOKIE_NAME, ConsoleSession, SessionStore
 from feedbackloop.v1 import common_pb2, routing_pb2
@@ -112,8 +114,36 @@ class Page:
     async def call(self, method: Callable[..., Awaitable[Any]], request: Any, **kwargs: Any) -> Any:
         return await self.console.backend.call(method, request, self.session.key, **kwargs)
 
-    async def stream(self, method: Callable[..., Any], request: Any, **kwargs: Any) -> list[Any]:
-        return await self.console.backend.stream(method, request, self.session.key, **kwargs)
+    async def messages(
+        self, method: Callable[..., Any], request: Any, *, idle_timeout: float = CALL_TIMEOUT_SECONDS
+    ) -> AsyncGenerator[Any, None]:
+        """A server-streaming call's messages as they arrive, without holding them.
+
+        The call as a whole has no deadline (an export of any size takes what it takes); each
+        message must come within `idle_timeout` of the one before, so a stalled server still
+        ends the call. Closing the iterator early cancels the call.
+        """
+        key = self.session.key
+        metadata = (("authorization", f"Bearer {key}"),) if key else ()
+        call = method(request, metadata=metadata)
+        responses = aiter(call)
+        end = object()
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(anext(responses, end), idle_timeout)
+                except TimeoutError:
+                    raise BackendError(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"the server sent nothing for {idle_timeout:g} s",
+                    ) from None
+                except grpc.aio.AioRpcError as error:
+                    raise BackendError(error.code(), error.details() or error.code().name) from error
+                if message is end:
+                    return
+                yield message
+        finally:
+            call.cancel()
 
     def render(self, template: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
         return render(self.request, template, session=self.session, status_code=status_code, **context)

@@ -1,26 +1,35 @@
 """Datasets: the items the dataset_add actions collected, each with the feedback it came from
-(linked to its session), and the export as a JSONL download."""
+(linked to its session), and the export as a JSONL download, streamed as the server sends it."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+from collections.abc import AsyncGenerator, AsyncIterator
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from feedbackloop.console.backend import CALL_TIMEOUT_SECONDS, BackendError
 from feedbackloop.console.pages.catalog import live_catalog
 from feedbackloop.console.pages.lookups import fetch_feedback
 from feedbackloop.console.web import Page, error_page, page, redirect
 from feedbackloop.v1 import datasets_pb2
+
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 25
 # Source feedback shown per item (an aggregate's item can name many).
 SOURCES_SHOWN = 5
 FORMATS = {"openai_chat": datasets_pb2.EXPORT_FORMAT_OPENAI_CHAT, "plain": datasets_pb2.EXPORT_FORMAT_PLAIN}
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+# The export is sent in pieces of about this size: few enough writes, little held at a time.
+EXPORT_CHUNK_BYTES = 64 * 1024
+# Longest wait for the export's next line (the server reads the dataset a page at a time).
+EXPORT_IDLE_SECONDS = CALL_TIMEOUT_SECONDS
 
 
 @page
@@ -69,18 +78,49 @@ async def export(request: Request, page: Page) -> Response:
             f"format: choose one of {', '.join(FORMATS)} (got {format_name!r})",
             session=page.session,
         )
-    # Read whole before answering, so a refusal is an error page and not a truncated download.
-    lines = await page.stream(
+    lines = page.messages(
         page.console.backend.datasets.ExportDataset,
         datasets_pb2.ExportDatasetRequest(dataset=name, format=FORMATS[format_name]),
+        idle_timeout=EXPORT_IDLE_SECONDS,
     )
-    body = "".join(line.line + "\n" for line in lines)
+    # The first line is awaited before answering, so a refusal (no such dataset, a key without
+    # `read`) is still an error page; the rest goes out as it comes, a chunk at a time.
+    first = await anext(lines, None)
     filename = f"{_UNSAFE_FILENAME.sub('_', name) or 'dataset'}-{format_name}.jsonl"
-    return Response(
-        body,
+    return StreamingResponse(
+        _chunks(first, lines, name),
         media_type="application/jsonl",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+async def _chunks(
+    first: datasets_pb2.ExportDatasetResponse | None,
+    rest: AsyncGenerator[datasets_pb2.ExportDatasetResponse, None],
+    name: str,
+) -> AsyncIterator[bytes]:
+    if first is None:
+        await rest.aclose()
+        return
+    pending = [first.line.encode() + b"\n"]
+    size = len(pending[0])
+    try:
+        async for message in rest:
+            line = message.line.encode() + b"\n"
+            pending.append(line)
+            size += len(line)
+            if size >= EXPORT_CHUNK_BYTES:
+                yield b"".join(pending)
+                pending, size = [], 0
+    except BackendError as error:
+        # The download has begun: the only way left to say it failed is to break it off, so
+        # the browser reports a failed download instead of keeping a file cut short.
+        log.warning("console: the export of dataset %r broke off: %s", name, error)
+        raise
+    finally:
+        await rest.aclose()
+    if pending:
+        yield b"".join(pending)
 
 
 routes = [
