@@ -16,7 +16,7 @@ import json
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, overload
+from typing import Any, Protocol, overload
 from urllib.parse import quote
 
 import grpc
@@ -180,6 +180,15 @@ Handler = Callable[..., Awaitable[Response]]
 Wrapped = Callable[[Request], Awaitable[Response]]
 
 
+class ErrorAnswer(Protocol):
+    """How an action's refusals are answered: the error page (`error_page`) for a form a person
+    sent, JSON for an endpoint a page's script calls and reads."""
+
+    def __call__(
+        self, request: Request, status: int, message: str, *, session: ConsoleSession | None = None
+    ) -> Response: ...
+
+
 @dataclass(frozen=True)
 class FormLimits:
     """What one action's form may carry, passed to `request.form()` as it parses the body.
@@ -212,31 +221,36 @@ def page(handler: Handler) -> Wrapped:
 
 
 @overload
-def action(handler: Handler, *, limits: FormLimits = ...) -> Wrapped: ...
+def action(handler: Handler, *, limits: FormLimits = ..., errors: ErrorAnswer | None = ...) -> Wrapped: ...
 
 
 @overload
-def action(handler: None = None, *, limits: FormLimits = ...) -> Callable[[Handler], Wrapped]: ...
+def action(
+    handler: None = None, *, limits: FormLimits = ..., errors: ErrorAnswer | None = ...
+) -> Callable[[Handler], Wrapped]: ...
 
 
 def action(
-    handler: Handler | None = None, *, limits: FormLimits = FormLimits()
+    handler: Handler | None = None, *, limits: FormLimits = FormLimits(), errors: ErrorAnswer | None = None
 ) -> Wrapped | Callable[[Handler], Wrapped]:
     """A POST handler: signed in, same origin, and the session's CSRF token, or 403. Its form
-    is read within `limits`; one over them is a 400 page saying which limit."""
+    is read within `limits`; one over them is a 400 page saying which limit. `errors` answers
+    every refusal, these and the server's (the error page unless given)."""
     if handler is None:
-        return functools.partial(_action, limits=limits)
-    return _action(handler, limits=limits)
+        return functools.partial(_action, limits=limits, errors=errors)
+    return _action(handler, limits=limits, errors=errors)
 
 
-def _action(handler: Handler, *, limits: FormLimits) -> Wrapped:
+def _action(handler: Handler, *, limits: FormLimits, errors: ErrorAnswer | None = None) -> Wrapped:
+    answer = errors or error_page
+
     @functools.wraps(handler)
     async def wrapped(request: Request) -> Response:
         session = _session_of(request)
         if session is None:
-            return error_page(request, 401, "You are not signed in (or your session expired). Sign in again.")
+            return answer(request, 401, "You are not signed in (or your session expired). Sign in again.")
         if not same_origin(request.headers, request.url.scheme):
-            return error_page(request, 403, "This request came from another site and was refused.")
+            return answer(request, 403, "This request came from another site and was refused.")
         try:
             form = await request.form(
                 max_files=limits.max_files,
@@ -244,24 +258,28 @@ def _action(handler: Handler, *, limits: FormLimits) -> Wrapped:
                 max_part_size=limits.max_part_size,
             )
         except HTTPException as error:  # Starlette's words for the limit the form passed
-            return error_page(
+            return answer(
                 request, error.status_code, f"The form could not be read: {error.detail}", session=session
             )
         given = request.headers.get(CSRF_HEADER) or _field(form, CSRF_FIELD)
         if not tokens_match(session.csrf_token, given):
-            return error_page(
+            return answer(
                 request, 403, "The form's security token is missing or wrong. Reload the page and try again."
             )
-        return await _handle(handler, request, Page(request, session, console_of(request)), form)
+        return await _handle(
+            handler, request, Page(request, session, console_of(request)), form, errors=answer
+        )
 
     return wrapped
 
 
-async def _handle(handler: Handler, request: Request, page_: Page, *extra: Any) -> Response:
+async def _handle(
+    handler: Handler, request: Request, page_: Page, *extra: Any, errors: ErrorAnswer | None = None
+) -> Response:
     try:
         return await handler(request, page_, *extra)
     except BackendError as error:
-        return error_page(
+        return (errors or error_page)(
             request, _HTTP_STATUS.get(error.code.name, 502), error.message, session=page_.session
         )
 

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from feedbackloop.console.backend import BackendError
 from feedbackloop.console.schema import Category, schema_categories
-from feedbackloop.console.sessions import Claim
+from feedbackloop.console.sessions import Claim, ConsoleSession
 from feedbackloop.console.web import Page, action, error_page, page, redirect, text_field
 from feedbackloop.v1 import common_pb2, ingestion_pb2, reviews_pb2, routing_pb2
 
@@ -304,18 +304,50 @@ async def release(request: Request, page: Page, form: FormData) -> Response:
     return redirect("/reviews")
 
 
-@action
+# What the server says of a claim its reviewer no longer holds: resolved, released, or lapsed
+# and taken by others (FAILED_PRECONDITION), another reviewer's (PERMISSION_DENIED), or not
+# there at all (NOT_FOUND). Whichever, this page's item is lost.
+_NOT_HELD = frozenset(
+    {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND}
+)
+
+
+def renew_refusal(
+    request: Request, status: int, message: str, *, session: ConsoleSession | None = None
+) -> JSONResponse:
+    """A refusal of renew as the page's script reads it (JSON, the status kept), in place of the
+    error page: not signed in (401), another origin or a bad CSRF token (403), the server not
+    answering (503, 504). The claim may still be held; the page says so and tries again."""
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _lost(message: str) -> JSONResponse:
+    return JSONResponse({"held": False, "error": message}, status_code=409)
+
+
+@action(errors=renew_refusal)
 async def renew(request: Request, page: Page, form: FormData) -> Response:
     """Called by the page's script while it is open, so a reviewer reading a long conversation
-    does not lose the item."""
+    does not lose the item. Every answer is JSON: 200 `{"held": true, "lease_expires_at": ...}`;
+    409 `{"held": false, "error": ...}` once the item is no longer this reviewer's (the page
+    tells them it was lost, and this session forgets the claim); any other refusal is
+    `{"error": ...}` with its status (`renew_refusal`)."""
     queue = request.path_params["queue"]
     claim = _held(page, queue, form)
     if claim is None:
-        return JSONResponse({"held": False}, status_code=409)
-    reply = await page.call(
-        page.console.backend.reviews.RenewReviewClaim,
-        reviews_pb2.RenewReviewClaimRequest(claim_id=claim.claim_id),
-    )
+        given = text_field(form, "claim_id") or "(none)"
+        return _lost(f"claim_id: {given} is not the claim this session holds in queue {queue}")
+    try:
+        reply = await page.call(
+            page.console.backend.reviews.RenewReviewClaim,
+            reviews_pb2.RenewReviewClaimRequest(claim_id=claim.claim_id),
+        )
+    except BackendError as error:
+        if error.code not in _NOT_HELD:
+            raise  # the server did not answer, or refused the key: renew_refusal, its status
+        if page.session.claims.get(queue) is claim:  # not a claim taken since in another tab
+            page.session.claims.pop(queue)
+        return _lost(error.message)
     claim.lease_expires_at = reply.lease_expires_at.seconds + reply.lease_expires_at.nanos / 1e9
     return JSONResponse({"held": True, "lease_expires_at": claim.lease_expires_at})
 

@@ -74,10 +74,28 @@
     if (/^[0-9a-z]$/.test(event.key) && clickKey(event.key)) event.preventDefault();
   });
 
-  // While the review screen is open, renew the claim's lease before it runs out.
+  // While the review screen is open, renew the claim's lease before it runs out. Every answer
+  // of the renew endpoint is JSON: 200 renewed; 409 the item is no longer this reviewer's (lost:
+  // say so and stop); 401 or 403 signed out or refused (say so and stop: renewing again cannot
+  // help); anything else (the server down) may pass: say so and try again on the next tick.
   var item = document.getElementById("item");
   if (item && item.dataset.renewUrl) {
     var renewing = false;
+    var timer = null;
+    var lease = document.getElementById("lease");
+    var notice = document.getElementById("lease-notice");
+    var tell = function (text) {
+      if (!notice) return;
+      notice.textContent = text;
+      notice.hidden = false;
+    };
+    var stop = function () {
+      if (timer !== null) window.clearInterval(timer);
+      timer = null;
+    };
+    var reason = function (reply, status) {
+      return reply && typeof reply.error === "string" ? reply.error : "status " + status;
+    };
     var renew = function () {
       if (renewing) return;
       renewing = true;
@@ -88,19 +106,33 @@
         body: body,
         credentials: "same-origin",
       }).then(function (response) {
-        return response.ok ? response.json() : null;
-      }).then(function (reply) {
-        var lease = document.getElementById("lease");
-        if (reply && reply.held) {
+        // A body that is not JSON (a proxy's error page) reads as no reply.
+        return response.json().catch(function () { return null; }).then(function (reply) {
+          return { status: response.status, reply: reply };
+        });
+      }).then(function (answer) {
+        var reply = answer.reply;
+        if (answer.status === 200 && reply && reply.held) {
           item.dataset.leaseExpires = String(reply.lease_expires_at);
           if (lease) lease.textContent = "lease until " + new Date(reply.lease_expires_at * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC";
-        } else if (lease) {
-          lease.textContent = "lease lost: another reviewer may have this item";
-          lease.classList.add("late");
+          if (notice) notice.hidden = true;
+        } else if (answer.status === 409 || (reply && reply.held === false)) {
+          stop();
+          if (lease) { lease.textContent = "lease lost"; lease.classList.add("late"); }
+          tell("This item is no longer yours (" + reason(reply, answer.status) + "). A verdict sent now " +
+            "is not recorded: reload the page to take the next item.");
+        } else if (answer.status === 401 || answer.status === 403) {
+          stop();
+          tell("The lease could not be renewed (" + reason(reply, answer.status) + "). Reload the page " +
+            "and sign in again before the lease ends, or the item goes to another reviewer.");
+        } else {
+          tell("The lease could not be renewed (" + reason(reply, answer.status) + "); trying again.");
         }
-      }).catch(function () { /* the next tick tries again */ }).finally(function () { renewing = false; });
+      }).catch(function () {
+        tell("The console did not answer while renewing the lease; trying again.");
+      }).finally(function () { renewing = false; });
     };
-    window.setInterval(function () {
+    timer = window.setInterval(function () {
       var left = Number(item.dataset.leaseExpires) - Date.now() / 1000;
       if (left < 90) renew();
     }, 15000);
