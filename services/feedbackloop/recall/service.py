@@ -273,7 +273,7 @@ class Recall:
         # Linked to the trace ingestion stored for that feedback, so the search shows up from
         # the complaint's own trace (and the complaint from the search's).
         with tracer().start_as_current_span("milvus.fetch_vector", links=_links_to(feedback)):
-            stored = {field: self.index.fetch_vectors(project_id, [feedback_id], field) for field in FIELDS}
+            stored = self.index.fetch_fields(project_id, [feedback_id])
         if all(feedback_id in stored[field] for field in FIELDS):
             return FeedbackQuery(feedback, texts, {field: stored[field][feedback_id] for field in FIELDS})
         # Not indexed yet (the pipeline is behind): embed it now, the same way the pipeline will.

@@ -9,10 +9,12 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from feedbackloop.recall import index as index_module
 from feedbackloop.recall.filters import FilterError, RecallFilter
 from feedbackloop.recall.index import FeedbackIndex, IndexRow, rrf_merge
 
@@ -143,6 +145,30 @@ def test_exclude_ids(filled: FeedbackIndex) -> None:
     assert ids(filled.search("p1", unit(1, 0), 2, exclude_ids=["fb_0000"])) == ["fb_0001", "fb_0002"]
 
 
+@pytest.mark.parametrize("exclude", [["fb_0000"], ["fb_0000", "fb_0002", "missing"], ["fb_0005"]])
+@pytest.mark.parametrize("top_k", [1, 2, 5])
+def test_a_few_excluded_ids_leave_the_answer_after_the_search(
+    filled: FeedbackIndex, monkeypatch: pytest.MonkeyPatch, exclude: list[str], top_k: int
+) -> None:
+    """A handful of excluded ids are dropped from a longer answer, not filtered in Milvus (Lite
+    evaluates `id in [...]` on every row): the same hits as the filter, and top_k of them."""
+    filters: list[str] = []
+    search = filled._client.search
+
+    def spy(*arguments: Any, **options: Any) -> Any:
+        filters.append(options["filter"])
+        return search(*arguments, **options)
+
+    monkeypatch.setattr(filled._client, "search", spy)
+    after = filled.search("p1", unit(1, 0), top_k, exclude_ids=exclude)
+    assert not any("(id in " in f for f in filters), filters
+    monkeypatch.setattr(index_module, "EXCLUDED_AFTER_SEARCH", 0)
+    filtered = filled.search("p1", unit(1, 0), top_k, exclude_ids=exclude)
+    assert "(id in " in filters[-1]
+    assert after == filtered
+    assert len(after) == min(top_k, 6 - len({"fb_0000", "fb_0002", "fb_0005"} & set(exclude)))
+
+
 ADVERSARIAL = [
     'p1" or project_id != "',
     "p1' or project_id != '",
@@ -178,6 +204,21 @@ def test_control_characters_are_refused(filled: FeedbackIndex) -> None:
         filled.search("p1", unit(1, 0), 5, filter=RecallFilter(sources=["a\x00b"]))
     with pytest.raises(FilterError):
         filled.search("", unit(1, 0), 5)
+
+
+def test_both_fields_of_a_feedback_come_in_one_read(
+    filled: FeedbackIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    filled.upsert([row(9, vector=unit(1, 0), question_vector=unit(0, 1), has_question=True)])
+    reads: list[str] = []
+    get = filled._client.get
+    monkeypatch.setattr(filled._client, "get", lambda name, **o: (reads.append(name), get(name, **o))[1])
+    got = filled.fetch_fields("p1", ["fb_0009", "fb_0004", "missing"])
+    assert len(reads) == (1 if filled.layout == "multi" else 2)
+    assert set(got["feedback"]) == set(got["question"]) == {"fb_0009", "fb_0004"}
+    np.testing.assert_allclose(got["feedback"]["fb_0009"], unit(1, 0), atol=1e-6)
+    np.testing.assert_allclose(got["question"]["fb_0009"], unit(0, 1), atol=1e-6)
+    assert filled.fetch_fields("p2", ["fb_0009"]) == {"feedback": {}, "question": {}}  # another tenant's
 
 
 def test_fetch_vectors_and_iterate_window(filled: FeedbackIndex) -> None:
@@ -316,6 +357,9 @@ def test_a_collection_of_the_one_vector_layout_is_read_and_rebuilt(index: Feedba
         assert reopened.layout == "legacy"
         reopened.upsert([row(0, vector=unit(1, 0), question_vector=unit(0, 1), has_question=True)])
         assert ids(reopened.search("p1", unit(1, 0), top_k=1, field="question")) == ["fb_0000"]
+        both = reopened.fetch_fields("p1", ["fb_0000"])  # one vector answers for both fields
+        np.testing.assert_allclose(both["feedback"]["fb_0000"], unit(1, 0), atol=1e-6)
+        np.testing.assert_allclose(both["question"]["fb_0000"], unit(1, 0), atol=1e-6)
         assert reopened.holds_only("p1") and not reopened.holds_only("p2")
         reopened.drop()
         reopened.ensure_collection(DIM)
