@@ -48,6 +48,11 @@ class LitePatch:
         with self._lock:
             return self._stock if self._stock is not None else getattr(self._owner(), self._attribute)
 
+    @property
+    def installed(self) -> bool:
+        with self._lock:
+            return self._stock is not None
+
     def install(self) -> bool:
         """Put the replacement in, on a checked version; True if it is in use."""
         import milvus_lite

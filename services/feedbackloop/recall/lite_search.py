@@ -45,68 +45,128 @@ class _SegmentSetLiveRows:
 
     Tombstones and the memtable are applied per search, on copies of the masks they touch.
     Lite gives every write its own sequence number, so one key never has two rows with the same
-    one; of equal numbers (impossible) the later segment's row would count here.
+    one, and the newest row of a key does not depend on the order the segments are walked in.
 
-    `base`, the entry of a prefix of `segments` (the set before a flush appended the rest), is
-    extended rather than rebuilt: only the new segments' rows are walked, and the base's masks
-    are copied only where a new row supersedes one of them. The base is not changed.
+    `base`, the entry of a subset of `segments` (the set before a flush added a segment, or the
+    set a compaction primed before its swap, which flushes may have grown meanwhile), is
+    extended rather than rebuilt: only the rows of the segments it lacks are walked, and the
+    base's masks are copied only where a new row supersedes one of them. The base is not changed.
     """
 
     def __init__(self, segments: tuple[Any, ...], base: _SegmentSetLiveRows | None = None) -> None:
         self.segments = segments  # held so that the segments' ids in the cache key stay theirs
-        start = len(base.segments) if base is not None else 0
+        self.slot: dict[int, int] = {id(seg): i for i, seg in enumerate(segments)}
+        inherited = base.slot if base is not None else {}
         self.newest_seq: dict[Any, int] = dict(base.newest_seq) if base is not None else {}
+        # key -> (id of the segment holding its newest row, row): ids, not positions, so that a
+        # base whose segments sit at other positions here is reused as it is
         self.place: dict[Any, tuple[int, int]] = dict(base.place) if base is not None else {}
-        masks: list[np.ndarray] = list(base.masks) if base is not None else []
-        own = set(range(start, len(segments)))  # masks this entry may change
-        masks += [np.zeros(seg.num_rows, dtype=bool) for seg in segments[start:]]
-        for seg_index in range(start, len(segments)):
-            seg = segments[seg_index]
+        masks: dict[int, np.ndarray] = (
+            {seg_id: base.masks[i] for seg_id, i in inherited.items()} if base is not None else {}
+        )
+        own: set[int] = set()  # masks this entry may change
+        for seg in segments:
+            seg_id = id(seg)
+            if seg_id in inherited:
+                continue
+            mask = masks[seg_id] = np.zeros(seg.num_rows, dtype=bool)
+            own.add(seg_id)
             for row, (pk, seq) in enumerate(zip(seg.pks, seg.seqs.tolist(), strict=True)):
                 known = self.newest_seq.get(pk)
                 if known is not None:
                     if seq < known:
                         continue
-                    old_index, old_row = self.place[pk]  # superseded by this row
-                    if old_index not in own:
-                        masks[old_index] = masks[old_index].copy()
-                        own.add(old_index)
-                    masks[old_index][old_row] = False
+                    old_id, old_row = self.place[pk]  # superseded by this row
+                    if old_id not in own:
+                        masks[old_id] = masks[old_id].copy()
+                        own.add(old_id)
+                    masks[old_id][old_row] = False
                 self.newest_seq[pk] = seq
-                self.place[pk] = (seg_index, row)
-                masks[seg_index][row] = True
-        self.masks: tuple[np.ndarray, ...] = tuple(masks)
+                self.place[pk] = (seg_id, row)
+                mask[row] = True
+        self.masks: tuple[np.ndarray, ...] = tuple(masks[id(seg)] for seg in segments)
 
 
 class _LiveRowCache:
     def __init__(self, capacity: int = CACHED_SEGMENT_SETS) -> None:
         self._capacity = capacity
         self._entries: OrderedDict[tuple[int, ...], _SegmentSetLiveRows] = OrderedDict()
+        # Sets a compaction worked out before its swap, for searches not yet asking for them;
+        # they only serve as bases, and leave once used or dropped (see `prime`).
+        self._primed: dict[tuple[int, ...], _SegmentSetLiveRows] = {}
         self._lock = threading.Lock()
 
     def get(self, segments: tuple[Any, ...]) -> _SegmentSetLiveRows:
-        key = tuple(id(seg) for seg in segments)
+        key = _key(segments)
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
                 return entry
-            # Lite appends a flush's segment to its list, so the set before it is a prefix.
-            prefixes = [e for k, e in self._entries.items() if key[: len(k)] == k]
-            base = max(prefixes, key=lambda e: len(e.segments), default=None)
-        entry = _SegmentSetLiveRows(segments, base)  # outside the lock: searches go on meanwhile
+            members = set(key)
+            subsets = [e for k, e in (*self._entries.items(), *self._primed.items()) if members.issuperset(k)]
+            base = max(subsets, key=lambda e: len(e.segments), default=None)
+        # Outside the lock: searches go on meanwhile. An exact primed set is reused as a base
+        # with nothing left to walk.
+        entry = _SegmentSetLiveRows(segments, base)
         with self._lock:
             # A set with a segment the new one lacks is from before a compaction: holding it
             # would keep replaced segments (their vectors and indexes) in memory. A set that a
             # flush extended holds nothing the new one does not, and a search that started
             # before the flush may still ask for it.
-            current = set(key)
-            for old in [k for k in self._entries if not current.issuperset(k)]:
+            for old in [k for k in self._entries if not members.issuperset(k)]:
                 del self._entries[old]
+            for used in [k for k in self._primed if members.issuperset(k)]:
+                del self._primed[used]
             self._entries[key] = entry
             while len(self._entries) > self._capacity:
                 self._entries.popitem(last=False)
         return entry
+
+    def prime(self, segments: tuple[Any, ...]) -> None:
+        """Work out `segments`' live rows now, for the first search that asks for them."""
+        entry = _SegmentSetLiveRows(segments)
+        with self._lock:
+            self._primed[_key(segments)] = entry
+
+    def drop_primed(self, segments: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._primed.pop(_key(segments), None)
+
+
+def _key(segments: tuple[Any, ...]) -> tuple[int, ...]:
+    return tuple(id(seg) for seg in segments)
+
+
+def searched(segments: Iterable[Any], partition_names: Sequence[str] | None = None) -> tuple[Any, ...]:
+    """The segments a search over `partition_names` (None: all) reads, in Lite's order: the key
+    its live rows are kept under."""
+    wanted = set(partition_names) if partition_names else None
+    return tuple(seg for seg in segments if seg.num_rows > 0 and (wanted is None or seg.partition in wanted))
+
+
+def prime(segments: Iterable[Any]) -> tuple[Any, ...]:
+    """Work out the live rows of the segment set `segments` will be, before it is: a compaction
+    calls this before its swap, so that the first search after it does not walk every row of the
+    merged segment (about 80 ms at 100,000 rows here). Then `adopt` that set, or `drop_primed`.
+    Returns the set, as searches will key it."""
+    wanted = searched(segments)
+    if wanted and in_use():
+        _cache.prime(wanted)
+    return wanted
+
+
+def adopt(segments: Iterable[Any]) -> None:
+    """Make `segments` (all of a collection's, after a swap) the kept set now, from what was
+    primed, so that no search builds it, and drop what it replaced."""
+    wanted = searched(segments)
+    if wanted and in_use():
+        _cache.get(wanted)
+
+
+def drop_primed(segments: tuple[Any, ...]) -> None:
+    """Forget a primed set that will not come (its compaction was abandoned)."""
+    _cache.drop_primed(segments)
 
 
 _cache = _LiveRowCache()
@@ -133,7 +193,8 @@ class _SearchMasks:
         newest = self._live.newest_seq.get(pk)
         if newest is None or newest >= seq:
             return
-        seg_index, row = self._live.place[pk]
+        seg_id, row = self._live.place[pk]
+        seg_index = self._live.slot[seg_id]
         if seg_index not in self._copied:
             self._masks[seg_index] = self._masks[seg_index].copy()
             self._copied.add(seg_index)
@@ -204,10 +265,7 @@ def execute_search_with_index(
     if nq == 0 or top_k <= 0:
         return [[] for _ in range(nq)]
 
-    wanted = set(partition_names) if partition_names else None
-    in_scope = tuple(
-        seg for seg in segments if seg.num_rows > 0 and (wanted is None or seg.partition in wanted)
-    )
+    in_scope = searched(segments, partition_names)
     mt_pks, mt_seqs, mt_vectors, mt_refs, mt_table, mt_units = memtable_snapshot(
         memtable, vector_field, partition_names, include_table=compiled_filter is not None
     )
@@ -540,6 +598,11 @@ _PATCH = LitePatch(
     CHECKED_VERSIONS,
     "its own search executor, so searches scan every stored row",
 )
+
+
+def in_use() -> bool:
+    """Whether this executor answers Lite's searches in this process."""
+    return _PATCH.installed
 
 
 def install() -> bool:

@@ -11,6 +11,7 @@ without the lock searches take, and a merged segment is searched only once its i
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from lite_support import DIM, PARTITIONS, create_tagged_collection, lite_client
 from milvus_lite.engine.collection import Collection
 from pymilvus import MilvusClient
 
-from feedbackloop.recall import lite_compaction, lite_query
+from feedbackloop.recall import lite_compaction, lite_query, lite_search
 from feedbackloop.recall.index import FeedbackIndex
 
 STOCK_WORKER = lite_compaction.stock_worker()
@@ -265,6 +266,53 @@ def test_a_merge_whose_inputs_went_away_commits_nothing(
     assert not Path(written[0]).exists(), "the abandoned merge removed its file"
     assert col._manifest.get_data_files("p1") == []
     client.close()
+
+
+def test_the_set_a_merge_leaves_is_kept_before_any_search_asks(tmp_path: Path) -> None:
+    """The live rows of the segment set after a swap are worked out before it (and taken up by
+    the worker), so the first search after a merge does not walk every merged row."""
+    assert lite_search.install() is True  # the executor that keeps them (a server installs both)
+    path = tmp_path / "primed.db"
+    client = lite_client(path)
+    create_tagged_collection(client, "HNSW")
+    col = _engine(path)
+    rng = np.random.default_rng(9)
+    _flush_segments(client, col, rng, 3, 30)
+    assert len(client.search("c", data=[[1.0] * DIM], anns_field="vector", limit=5)[0]) == 5
+    before = lite_search.searched(col._read_snapshot()[0])
+    assert lite_search._cache._entries.get(lite_search._key(before)) is not None
+    _flush_segments(client, col, rng, 1, 30, first=3)  # the fourth: a merge
+    after = lite_search.searched(col._read_snapshot()[0])
+    assert [seg.num_rows for seg in after] == [120]
+    kept = lite_search._cache._entries.get(lite_search._key(after))
+    assert kept is not None, "no search has run since the merge, yet its set is kept"
+    assert lite_search._cache._entries.get(lite_search._key(before)) is None  # replaced: dropped
+    assert lite_search._cache._primed == {}
+    assert [m.tolist() for m in kept.masks] == [[True] * 120]
+    hits = client.search("c", data=[[1.0] * DIM], anns_field="vector", limit=10)[0]
+    assert len(hits) == 10 and lite_search._cache._entries.get(lite_search._key(after)) is kept
+    client.close()
+
+
+def test_the_worker_leaves_a_core_to_searches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FAISS builds the worker's indexes on all cores but one; other threads keep them all."""
+    import faiss
+
+    default = faiss.omp_get_max_threads()
+    seen: dict[str, int] = {}
+
+    def record(col: Any) -> None:
+        seen["worker"] = faiss.omp_get_max_threads()
+        other = threading.Thread(target=lambda: seen.update(search=faiss.omp_get_max_threads()))
+        other.start()
+        other.join()
+
+    monkeypatch.setattr(lite_compaction, "_compact_and_index", record)
+    lite_compaction._bg_compact_and_index(object())
+    cores = len(os.sched_getaffinity(0))
+    assert lite_compaction.background_threads() == max(1, cores - 1)
+    assert seen == {"worker": max(1, cores - 1), "search": default}
+    assert faiss.omp_get_max_threads() == default, "put back after the work"
 
 
 def test_install_swaps_the_worker_and_uninstall_restores_it() -> None:

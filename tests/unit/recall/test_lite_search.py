@@ -227,6 +227,72 @@ def test_a_set_extended_after_a_flush_equals_one_built_afresh() -> None:
         assert [m.tolist() for m in base.masks] == [m.tolist() for m in base_masks]  # base unchanged
 
 
+def test_a_set_extended_from_a_subset_in_another_order_equals_one_built_afresh() -> None:
+    rng = np.random.default_rng(4)
+    seq = iter(range(1, 10**6))
+    segments = tuple(
+        Segment([f"k{int(i)}" for i in keys], [next(seq) for _ in keys])
+        for keys in (rng.choice(30, size=int(rng.integers(1, 20)), replace=False) for _ in range(8))
+    )
+    for _ in range(20):
+        order = tuple(segments[int(i)] for i in rng.permutation(len(segments)))
+        subset = tuple(seg for seg in segments if rng.random() < 0.5)
+        base = lite_search._SegmentSetLiveRows(subset)
+        base_masks = [m.copy() for m in base.masks]
+        extended = lite_search._SegmentSetLiveRows(order, base)
+        fresh = lite_search._SegmentSetLiveRows(order)
+        assert [m.tolist() for m in extended.masks] == [m.tolist() for m in fresh.masks]
+        assert (extended.newest_seq, extended.place) == (fresh.newest_seq, fresh.place)
+        assert [m.tolist() for m in base.masks] == [m.tolist() for m in base_masks]  # base unchanged
+
+
+class CountedSegment(Segment):
+    """A segment that records each walk over its keys."""
+
+    walks: list[CountedSegment] = []
+
+    @property  # type: ignore[override]
+    def pks(self) -> list[str]:
+        CountedSegment.walks.append(self)
+        return self._pks
+
+    @pks.setter
+    def pks(self, value: list[str]) -> None:
+        self._pks = value
+
+
+def test_a_primed_set_is_taken_up_walking_only_what_a_flush_added() -> None:
+    cache = lite_search._LiveRowCache(capacity=2)
+    kept, first, second = (
+        CountedSegment(["a", "b"], [1, 2]),
+        CountedSegment(["c"], [3]),
+        CountedSegment(["a"], [4]),
+    )
+    merged = CountedSegment(["c", "a"], [3, 4])  # first and second, merged
+    searched_now = cache.get((kept, first, second))
+    cache.prime((kept, merged))
+    assert cache.get((kept, first, second)) is searched_now, "priming leaves the set in use"
+    flushed = CountedSegment(["b"], [7])  # flushed before the swap: after the merged one's rows
+    CountedSegment.walks.clear()
+    after = cache.get((kept, flushed, merged))
+    assert CountedSegment.walks == [flushed]
+    fresh = lite_search._SegmentSetLiveRows((kept, flushed, merged))
+    assert (
+        [m.tolist() for m in after.masks]
+        == [m.tolist() for m in fresh.masks]
+        == [[False, False], [True], [True, True]]
+    )
+    assert cache._primed == {} and list(cache._entries) == [lite_search._key((kept, flushed, merged))]
+
+
+def test_a_primed_set_that_will_not_come_is_dropped() -> None:
+    cache = lite_search._LiveRowCache(capacity=2)
+    merged = Segment(["a"], [1])
+    cache.prime((merged,))
+    cache.drop_primed((merged,))
+    assert cache._primed == {}
+
+
 def test_the_cache_extends_the_set_a_flush_grew() -> None:
     cache = lite_search._LiveRowCache(capacity=2)
     first, flushed = Segment(["a", "b"], [1, 2]), Segment(["a"], [3])
