@@ -14,8 +14,8 @@ Two paths, both ending in SearchSimilar by feedback id and by text, timed right 
 ingest, again later (once Lite's background work is over, or after a fixed wait where it cannot
 be seen), and again after a restart on the same files:
 
-- `api` (3,000 feedback by default; `--api-feedback N` for another size, such as 100,000, which
-  takes most of an hour here): a real `feedbackloop serve` (pipeline on, the bundled model) in a
+- `api` (3,000 and then 100,000 feedback, one fresh server each, `API_SIZES`; `--api-feedback N`
+  for one other size): a real `feedbackloop serve` (pipeline on, the bundled model) in a
   temporary directory; one interaction per feedback (its user question one of 40) recorded with
   RecordInteraction, the feedback (a thumbs-down with a comment) submitted with
   SubmitFeedbackStream; wait until the pipeline has indexed them all; then SearchSimilar over
@@ -42,6 +42,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 from multiprocessing.connection import Connection
@@ -59,6 +60,8 @@ TARGET_P99_MS = 50.0
 # How long the API path waits before its `later` searches: the server's Lite background work is
 # not visible over gRPC, and at 100,000 its last merge and index build took about 3 minutes here.
 API_SETTLE_SECONDS = 180.0
+# Feedback submitted through the API in a full run, one server each.
+API_SIZES = (3_000, 100_000)
 QUESTIONS = [f"Hi, I need help with my order number {n} please" for n in range(40)]
 COMPLAINTS = (
     "the price you quoted is out of date",
@@ -94,8 +97,8 @@ def _submit(address: str, n: int) -> list[str]:
 
     with grpc.insecure_channel(address) as channel:
         stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
-        interactions = []
-        for i in range(n):
+
+        def record(i: int) -> str:
             response = stub.RecordInteraction(
                 ingestion_pb2.RecordInteractionRequest(
                     interaction=common_pb2.Interaction(
@@ -109,7 +112,11 @@ def _submit(address: str, n: int) -> list[str]:
                 ),
                 timeout=30,
             )
-            interactions.append(response.interaction_id)
+            return str(response.interaction_id)
+
+        # A few clients at once, as an application's servers would call it.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            interactions = list(pool.map(record, range(n)))
         requests = [
             ingestion_pb2.SubmitFeedbackStreamRequest(
                 feedback=common_pb2.Feedback(
@@ -191,15 +198,16 @@ def bench_api(n: int, n_queries: int, settle_seconds: float = API_SETTLE_SECONDS
             later = _time_grpc_searches(address, ids, n_queries)
         with _serve(data) as address:
             restarted = _time_grpc_searches(address, ids, n_queries)
+    path = f"api_{n}"
     out = {
-        "api.feedback": float(n),
-        "api.submit_seconds": submitted,
-        "api.index_wait_seconds": indexed,
-        "api.settle_seconds": settle_seconds,
+        f"{path}.feedback": float(n),
+        f"{path}.submit_seconds": submitted,
+        f"{path}.index_wait_seconds": indexed,
+        f"{path}.settle_seconds": settle_seconds,
     }
-    out.update({f"api.after_ingest.{k}": v for k, v in fresh.items()})
-    out.update({f"api.later.{k}": v for k, v in later.items()})
-    out.update({f"api.after_restart.{k}": v for k, v in restarted.items()})
+    out.update({f"{path}.after_ingest.{k}": v for k, v in fresh.items()})
+    out.update({f"{path}.later.{k}": v for k, v in later.items()})
+    out.update({f"{path}.after_restart.{k}": v for k, v in restarted.items()})
     return out
 
 
@@ -416,14 +424,14 @@ def run(
     results: dict[str, float] = {}
     n_queries = 50 if quick else 300
     if api_feedback != 0:
-        api_n = api_feedback or (300 if quick else 3_000)
-        results.update(bench_api(api_n, n_queries, 5.0 if quick else API_SETTLE_SECONDS))
+        for api_n in [api_feedback] if api_feedback else ([300] if quick else API_SIZES):
+            results.update(bench_api(api_n, n_queries, 5.0 if quick else API_SETTLE_SECONDS))
     if load_feedback != 0:
         results.update(bench_load(load_feedback or (10_000 if quick else 100_000), n_queries))
     width = max(len(k) for k in results)
     for key, value in results.items():
         print(f"{key:<{width}}  {value:,.1f}")
-    for path in ("api", "load"):
+    for path in sorted({key.split(".")[0] for key in results}):
         if f"{path}.feedback" not in results:
             continue
         figures = [v for k, v in results.items() if k.startswith(f"{path}.") and k.endswith("by_id_p99_ms")]
