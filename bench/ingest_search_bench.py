@@ -60,6 +60,7 @@ TARGET_P99_MS = 50.0
 # How long the API path waits before its `later` searches: the server's Lite background work is
 # not visible over gRPC, and at 100,000 its last merge and index build took about 3 minutes here.
 API_SETTLE_SECONDS = 180.0
+STREAM_FEEDBACK = 10_000
 # Feedback submitted through the API in a full run, one server each.
 API_SIZES = (3_000, 100_000)
 QUESTIONS = [f"Hi, I need help with my order number {n} please" for n in range(40)]
@@ -128,10 +129,15 @@ def _submit(address: str, n: int) -> list[str]:
             )
             for i in range(n)
         ]
-        response = stub.SubmitFeedbackStream(iter(requests), timeout=600)
-        if response.rejected:
-            raise RuntimeError(f"{response.rejected} feedback rejected: {response.acks[0]}")
-        return [ack.feedback_id for ack in response.acks]
+        ids: list[str] = []
+        # One stream per STREAM_FEEDBACK: a stream answers with every ack in one message, and
+        # 100,000 of them would pass gRPC's 4 MB default.
+        for lo in range(0, n, STREAM_FEEDBACK):
+            response = stub.SubmitFeedbackStream(iter(requests[lo : lo + STREAM_FEEDBACK]), timeout=600)
+            if response.rejected:
+                raise RuntimeError(f"{response.rejected} feedback rejected: {response.acks[0]}")
+            ids.extend(ack.feedback_id for ack in response.acks)
+        return ids
 
 
 def _wait_indexed(address: str, timeout: float = 1800.0) -> float:
