@@ -16,12 +16,13 @@ under the lock, it commits the manifest and swaps the segments in one step, as L
 Tombstones are taken as of the start (Lite's frozen copy); one that arrives during the merge stays
 in the delta index and hides its row at search time, and tombstone GC, under the lock after the
 swap, only drops tombstones older than every remaining segment, as in Lite. If the inputs are gone
-by then (a partition dropped), the new files are removed and nothing is committed. A crash before
-the commit leaves an unreferenced data file and index sidecars, which Lite's recovery already
-removes (its own crash before the manifest commit leaves the same). One task merges for as long as
-there is something to merge before it indexes the segments flushed meanwhile, which are few and
-small and searched by brute force until then: indexing each of them first would be wasted on
-segments about to be merged.
+by then (a partition dropped), or an error stops the merge before its commit, the new files are
+removed and nothing is committed. A crash before the commit leaves an unreferenced data file and
+index sidecars, which Lite's recovery already removes (its own crash before the manifest commit
+leaves the same). One task merges for as long as there is something to merge before it indexes
+the segments flushed meanwhile, which are few and small and searched by brute force until then:
+indexing each of them first would be wasted on segments about to be merged. Once the collection
+is closing it starts no further merge, so a shutdown waits for one merge at most.
 
 The cost is memory: until the swap, the replaced segments and the merged one (with their
 indexes) are both held. `tests/unit/recall/test_lite_compaction.py` runs random histories under
@@ -66,6 +67,8 @@ def _compact_and_index(col: Any) -> None:
     # own right before the next task merges them (at 100,000 rows that doubled the load time),
     # so merging goes on first, while it still reduces the number of files.
     for _ in range(MAX_PASSES):
+        if col._bg_closed:
+            break  # closing: the next start merges what is left, rather than shutdown waiting
         with col._maintenance_lock:
             partitions = list(col._manifest.list_partitions())
         if sum(_compact_partition(col, partition) for partition in partitions) <= 0:
@@ -127,7 +130,13 @@ def _compact_partition(col: Any, partition: str) -> int:
     log.info("compaction: partition=%s, merging %d files", partition, len(target))
     new_rels, input_rows, output_rows = _merge(manager, partition_dir, target, deltas)
     merge_seconds = time.monotonic() - started
-    loaded = [_load_indexed(col, partition, partition_dir, rel) for rel in new_rels]
+    try:
+        loaded = [_load_indexed(col, partition, partition_dir, rel) for rel in new_rels]
+    except BaseException:
+        # Nothing refers to the new files yet: left behind, they would only be removed by the
+        # recovery of the next start.
+        _discard(col, partition, partition_dir, new_rels)
+        raise
     segments = {rel: segment for rel, (segment, _) in zip(new_rels, loaded, strict=True)}
     primed = _prime_live_rows(col, partition, target, list(segments.values()))
 
@@ -210,10 +219,15 @@ def _merge(manager: Any, partition_dir: str, files: list[str], deltas: Any) -> t
                 merged.slice(i, min(MAX_SEGMENT_ROWS, total - i)) for i in range(0, total, MAX_SEGMENT_ROWS)
             ]
         )
-        for chunk in chunks:
-            seqs = chunk.column("_seq").to_pylist()
-            seq_min, seq_max = manager._pick_unique_seq_range(partition_dir, min(seqs), max(seqs))
-            new_rels.append(write_data_file(chunk, partition_dir, seq_min=seq_min, seq_max=seq_max))
+        try:
+            for chunk in chunks:
+                seqs = chunk.column("_seq").to_pylist()
+                seq_min, seq_max = manager._pick_unique_seq_range(partition_dir, min(seqs), max(seqs))
+                new_rels.append(write_data_file(chunk, partition_dir, seq_min=seq_min, seq_max=seq_max))
+        except BaseException:
+            for rel in new_rels:  # the chunks written before the failure
+                _remove(os.path.join(partition_dir, rel))
+            raise
     return new_rels, combined.num_rows, merged.num_rows
 
 

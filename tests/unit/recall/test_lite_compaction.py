@@ -315,6 +315,60 @@ def test_the_worker_leaves_a_core_to_searches(tmp_path: Path, monkeypatch: pytes
     assert faiss.omp_get_max_threads() == default, "put back after the work"
 
 
+def test_a_merge_that_fails_before_its_commit_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "failed.db"
+    client = lite_client(path)
+    create_tagged_collection(client, "FLAT")
+    col = _engine(path)
+    rng = np.random.default_rng(10)
+    _flush_segments(client, col, rng, 3, 20)
+
+    def fail(*arguments: Any) -> Any:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(lite_compaction, "_load_indexed", fail)
+    _flush_segments(client, col, rng, 1, 20, first=3)  # the fourth: the merge fails after writing
+    files = col._manifest.get_data_files("p1")
+    assert len(files) == 4, "nothing committed"
+    data_dir = Path(col._data_dir) / "partitions" / "p1" / "data"
+    assert sorted(p.name for p in data_dir.iterdir()) == sorted(Path(f).name for f in files)
+    assert len(client.query("c", filter="", output_fields=["id"], limit=1000)) == 80
+    client.close()
+
+
+class _ClosingCollection:
+    """What the worker's pass loop reads of a collection, closing after its first pass."""
+
+    def __init__(self) -> None:
+        self._maintenance_lock = threading.Lock()
+        self._bg_closed = False
+        self._manifest = self
+        self.passes = 0
+        self.indexed = False
+
+    def list_partitions(self) -> list[str]:
+        return ["p1"]
+
+    def _ensure_loaded_segments_indexed(self) -> int:
+        self.indexed = True
+        return 0
+
+
+def test_a_closing_collection_starts_no_further_merge(monkeypatch: pytest.MonkeyPatch) -> None:
+    col = _ClosingCollection()
+
+    def one_pass(collection: Any, partition: str) -> int:
+        collection.passes += 1
+        collection._bg_closed = True  # Lite's close() sets it, then waits for this worker
+        return 3  # files still shrinking: without the check, passes would go on
+
+    monkeypatch.setattr(lite_compaction, "_compact_partition", one_pass)
+    lite_compaction._compact_and_index(col)
+    assert col.passes == 1 and col.indexed
+
+
 def test_install_swaps_the_worker_and_uninstall_restores_it() -> None:
     lite_compaction.uninstall()
     assert Collection._bg_compact_and_index is STOCK_WORKER
