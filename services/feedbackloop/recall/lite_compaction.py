@@ -21,8 +21,7 @@ removed and nothing is committed. A crash before the commit leaves an unreferenc
 index sidecars, which Lite's recovery already removes (its own crash before the manifest commit
 leaves the same). One task merges for as long as there is something to merge before it indexes
 the segments flushed meanwhile, which are few and small and searched by brute force until then:
-indexing each of them first would be wasted on segments about to be merged. Once the collection
-is closing it starts no further merge, so a shutdown waits for one merge at most.
+indexing each of them first would be wasted on segments about to be merged.
 
 The cost is memory: until the swap, the replaced segments and the merged one (with their
 indexes) are both held. `tests/unit/recall/test_lite_compaction.py` runs random histories under
@@ -67,8 +66,6 @@ def _compact_and_index(col: Any) -> None:
     # own right before the next task merges them (at 100,000 rows that doubled the load time),
     # so merging goes on first, while it still reduces the number of files.
     for _ in range(MAX_PASSES):
-        if col._bg_closed:
-            break  # closing: the next start merges what is left, rather than shutdown waiting
         with col._maintenance_lock:
             partitions = list(col._manifest.list_partitions())
         if sum(_compact_partition(col, partition) for partition in partitions) <= 0:

@@ -338,37 +338,6 @@ def test_a_merge_that_fails_before_its_commit_leaves_no_file(
     client.close()
 
 
-class _ClosingCollection:
-    """What the worker's pass loop reads of a collection, closing after its first pass."""
-
-    def __init__(self) -> None:
-        self._maintenance_lock = threading.Lock()
-        self._bg_closed = False
-        self._manifest = self
-        self.passes = 0
-        self.indexed = False
-
-    def list_partitions(self) -> list[str]:
-        return ["p1"]
-
-    def _ensure_loaded_segments_indexed(self) -> int:
-        self.indexed = True
-        return 0
-
-
-def test_a_closing_collection_starts_no_further_merge(monkeypatch: pytest.MonkeyPatch) -> None:
-    col = _ClosingCollection()
-
-    def one_pass(collection: Any, partition: str) -> int:
-        collection.passes += 1
-        collection._bg_closed = True  # Lite's close() sets it, then waits for this worker
-        return 3  # files still shrinking: without the check, passes would go on
-
-    monkeypatch.setattr(lite_compaction, "_compact_partition", one_pass)
-    lite_compaction._compact_and_index(col)
-    assert col.passes == 1 and col.indexed
-
-
 def test_install_swaps_the_worker_and_uninstall_restores_it() -> None:
     lite_compaction.uninstall()
     assert Collection._bg_compact_and_index is STOCK_WORKER
