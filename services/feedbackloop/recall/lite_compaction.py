@@ -129,38 +129,41 @@ def _compact_partition(col: Any, partition: str) -> int:
     merge_seconds = time.monotonic() - started
     try:
         loaded = [_load_indexed(col, partition, partition_dir, rel) for rel in new_rels]
+        segments = {rel: segment for rel, (segment, _) in zip(new_rels, loaded, strict=True)}
+        primed = _prime_live_rows(col, partition, target, list(segments.values()))
     except BaseException:
         # Nothing refers to the new files yet: left behind, they would only be removed by the
         # recovery of the next start.
         _discard(col, partition, partition_dir, new_rels)
         raise
-    segments = {rel: segment for rel, (segment, _) in zip(new_rels, loaded, strict=True)}
-    primed = _prime_live_rows(col, partition, target, list(segments.values()))
 
-    with col._maintenance_lock:
-        present = (
-            set(col._manifest.get_data_files(partition))
-            if partition in col._manifest.list_partitions()
-            else set()
-        )
-        if not present.issuperset(target):
-            lite_search.drop_primed(primed)
-            _discard(col, partition, partition_dir, new_rels)
-            log.info("compaction: partition=%s abandoned, its input files are gone", partition)
-            return 0
-        col._manifest.remove_data_files(partition, target)
-        for rel in new_rels:
-            col._manifest.add_data_file(partition, rel)
-        col._manifest.save()
-        if col._load_state != "loaded":
-            for segment in segments.values():
-                segment.release_index()  # released meanwhile: as Lite's own release leaves segments
-        for rel, segment in segments.items():
-            col._segment_cache[(partition, rel)] = segment
-        col._refresh_segment_cache()  # drops the replaced segments
-        manager._gc_tombstones(col._manifest, col._delta_index)
-        after = tuple(col._segment_cache.values())
-    lite_search.adopt(after)  # from the primed set: only segments flushed since are walked
+    try:
+        with col._maintenance_lock:
+            present = (
+                set(col._manifest.get_data_files(partition))
+                if partition in col._manifest.list_partitions()
+                else set()
+            )
+            if not present.issuperset(target):
+                _discard(col, partition, partition_dir, new_rels)
+                log.info("compaction: partition=%s abandoned, its input files are gone", partition)
+                return 0
+            col._manifest.remove_data_files(partition, target)
+            for rel in new_rels:
+                col._manifest.add_data_file(partition, rel)
+            col._manifest.save()
+            if col._load_state != "loaded":
+                for segment in segments.values():
+                    segment.release_index()  # released meanwhile: as Lite's own release leaves segments
+            for rel, segment in segments.items():
+                col._segment_cache[(partition, rel)] = segment
+            col._refresh_segment_cache()  # drops the replaced segments
+            manager._gc_tombstones(col._manifest, col._delta_index)
+            after = tuple(col._segment_cache.values()) if col._load_state == "loaded" else ()
+        if primed and after:
+            lite_search.adopt(after)  # extended from the primed set: only segments flushed since are walked
+    finally:
+        lite_search.drop_primed(primed)  # taken up by now, or of no use (abandoned, failed, released)
     # Unreferenced now, so deleted without the lock. Lite deletes them under it: with them, the
     # commit of an 11-file merge at 100,000 rows held the lock for about 0.2 s.
     _remove_replaced(col, partition, partition_dir, target)

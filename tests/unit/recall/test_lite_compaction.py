@@ -243,6 +243,7 @@ def test_a_delete_during_a_merge_stays_deleted(tmp_path: Path, monkeypatch: pyte
 def test_a_merge_whose_inputs_went_away_commits_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    assert lite_search.install() is True  # so that the merge primes its set (a server installs both)
     path = tmp_path / "dropped.db"
     client = lite_client(path)
     create_tagged_collection(client, "FLAT")
@@ -265,6 +266,7 @@ def test_a_merge_whose_inputs_went_away_commits_nothing(
     assert len(written) == 1
     assert not Path(written[0]).exists(), "the abandoned merge removed its file"
     assert col._manifest.get_data_files("p1") == []
+    assert lite_search._cache._primed == {}, "nor is its segment set kept"
     client.close()
 
 
