@@ -92,7 +92,7 @@ class History:
             anns_field="vector",
             filter=expr,
             limit=limit,
-            output_fields=["tag"] if self.rng.random() < 0.5 else None,
+            output_fields=[None, ["tag"], ["tag", "vector"], ["id"]][int(self.rng.integers(4))],
             partition_names=partitions,
             search_params={"metric_type": "COSINE", "params": {}},
             consistency_level="Strong",
