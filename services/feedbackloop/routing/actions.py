@@ -3,8 +3,7 @@
 Each effect has a dedup key under a unique constraint, so running the same decision again finds
 the effect and reports it as existing:
 - patches, per project, and dataset items, per project and dataset: the policy, the action
-  index and the subject (`fb:<feedback id>`; for aggregate policies the complaint, see
-  `subject_of`);
+  index and the subject (`fb:<feedback id>`, or `group:<group key>` for aggregate policies);
 - review items, per project and queue: the feedback (`fb:<id>`), or for aggregate policies the
   complaint (see `review_key`), so an item a queue has held is never added again, whichever
   policy or action index sends it.
@@ -68,8 +67,7 @@ class ActionContext:
     evidence: list[str]
     now: datetime = field(default_factory=utcnow)
     # The lasting TopIssues group of the feedback ("" when none is near it), looked up before
-    # the write transaction opens: what an aggregate's review item, patch and dataset item are
-    # about (the same group its cooldown was checked for).
+    # the write transaction opens: what an aggregate's review item is about.
     issue_group_id: str = ""
     # Review items this policy opened, before any lasting group existed, for feedback now near
     # `issue_group_id`: the same complaint, met again past the aggregate's window.
@@ -85,25 +83,14 @@ class ActionContext:
 
     @property
     def subject(self) -> str:
-        return subject_of(self.policy, self.feedback.id, self.group_key, self.issue_group_id)
+        return subject_of(self.policy, self.feedback.id, self.group_key)
 
 
-ISSUE_KEY_PREFIX = "issue:"
-FIRED_KEY_PREFIX = "fired:"
-
-
-def subject_of(policy: RoutingPolicy, feedback_id: str, group_key: str, issue_group_id: str = "") -> str:
-    """What a patch or dataset item is about: for a per-event policy the feedback (`fb:<id>`);
-    for an aggregate policy the complaint, as for its review item (`review_key`): the lasting
-    TopIssues group of the firing's feedback within the `group_by` values
-    (`issue:<group id>:<group key>`), so another complaint under the same values gets its own,
-    or, with no group near it, the `group_by` values alone (`group:<group key>`).
-    """
-    if policy.aggregate is None:
-        return f"fb:{feedback_id}"
-    if issue_group_id:
-        return f"{ISSUE_KEY_PREFIX}{issue_group_id}:{group_key}"
-    return f"group:{group_key}"
+def subject_of(policy: RoutingPolicy, feedback_id: str, group_key: str) -> str:
+    """What an action's effect is about: the group for aggregate policies, else the feedback."""
+    if policy.aggregate is not None:
+        return f"group:{group_key}"
+    return f"fb:{feedback_id}"
 
 
 def result(index: int, action: Any, status: str, resource_id: str = "", detail: str = "") -> dict[str, Any]:
@@ -360,6 +347,10 @@ def nearest_item(
 
 def _item_text(messages: list[Any], answer: str) -> str:
     return f"{last_user_text(messages or [])}\n{answer}"
+
+
+ISSUE_KEY_PREFIX = "issue:"
+FIRED_KEY_PREFIX = "fired:"
 
 
 def review_key(policy: RoutingPolicy, feedback_id: str, group_key: str, issue_group_id: str) -> str:

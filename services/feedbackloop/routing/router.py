@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto
 from feedbackloop.policy import Decision, Outcome
-from feedbackloop.policy.engine import Condition, EvaluationState
+from feedbackloop.policy.engine import Condition, CooldownMemory, EvaluationState
 from feedbackloop.policy.event import field_value
 from feedbackloop.policy.model import DatasetAdd, HumanReview, PromptPatch, RoutingPolicy
 from feedbackloop.routing import actions
@@ -54,34 +54,9 @@ def group_of(policy: RoutingPolicy, event: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-class _Cooldowns:
-    """The firings of a replay (a backtest) in memory: per policy and `group_by` value, when each
-    fired and the lasting group it fired for. Same rule as the store's (matched decision
-    records): a firing at `at` counts for events with `at` in (now - cooldown, now]."""
-
-    def __init__(self) -> None:
-        self._fired: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
-
-    def fired(self, policy: RoutingPolicy, group_key: str, now: datetime) -> list[str]:
-        start = now - timedelta(seconds=policy.cooldown_seconds)
-        return [group for at, group in self._fired.get((policy.name, group_key), ()) if start < at <= now]
-
-    def record(self, policy: RoutingPolicy, group_key: str, now: datetime, issue_group: str) -> None:
-        # A replay runs in time order: a firing past its cooldown never counts again.
-        start = now - timedelta(seconds=policy.cooldown_seconds)
-        kept = [(at, group) for at, group in self._fired.get((policy.name, group_key), ()) if at > start]
-        self._fired[(policy.name, group_key)] = [*kept, (now, issue_group)]
-
-
 class StoreState(EvaluationState):
     """EvaluationState over the store: cooldowns from matched decision records, aggregates from
-    the SimilarFeedback hook. Remembers the similar ids per policy for the action evidence.
-
-    An aggregate's cooldown is its complaint's, as its review item is (`actions.review_key`):
-    when a lasting group is near the feedback, only an earlier firing for that group (its
-    feedback near it today) holds it back, so one complaint never silences another under the
-    same `group_by` values. Without a group (no recall, an inline event, no TopIssues call yet
-    or the feedback far from every group) any firing under those values holds it back."""
+    the SimilarFeedback hook. Remembers the similar ids per policy for the action evidence."""
 
     def __init__(
         self,
@@ -101,73 +76,30 @@ class StoreState(EvaluationState):
         self._inline = inline or not feedback_id
         self._similar = similar
         self.evidence: dict[str, list[str]] = {}
-        self._memory = _Cooldowns() if track_cooldown_in_memory else None
-        # (feedback id, similarity bound) -> its lasting group ("" for none); a backtest fills it
-        # for each chunk of feedback at once.
-        self.known_groups: dict[tuple[str, float], str] = {}
-        # Policy -> (lasting group, cooldown) of the cooldown that held this feedback back.
-        self._held: dict[str, tuple[str, str]] = {}
+        self._memory = CooldownMemory() if track_cooldown_in_memory else None
 
     def for_feedback(self, feedback_id: str) -> None:
         self._feedback_id = feedback_id
         self.evidence = {}
-        self._held = {}
-
-    def issue_group(self, policy: RoutingPolicy) -> str:
-        """The lasting group the feedback's firing of aggregate `policy` is about: the nearest
-        group's, held to the policy's own similarity bound (a centroid is nearer its members than
-        they are to each other, so this never ties the feedback to a looser group than the
-        aggregate that fired); "" for none, a per-event policy, no recall or an inline event
-        (it has no stored vector)."""
-        if policy.aggregate is None or self._similar is None or not self._feedback_id:
-            return ""
-        key = (self._feedback_id, policy.aggregate.min_similarity)
-        if key not in self.known_groups:
-            if self._inline:
-                return ""
-            found = self._similar.issue_groups(self._project, [self._feedback_id], min_similarity=key[1])
-            self.known_groups[key] = found[self._feedback_id]
-        return self.known_groups[key]
 
     def in_cooldown(self, policy: RoutingPolicy, group_key: str, now: datetime) -> bool:
         if self._memory is not None:
-            fired = self._memory.fired(policy, group_key, now)
-            if not fired:
-                return False
-            group = self.issue_group(policy)
-            held = not group or group in fired
-        else:
-            start = now - timedelta(seconds=policy.cooldown_seconds)
-            # Read through the cooldown index. Within one cooldown a group_by value fires at most
-            # once per lasting group, and once for all while none is known, so this stays short.
-            ids = self._session.scalars(
-                select(DecisionRecord.feedback_id)
-                .where(
-                    DecisionRecord.project_id == self._project,
-                    DecisionRecord.policy == policy.name,
-                    DecisionRecord.group_key == group_key,
-                    DecisionRecord.outcome == Outcome.MATCHED.value,
-                    DecisionRecord.event_at > start,
-                    DecisionRecord.event_at <= now,
-                    DecisionRecord.feedback_id != self._feedback_id,
-                )
-                .order_by(DecisionRecord.event_at.desc())
-                .limit(MAX_EARLIER_FIRINGS)
-            ).all()
-            if not ids:
-                return False
-            group = self.issue_group(policy)
-            if not group:
-                held = True
-            else:
-                assert self._similar is not None and policy.aggregate is not None
-                bound = policy.aggregate.min_similarity
-                # The earlier firings' groups as they are today, as the backtest sees them.
-                of = self._similar.issue_groups(self._project, list(dict.fromkeys(ids)), min_similarity=bound)
-                held = group in of.values()
-        if held and group:
-            self._held[policy.name] = (group, policy.cooldown)
-        return held
+            return self._memory.in_cooldown(policy, group_key, now)
+        start = now - timedelta(seconds=policy.cooldown_seconds)
+        found = self._session.scalar(
+            select(DecisionRecord.id)
+            .where(
+                DecisionRecord.project_id == self._project,
+                DecisionRecord.policy == policy.name,
+                DecisionRecord.group_key == group_key,
+                DecisionRecord.outcome == Outcome.MATCHED.value,
+                DecisionRecord.event_at > start,
+                DecisionRecord.event_at <= now,
+                DecisionRecord.feedback_id != self._feedback_id,
+            )
+            .limit(1)
+        )
+        return found is not None
 
     def similar_count(
         self, policy: RoutingPolicy, event: Mapping[str, Any], group_key: str, condition: Condition
@@ -203,25 +135,7 @@ class StoreState(EvaluationState):
 
     def record_match(self, policy: RoutingPolicy, group_key: str, now: datetime) -> None:
         if self._memory is not None:
-            self._memory.record(policy, group_key, now, self.issue_group(policy))
-
-    def explained(
-        self, decisions: Sequence[Decision], policies: Mapping[str, RoutingPolicy]
-    ) -> list[Decision]:
-        """`decisions` with reasons that name the lasting group an aggregate's cooldown or firing
-        was for, where it had one (the engine knows only the `group_by` values)."""
-        out: list[Decision] = []
-        for d in decisions:
-            if d.outcome == Outcome.COOLDOWN and d.policy in self._held:
-                group, cooldown = self._held[d.policy]
-                reason = f"in cooldown ({cooldown}) for issue group {group} in group {d.group_key or '(all)'}"
-                d = replace(d, reason=reason)
-            elif d.outcome == Outcome.MATCHED:
-                group = self.issue_group(policies[d.policy])
-                if group:
-                    d = replace(d, reason=f"{d.reason}, for issue group {group}")
-            out.append(d)
-        return out
+            self._memory.record_match(policy, group_key, now)
 
 
 @dataclass
@@ -269,9 +183,8 @@ class Router:
                     raise LookupError(f"feedback {feedback_id} not found in project {project_id}")
                 event = build_event(session, fb)
                 state = StoreState(session, project_id, feedback_id, self.similar)
-                policies = live.policy_set.routing_policies
-                decisions = state.explained(live.compiled.evaluate(event, state=state), policies)
-                contexts = self._contexts(project_id, live, fb, decisions, state)
+                decisions = live.compiled.evaluate(event, state=state)
+                contexts = self._contexts(session, project_id, live, fb, decisions, state.evidence)
             for decision, ctx in zip(decisions, contexts, strict=True):
                 if ctx is not None:
                     self._precompute(ctx, decision)
@@ -297,13 +210,14 @@ class Router:
             is not None
         )
 
-    @staticmethod
     def _contexts(
+        self,
+        session: Session,
         project_id: str,
         live: LiveSet,
         fb: Feedback,
         decisions: Sequence[Decision],
-        state: StoreState,
+        evidence: Mapping[str, list[str]],
     ) -> list[actions.ActionContext | None]:
         out: list[actions.ActionContext | None] = []
         for d in decisions:
@@ -311,13 +225,12 @@ class Router:
                 out.append(None)
                 continue
             policy = live.policy_set.routing_policies[d.policy]
-            ids = state.evidence.get(d.policy) or [fb.id]
-            ctx = actions.ActionContext(
-                project_id, live.revision, policy, live.policy_set, fb, d.group_key, ids
+            ids = evidence.get(d.policy) or [fb.id]
+            out.append(
+                actions.ActionContext(
+                    project_id, live.revision, policy, live.policy_set, fb, d.group_key, ids
+                )
             )
-            # The group its cooldown was checked for: its effects are that complaint's.
-            ctx.issue_group_id = state.issue_group(policy)
-            out.append(ctx)
         return out
 
     def _precompute(self, ctx: actions.ActionContext, decision: Decision) -> None:
@@ -325,14 +238,18 @@ class Router:
         if (
             aggregate is not None
             and self.similar is not None
-            and ctx.issue_group_id
             and any(isinstance(action, HumanReview) for action in decision.actions)
         ):
-            untied = self._untied_items(ctx)
-            if untied:
-                of = self.similar.issue_groups(
-                    ctx.project_id, list(untied.values()), min_similarity=aggregate.min_similarity
-                )
+            # A centroid is nearer its members than they are to each other, so holding the
+            # feedback to the policy's own similarity bound never ties it to a looser group than
+            # the aggregate that fired.
+            bound = aggregate.min_similarity
+            ctx.issue_group_id = self.similar.issue_groups(
+                ctx.project_id, [ctx.feedback.id], min_similarity=bound
+            )[ctx.feedback.id]
+            if ctx.issue_group_id:
+                untied = self._untied_items(ctx)
+                of = self.similar.issue_groups(ctx.project_id, list(untied.values()), min_similarity=bound)
                 ctx.same_group_items = [item for item, fid in untied.items() if of[fid] == ctx.issue_group_id]
         for index, action in enumerate(decision.actions):
             if isinstance(action, PromptPatch) and action.strategy == "generator":
@@ -498,8 +415,7 @@ class Router:
         feedback_id = str((event.get("feedback") or {}).get("id", ""))
         with self.db.read() as session:
             state = StoreState(session, project_id, feedback_id, self.similar, inline=not stored)
-            decisions = live.compiled.evaluate(event, state=state)
-            return state.explained(decisions, live.policy_set.routing_policies)
+            return live.compiled.evaluate(event, state=state)
 
     def feedback_in_window(self, project_id: str, start: datetime, end: datetime) -> list[str]:
         with self.db.read() as session:
@@ -518,40 +434,21 @@ class Router:
     def backtest(self, project_id: str, live: LiveSet, start: datetime, end: datetime) -> dict[str, Any]:
         """What `live` would have decided over stored feedback in [start, end), without acting.
 
-        Cooldowns run in memory in time order (as if the set had been live), an aggregate's per
-        lasting group as in live routing (`StoreState`); effects are counted once per feedback,
-        or once per complaint for aggregate policies (patches and dataset items by lasting
-        group, `actions.subject_of`; review items as live routing lands them, `_ReviewItems`).
-        Today's lasting groups stand in for those that existed at each firing."""
+        Cooldowns run in memory in time order (as if the set had been live); effects are
+        counted once per feedback, or once per group for aggregate policies (review items once
+        per complaint, see `_ReviewItems`)."""
         ids = self.feedback_in_window(project_id, start, end)
         order = live.compiled.policy_names
-        policies = live.policy_set.routing_policies
         stats: dict[str, dict[str, Any]] = {
             name: {"outcomes": {}, "samples": [], "actions": {}} for name in order
         }
-        # An aggregate's cooldown needs each event's lasting group as it is evaluated: read per
-        # chunk of feedback, one batched read per similarity bound.
-        cooled_bounds = sorted(
-            {
-                p.aggregate.min_similarity
-                for p in policies.values()
-                if p.aggregate is not None and p.cooldown_seconds > 0
-            }
-            if self.similar is not None
-            else ()
-        )
-        aggregated: list[tuple[dict[str, Any], RoutingPolicy, str, str, list[str]]] = []
+        reviews: list[tuple[dict[str, Any], str, str, list[str], float]] = []
         with self.db.read() as session:
             state = StoreState(session, project_id, "", self.similar, track_cooldown_in_memory=True)
             for chunk_start in range(0, len(ids), 200):
-                chunk = ids[chunk_start : chunk_start + 200]
-                for bound in cooled_bounds:
-                    assert self.similar is not None
-                    found = self.similar.issue_groups(project_id, chunk, min_similarity=bound)
-                    state.known_groups.update({(fid, bound): group for fid, group in found.items()})
-                rows = feedback_by_ids(session, project_id, chunk)
+                rows = feedback_by_ids(session, project_id, ids[chunk_start : chunk_start + 200])
                 events = build_events(session, list(rows.values()))
-                for fid in chunk:
+                for fid in ids[chunk_start : chunk_start + 200]:
                     state.for_feedback(fid)
                     for d in live.compiled.evaluate(events[fid], state=state):
                         s = stats[d.policy]
@@ -560,48 +457,36 @@ class Router:
                             continue
                         if len(s["samples"]) < 5:
                             s["samples"].append(fid)
-                        policy = policies[d.policy]
+                        policy = live.policy_set.routing_policies[d.policy]
+                        subject = actions.subject_of(policy, fid, d.group_key)
                         for index, action in enumerate(d.actions):
                             a = s["actions"].setdefault(
                                 index,
                                 {"action": action, "subjects": set(), "samples": [], "items": _ReviewItems()},
                             )
-                            if policy.aggregate is not None:
+                            if isinstance(action, HumanReview) and policy.aggregate is not None:
                                 # Landed once every firing's lasting group is known (one read).
                                 evidence = list(state.evidence.get(d.policy) or [fid])
-                                aggregated.append((a, policy, d.group_key, fid, evidence))
+                                bound = policy.aggregate.min_similarity
+                                reviews.append((a, d.group_key, fid, evidence, bound))
                                 continue
-                            _count_subject(a, actions.subject_of(policy, fid, d.group_key), fid)
-        groups_of = dict(state.known_groups)
+                            if subject not in a["subjects"]:
+                                a["subjects"].add(subject)
+                                if len(a["samples"]) < 5:
+                                    a["samples"].append(fid)
+        groups_of: dict[tuple[str, float], str] = {}
         if self.similar is not None:
-            for bound in sorted({p.aggregate.min_similarity for _, p, *_ in aggregated if p.aggregate}):
-                fired = [
-                    fid
-                    for _, p, _, fid, _ in aggregated
-                    if p.aggregate and p.aggregate.min_similarity == bound and (fid, bound) not in groups_of
-                ]
-                if fired:
-                    found = self.similar.issue_groups(
-                        project_id, list(dict.fromkeys(fired)), min_similarity=bound
-                    )
-                    groups_of.update({(fid, bound): group for fid, group in found.items()})
-        for a, policy, group_key, fid, evidence in aggregated:
-            assert policy.aggregate is not None
-            group = groups_of.get((fid, policy.aggregate.min_similarity), "")
-            if isinstance(a["action"], HumanReview):
-                subject = a["items"].land(group_key, fid, evidence, group)
-            else:
-                subject = actions.subject_of(policy, fid, group_key, group)
-            _count_subject(a, subject, fid)
+            for bound in sorted({bound for *_, bound in reviews}):
+                fired = [fid for _, _, fid, _, b in reviews if b == bound]
+                found = self.similar.issue_groups(project_id, fired, min_similarity=bound)
+                groups_of.update({(fid, bound): group for fid, group in found.items()})
+        for a, group_key, fid, evidence, bound in reviews:
+            subject = a["items"].land(group_key, fid, evidence, groups_of.get((fid, bound), ""))
+            if subject not in a["subjects"]:
+                a["subjects"].add(subject)
+                if len(a["samples"]) < 5:
+                    a["samples"].append(fid)
         return {"start": start, "end": end, "feedback_count": len(ids), "order": order, "stats": stats}
-
-
-def _count_subject(counted: dict[str, Any], subject: str, feedback_id: str) -> None:
-    """One more effect a backtest would create, unless one for `subject` is already counted."""
-    if subject not in counted["subjects"]:
-        counted["subjects"].add(subject)
-        if len(counted["samples"]) < 5:
-            counted["samples"].append(feedback_id)
 
 
 class _ReviewItems:
