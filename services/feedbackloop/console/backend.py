@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -78,21 +78,6 @@ class Backend:
         metadata = (("authorization", f"Bearer {key}"),) if key else ()
         try:
             return await method(request, metadata=metadata, timeout=timeout)
-        except grpc.aio.AioRpcError as error:
-            raise BackendError(error.code(), error.details() or error.code().name) from error
-
-    async def stream(
-        self,
-        method: Callable[..., Any],
-        request: Message,
-        key: str | None,
-        *,
-        timeout: float = CALL_TIMEOUT_SECONDS,
-    ) -> list[Any]:
-        """Every message of a server-streaming call (exports are bounded by the server's pages)."""
-        metadata = (("authorization", f"Bearer {key}"),) if key else ()
-        try:
-            return [message async for message in method(request, metadata=metadata, timeout=timeout)]
         except grpc.aio.AioRpcError as error:
             raise BackendError(error.code(), error.details() or error.code().name) from error
 
