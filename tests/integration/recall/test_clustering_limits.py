@@ -19,6 +19,7 @@ import pytest
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from recall_server_support import indexing_server, top_issues, wait_indexed
 from sqlalchemy import func, select
 
 from feedbackloop.store.issue_models import IssueGroupRow
@@ -26,8 +27,6 @@ from feedbackloop.v1 import (
     common_pb2,
     ingestion_pb2,
     ingestion_pb2_grpc,
-    pipeline_pb2,
-    pipeline_pb2_grpc,
     recall_pb2,
     recall_pb2_grpc,
 )
@@ -51,17 +50,6 @@ ISSUE = recall_pb2.TREND_DIMENSION_ISSUE
 WAIT_SECONDS = 0.3
 
 
-def _server(make_server: Callable[..., Any], embedder: Any, store_url: str, **limits: Any) -> Any:
-    return make_server(
-        embedder=embedder,
-        database_url=store_url,
-        pipeline_enabled=True,
-        embedding_batch_max_wait_ms=20,
-        pipeline_poll_seconds=0.05,
-        **limits,
-    )
-
-
 def _submit(server: Any, when: datetime, texts: list[str], thumb: int = common_pb2.THUMB_DOWN) -> None:
     ingest = server.stub(ingestion_pb2_grpc.IngestionServiceStub)
     for n, text in enumerate(texts):
@@ -77,20 +65,6 @@ def _submit(server: Any, when: datetime, texts: list[str], thumb: int = common_p
         feedback = common_pb2.Feedback(interaction_id=interaction, thumb=thumb, comment=text)
         feedback.occurred_at.CopyFrom(ts(when))
         ingest.SubmitFeedback(ingestion_pb2.SubmitFeedbackRequest(feedback=feedback))
-
-
-def _wait_indexed(server: Any) -> None:
-    stub = server.stub(pipeline_pb2_grpc.PipelineServiceStub)
-    deadline = time.monotonic() + 60
-    while stub.GetPipelineStatus(pipeline_pb2.GetPipelineStatusRequest()).pending_index:
-        assert time.monotonic() < deadline, "the pipeline did not index in 60 s"
-        time.sleep(0.1)
-
-
-def _top(server: Any, start: datetime, end: datetime) -> recall_pb2.TopIssuesResponse:
-    return server.stub(recall_pb2_grpc.RecallServiceStub).TopIssues(
-        recall_pb2.TopIssuesRequest(time_range=common_pb2.TimeRange(start=ts(start), end=ts(end)))
-    )
 
 
 def _trends(server: Any, window: timedelta, group_by: int = ISSUE) -> recall_pb2.GetTrendsResponse:
@@ -130,15 +104,15 @@ def _stored_groups(server: Any) -> int:
 def test_a_window_with_more_complaints_than_the_bound_is_refused_before_any_vector_is_read(
     make_server: Callable[..., Any], embedder: Any, store_url: str, spans: Any
 ) -> None:
-    server = _server(make_server, embedder, store_url, recall_clustering_max_feedback=4)
+    server = indexing_server(make_server, embedder, database_url=store_url, recall_clustering_max_feedback=4)
     _submit(server, NOW - 10 * HOUR, PRICING)  # 3 complaints
     _submit(server, NOW - 10 * HOUR, ["Great answer, thanks!"] * 4, thumb=common_pb2.THUMB_UP)
     _submit(server, NOW - 30 * HOUR, TONE)  # 5 complaints
-    _wait_indexed(server)
+    wait_indexed(server)
     spans.clear()
 
     # [now-48h, now) holds all 8 complaints (the thumbs-up are no complaints).
-    code, message, status = _refusal(lambda: _top(server, NOW - 48 * HOUR, NOW))
+    code, message, status = _refusal(lambda: top_issues(server, NOW - 48 * HOUR, NOW))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert message == (
         "time_range: holds 8 complaints matching the filter; this server clusters at most 4 complaints "
@@ -148,7 +122,7 @@ def test_a_window_with_more_complaints_than_the_bound_is_refused_before_any_vect
     assert [v.field for v in bad_request.field_violations] == ["time_range"]
 
     # [now-20h, now) holds 3, but the window it is compared with, [now-40h, now-20h), holds 5.
-    code, message, _ = _refusal(lambda: _top(server, NOW - 20 * HOUR, NOW))
+    code, message, _ = _refusal(lambda: top_issues(server, NOW - 20 * HOUR, NOW))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert message.startswith(
         "time_range: the window of the same length before it (the one growth is measured against) holds 5; "
@@ -170,7 +144,7 @@ def test_a_window_with_more_complaints_than_the_bound_is_refused_before_any_vect
     assert _stored_groups(server) == 0
 
     # Under the bound, both answer: [now-12h, now) holds 3, the window before it none.
-    top = _top(server, NOW - 12 * HOUR, NOW)
+    top = top_issues(server, NOW - 12 * HOUR, NOW)
     assert (top.total_negative, top.previous_total_negative) == (3, 0)
     found = _trends(server, 12 * HOUR)
     assert (found.negative, found.previous_negative) == (3, 0)
@@ -204,24 +178,24 @@ class _HeldWindows:
 def test_past_the_concurrency_limit_a_clustering_call_waits_then_is_told_to_retry(
     make_server: Callable[..., Any], embedder: Any, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = _server(
+    server = indexing_server(
         make_server,
         embedder,
-        store_url,
+        database_url=store_url,
         recall_clustering_concurrency=1,
         recall_clustering_wait_seconds=WAIT_SECONDS,
     )
     _submit(server, NOW - 2 * HOUR, PRICING)
-    _wait_indexed(server)
+    wait_indexed(server)
     held = _HeldWindows(server.app.recall.window_vectors)
     monkeypatch.setattr(server.app.recall, "window_vectors", held)
 
     with ThreadPoolExecutor(1) as pool:
-        busy = pool.submit(_top, server, NOW - 12 * HOUR, NOW)
+        busy = pool.submit(top_issues, server, NOW - 12 * HOUR, NOW)
         assert held.entered.wait(30), "the first call never reached the window read"
 
         started = time.monotonic()
-        code, message, status = _refusal(lambda: _top(server, NOW - 12 * HOUR, NOW))
+        code, message, status = _refusal(lambda: top_issues(server, NOW - 12 * HOUR, NOW))
         waited = time.monotonic() - started
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert message == (
@@ -241,8 +215,8 @@ def test_past_the_concurrency_limit_a_clustering_call_waits_then_is_told_to_retr
         assert busy.result(timeout=30).total_negative == 3
 
     # The slot is free again once the call ends, and after a call that failed inside it.
-    assert _top(server, NOW - 12 * HOUR, NOW).total_negative == 3
+    assert top_issues(server, NOW - 12 * HOUR, NOW).total_negative == 3
     held.fail_next = True
-    code, _, _ = _refusal(lambda: _top(server, NOW - 12 * HOUR, NOW))
+    code, _, _ = _refusal(lambda: top_issues(server, NOW - 12 * HOUR, NOW))
     assert code != grpc.StatusCode.RESOURCE_EXHAUSTED
     assert _trends(server, 12 * HOUR).negative == 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+from recall_server_support import indexing_server, wait_indexed
 
 from feedbackloop.cli import main
 from feedbackloop.recall.trends_cli import sparkline
@@ -17,8 +17,6 @@ from feedbackloop.v1 import (
     common_pb2,
     ingestion_pb2,
     ingestion_pb2_grpc,
-    pipeline_pb2,
-    pipeline_pb2_grpc,
     recall_pb2,
     recall_pb2_grpc,
 )
@@ -47,13 +45,7 @@ TONE = [
 
 @pytest.fixture
 def server(make_server: Callable[..., Any], embedder: Any, store_url: str) -> Any:
-    return make_server(
-        embedder=embedder,
-        database_url=store_url,
-        pipeline_enabled=True,
-        embedding_batch_max_wait_ms=20,
-        pipeline_poll_seconds=0.05,
-    )
+    return indexing_server(make_server, embedder, database_url=store_url)
 
 
 def _feedback(server: Any, when: datetime, **fields: Any) -> str:
@@ -96,11 +88,7 @@ def _load(server: Any) -> dict[str, list[str]]:
     ids["lone"] = [
         _feedback(server, START + 2 * DAY, thumb=down, comment="Exporting my data to CSV crashes the app.")
     ]
-    stub = server.stub(pipeline_pb2_grpc.PipelineServiceStub)
-    deadline = time.monotonic() + 60
-    while stub.GetPipelineStatus(pipeline_pb2.GetPipelineStatusRequest()).pending_index:
-        assert time.monotonic() < deadline, "the pipeline did not index in 60 s"
-        time.sleep(0.1)
+    wait_indexed(server)
     return ids
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+from recall_server_support import indexing_server
 
 from feedbackloop.v1 import (
     common_pb2,
@@ -108,10 +109,8 @@ class Client:
 
 
 @pytest.fixture
-def recall_server(make_server: Callable[..., Any], embedder: Any, tmp_path: Path) -> Any:
-    return make_server(
-        embedder=embedder, pipeline_enabled=True, embedding_batch_max_wait_ms=20, pipeline_poll_seconds=0.05
-    )
+def recall_server(make_server: Callable[..., Any], embedder: Any) -> Any:
+    return indexing_server(make_server, embedder)
 
 
 def test_submitted_feedback_is_indexed_and_found_by_meaning(recall_server: Any) -> None:
@@ -180,14 +179,7 @@ def test_tenants_never_see_each_other(
 
     key_a = keys.create_key(db, "tenant-a", frozenset({Scope.INGEST, Scope.READ}))
     key_b = keys.create_key(db, "tenant-b", frozenset({Scope.INGEST, Scope.READ}))
-    server = make_server(
-        embedder=embedder,
-        database_url=store_url,
-        allow_anonymous_loopback=False,
-        pipeline_enabled=True,
-        embedding_batch_max_wait_ms=20,
-        pipeline_poll_seconds=0.05,
-    )
+    server = indexing_server(make_server, embedder, database_url=store_url, allow_anonymous_loopback=False)
     a = _keyed_client(server, key_a)
     b = _keyed_client(server, key_b)
     mine = a.complain(PRICING[0])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from recall_server_support import indexing_server, top_issues, wait_indexed
 from sqlalchemy import select
 
 from feedbackloop.store.issue_models import IssueGroupRow
@@ -17,10 +17,7 @@ from feedbackloop.v1 import (
     common_pb2,
     ingestion_pb2,
     ingestion_pb2_grpc,
-    pipeline_pb2,
-    pipeline_pb2_grpc,
     recall_pb2,
-    recall_pb2_grpc,
 )
 from support import ts
 
@@ -40,9 +37,7 @@ TONE = [
 
 @pytest.fixture
 def server(make_server: Callable[..., Any], embedder: Any) -> Any:
-    return make_server(
-        embedder=embedder, pipeline_enabled=True, embedding_batch_max_wait_ms=20, pipeline_poll_seconds=0.05
-    )
+    return indexing_server(make_server, embedder)
 
 
 def _complain(server: Any, texts: list[str], when: datetime) -> list[str]:
@@ -65,20 +60,6 @@ def _complain(server: Any, texts: list[str], when: datetime) -> list[str]:
     return ids
 
 
-def _wait_indexed(server: Any) -> None:
-    stub = server.stub(pipeline_pb2_grpc.PipelineServiceStub)
-    deadline = time.monotonic() + 60
-    while stub.GetPipelineStatus(pipeline_pb2.GetPipelineStatusRequest()).pending_index:
-        assert time.monotonic() < deadline, "the pipeline did not index in 60 s"
-        time.sleep(0.1)
-
-
-def _top(server: Any, start: datetime, end: datetime) -> recall_pb2.TopIssuesResponse:
-    return server.stub(recall_pb2_grpc.RecallServiceStub).TopIssues(
-        recall_pb2.TopIssuesRequest(time_range=common_pb2.TimeRange(start=ts(start), end=ts(end)))
-    )
-
-
 def _issue_of(response: recall_pb2.TopIssuesResponse, members: list[str]) -> recall_pb2.Issue:
     """The group holding most of `members`, and nothing else (a loose one may stay unclustered)."""
     candidates = [i for i in response.issues if set(i.member_ids) <= set(members)]
@@ -94,14 +75,14 @@ def test_a_group_keeps_its_id_from_week_to_week_and_a_new_complaint_is_new(serve
     last_week = _complain(server, PRICING, now - week - timedelta(days=2))
     this_week_pricing = _complain(server, PRICING[:3], now - timedelta(days=2))
     this_week_tone = _complain(server, TONE, now - timedelta(days=1))
-    _wait_indexed(server)
+    wait_indexed(server)
 
-    before = _top(server, now - 2 * week, now - week)
+    before = top_issues(server, now - 2 * week, now - week)
     pricing_before = _issue_of(before, last_week)
     assert pricing_before.new_in_window and pricing_before.group_id.startswith("ig_")
     assert "price" in pricing_before.label or "pricing" in pricing_before.label
 
-    after = _top(server, now - week, now)
+    after = top_issues(server, now - week, now)
     pricing = _issue_of(after, this_week_pricing)
     tone = _issue_of(after, this_week_tone)
     assert pricing.group_id == pricing_before.group_id  # the same complaint, the same group
@@ -112,7 +93,7 @@ def test_a_group_keeps_its_id_from_week_to_week_and_a_new_complaint_is_new(serve
     assert after.groups_found == 2
 
     # Asked again, nothing changes identity.
-    assert _issue_of(_top(server, now - week, now), this_week_tone).group_id == tone.group_id
+    assert _issue_of(top_issues(server, now - week, now), this_week_tone).group_id == tone.group_id
 
 
 def test_the_cli_shows_labels_and_what_is_new_this_window(
@@ -122,7 +103,7 @@ def test_the_cli_shows_labels_and_what_is_new_this_window(
 
     now = datetime.now(UTC)
     _complain(server, PRICING, now - timedelta(hours=3))
-    _wait_indexed(server)
+    wait_indexed(server)
     assert main(["recall", "top-issues", "--window", "1d", "--server", server.address]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"{len(PRICING)} complaints in the last 1d (0 before), 1 groups")
@@ -139,22 +120,16 @@ def test_the_cli_shows_labels_and_what_is_new_this_window(
 def test_top_issues_called_at_once_stores_each_group_once(
     make_server: Callable[..., Any], embedder: Any, store_url: str
 ) -> None:
-    server = make_server(
-        embedder=embedder,
-        database_url=store_url,
-        pipeline_enabled=True,
-        embedding_batch_max_wait_ms=20,
-        pipeline_poll_seconds=0.05,
-    )
+    server = indexing_server(make_server, embedder, database_url=store_url)
     now = datetime.now(UTC).replace(microsecond=0)
     _complain(server, PRICING + TONE, now - timedelta(hours=2))
-    _wait_indexed(server)
+    wait_indexed(server)
     calls = 4
     barrier = threading.Barrier(calls)
 
     def call() -> recall_pb2.TopIssuesResponse:
         barrier.wait()
-        return _top(server, now - timedelta(days=1), now)
+        return top_issues(server, now - timedelta(days=1), now)
 
     with ThreadPoolExecutor(calls) as pool:
         responses = list(pool.map(lambda _: call(), range(calls)))
@@ -175,11 +150,11 @@ def test_the_cli_shows_growth_of_the_same_group_and_what_is_new_this_week(
     week = timedelta(days=7)
     _complain(server, PRICING[:2], now - week - timedelta(days=1))
     # Last week's TopIssues call gives the pricing complaint its lasting group.
-    last_week = _top(server, now - 2 * week, now - week)
+    last_week = top_issues(server, now - 2 * week, now - week)
     assert len(last_week.issues) <= 1
     _complain(server, PRICING, now - timedelta(days=2))
     _complain(server, TONE, now - timedelta(days=1))
-    _wait_indexed(server)
+    wait_indexed(server)
     assert main(["recall", "top-issues", "--window", "7d", "--server", server.address]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("8 complaints in the last 7d (2 before), 2 groups")
