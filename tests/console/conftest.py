@@ -2,8 +2,9 @@
 console on, on loopback; API keys; and a real Chromium driven by Playwright.
 
 `console_server` is one server per test module (starting one loads the model and applies the
-policy set); tests in a module share its data, so each makes the items it needs. The browser
-is one Chromium per test session, a fresh context (cookies, storage) per test.
+policy set); tests in a module share its data, so each makes the items it needs. `browser` is
+an HTTP client signed in to it keylessly, one per test. The Chromium browser (`chromium`,
+`page`) is one per test session, a fresh context (cookies, storage) per test.
 
 Chromium is Debian's (`/usr/bin/chromium`, or FEEDBACKLOOP_CHROMIUM): Playwright's own
 browser download cannot run here. Without it the browser tests skip, unless
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 from console_support import CHROMIUM_ARGS, chromium_path, running_console
+from screens_support import Browser
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +27,14 @@ def console_server(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> I
     """(App, base URL): a fresh data dir, the real model, the default policies, the console on."""
     with running_console(tmp_path_factory.mktemp("console"), embedder) as started:
         yield started
+
+
+@pytest.fixture
+def browser(console_server: tuple[Any, str]) -> Iterator[Browser]:
+    """An HTTP client signed in to `console_server` without a key (the loopback default project)."""
+    b = Browser(console_server[1]).sign_in()
+    yield b
+    b.close()
 
 
 def _no_browser(reason: str) -> None:

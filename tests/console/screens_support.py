@@ -1,5 +1,5 @@
 """Helpers for the console screen tests: a signed-in HTTP client, data through the gRPC API,
-and waiting for the pipeline to route it."""
+waiting for the pipeline to route it, and policy files to plan and apply."""
 
 from __future__ import annotations
 
@@ -158,3 +158,35 @@ def apply_policies(app: Any, files: list[routing_pb2.PolicyFile], message: str =
     with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         stub = routing_pb2_grpc.RoutingServiceStub(channel)
         return stub.ApplyPolicies(routing_pb2.ApplyPoliciesRequest(files=files, message=message))
+
+
+def quality_review_policy(name: str) -> str:
+    """A routing policy file, `name`, that sends every thumbs-down to the quality-review queue."""
+    return (
+        f"apiVersion: feedbackloop/v1\nkind: RoutingPolicy\nmetadata:\n  name: {name}\nspec:\n"
+        '  when: feedback.thumb == "down"\n  priority: 5\n  actions:\n    - human_review: {queue: quality-review}\n'
+    )
+
+
+def policy_uploads(extra_name: str, extra: str) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """The plan form's `files`: the default policy files, then `extra` as a file named `extra_name`."""
+    files = [("files", (p.name, p.read_bytes(), "application/yaml")) for p in sorted(POLICIES.glob("*.yaml"))]
+    return [*files, ("files", (extra_name, extra.encode(), "application/yaml"))]
+
+
+def apply_form_fields(page: str) -> dict[str, str]:
+    """The hidden fields of a plan page's apply form, unescaped; fails if the page has no such form."""
+    form = re.search(r'<form method="post" action="/policies/apply".*?</form>', page, re.S)
+    assert form, text_of(page)[:500]
+    fields = dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)">', form.group(0)))
+    return {name: html.unescape(value) for name, value in fields.items()}
+
+
+def routing_stub(app: Any) -> routing_pb2_grpc.RoutingServiceStub:
+    """RoutingService of the server behind the console, keyless (the loopback default project)."""
+    return routing_pb2_grpc.RoutingServiceStub(grpc.insecure_channel(f"127.0.0.1:{app.port}"))
+
+
+def live_revision(app: Any) -> int:
+    """The number of the live policy revision."""
+    return int(routing_stub(app).ListRevisions(routing_pb2.ListRevisionsRequest()).live_revision)

@@ -4,52 +4,26 @@ planned against; over real HTTP against a real server."""
 
 from __future__ import annotations
 
-import html
 import json
-import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
-import pytest
 from console_support import create_key
-from screens_support import POLICIES, Browser, text_of
-
-from feedbackloop.cli import main as cli_main
-from feedbackloop.v1 import routing_pb2, routing_pb2_grpc
-
-EXTRA = (
-    "apiVersion: feedbackloop/v1\nkind: RoutingPolicy\nmetadata:\n  name: console-extra\nspec:\n"
-    '  when: feedback.thumb == "down"\n  priority: 5\n  actions:\n    - human_review: {queue: quality-review}\n'
+from screens_support import (
+    POLICIES,
+    Browser,
+    apply_form_fields,
+    live_revision,
+    policy_uploads,
+    quality_review_policy,
+    routing_stub,
+    text_of,
 )
 
+from feedbackloop.cli import main as cli_main
+from feedbackloop.v1 import routing_pb2
 
-@pytest.fixture
-def browser(console_server: tuple[Any, str]) -> Iterator[Browser]:
-    b = Browser(console_server[1]).sign_in()
-    yield b
-    b.close()
-
-
-def _routing(app: Any) -> Any:
-    return routing_pb2_grpc.RoutingServiceStub(grpc.insecure_channel(f"127.0.0.1:{app.port}"))
-
-
-def _live(app: Any) -> int:
-    return int(_routing(app).ListRevisions(routing_pb2.ListRevisionsRequest()).live_revision)
-
-
-def _uploads(extra: str = EXTRA) -> list[tuple[str, tuple[str, bytes, str]]]:
-    files = [("files", (p.name, p.read_bytes(), "application/yaml")) for p in sorted(POLICIES.glob("*.yaml"))]
-    return [*files, ("files", ("extra.yaml", extra.encode(), "application/yaml"))]
-
-
-def _apply_form(page: str) -> dict[str, str]:
-    form = re.search(r'<form method="post" action="/policies/apply".*?</form>', page, re.S)
-    assert form, page
-    fields = dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)">', form.group(0)))
-    return {name: html.unescape(value) for name, value in fields.items()}
+EXTRA = quality_review_policy("console-extra")
 
 
 def test_the_live_revision_is_shown_as_yaml_with_its_history(
@@ -58,8 +32,8 @@ def test_the_live_revision_is_shown_as_yaml_with_its_history(
     app, _ = console_server
     reply = browser.get("/policies")
     assert reply.status_code == 200, reply.text
-    live = _live(app)
-    yaml_text = _routing(app).GetRevision(routing_pb2.GetRevisionRequest()).yaml
+    live = live_revision(app)
+    yaml_text = routing_stub(app).GetRevision(routing_pb2.GetRevisionRequest()).yaml
     assert f"Revision {live} live" in text_of(reply.text)
     assert "kind: RoutingPolicy" in text_of(reply.text)
     assert yaml_text.splitlines()[1] in text_of(reply.text)
@@ -70,26 +44,28 @@ def test_a_plan_of_uploaded_files_shows_the_diff_and_backtest_and_applies_over_i
     console_server: tuple[Any, str], browser: Browser
 ) -> None:
     app, _ = console_server
-    before = _live(app)
-    planned = browser.post("/policies/plan", {"backtest_window": "7d"}, files=_uploads())
+    before = live_revision(app)
+    planned = browser.post(
+        "/policies/plan", {"backtest_window": "7d"}, files=policy_uploads("extra.yaml", EXTRA)
+    )
     assert planned.status_code == 200, planned.text
     text = text_of(planned.text)
     assert f"1 to add, 0 to change, 0 to destroy · planned against revision {before}" in text
     assert "RoutingPolicy/console-extra will be created" in text
     assert '<tr id="backtest-console-extra">' in planned.text
-    form = _apply_form(planned.text)
+    form = apply_form_fields(planned.text)
     assert form["expected_revision"] == str(before)
     assert [f["path"] for f in json.loads(form["files_json"])][-1] == "extra.yaml"
     applied = browser.post("/policies/apply", {**form, "message": "from the console"})
     assert applied.status_code == 303
-    assert _live(app) == before + 1
+    assert live_revision(app) == before + 1
     shown = browser.client.get(applied.headers["location"])
     assert f"Applied: revision {before + 1} is live." in text_of(shown.text)
     assert "from the console" in text_of(shown.text) and "console-extra" in shown.text
     # The same form again is stale: the live revision moved on, and ApplyPolicies refuses it.
     stale = browser.post("/policies/apply", {**form, "message": "again"})
     assert stale.status_code == 409 and "The plan is stale" in text_of(stale.text)
-    assert _live(app) == before + 1
+    assert live_revision(app) == before + 1
 
 
 def test_a_saved_plan_json_from_the_cli_is_planned_and_applied_as_saved(
@@ -100,7 +76,7 @@ def test_a_saved_plan_json_from_the_cli_is_planned_and_applied_as_saved(
     directory.mkdir()
     for p in POLICIES.glob("*.yaml"):
         (directory / p.name).write_bytes(p.read_bytes())
-    (directory / "extra.yaml").write_text(EXTRA.replace("console-extra", "console-saved"))
+    (directory / "extra.yaml").write_text(quality_review_policy("console-saved"))
     saved = tmp_path / "plan.json"
     assert (
         cli_main(["policy", "plan", str(directory), "--out", str(saved), "--server", f"127.0.0.1:{app.port}"])
@@ -115,10 +91,10 @@ def test_a_saved_plan_json_from_the_cli_is_planned_and_applied_as_saved(
     assert planned.status_code == 200, planned.text
     assert "RoutingPolicy/console-saved will be created" in text_of(planned.text)
     assert 'id="backtest-title"' not in planned.text
-    form = _apply_form(planned.text)
+    form = apply_form_fields(planned.text)
     assert form["expected_revision"] == str(base)
     applied = browser.post("/policies/apply", form)
-    assert applied.status_code == 303 and _live(app) == base + 1
+    assert applied.status_code == 303 and live_revision(app) == base + 1
     # Planned again now, the saved plan is behind the live revision: the page says so.
     stale = browser.post(
         "/policies/plan",
@@ -155,13 +131,13 @@ def test_rolling_back_makes_a_new_revision_with_the_old_content(
     console_server: tuple[Any, str], browser: Browser
 ) -> None:
     app, _ = console_server
-    live = _live(app)
+    live = live_revision(app)
     page = browser.get("/policies").text
     assert "Roll back to revision 1" in page
     rolled = browser.post("/policies/rollback", {"revision": "1", "expected_revision": str(live)})
     assert rolled.status_code == 303
-    assert _live(app) == live + 1
-    revision = _routing(app).GetRevision(routing_pb2.GetRevisionRequest()).revision
+    assert live_revision(app) == live + 1
+    revision = routing_stub(app).GetRevision(routing_pb2.GetRevisionRequest()).revision
     assert revision.kind == routing_pb2.REVISION_KIND_ROLLBACK and revision.source_revision == 1
     stale = browser.post("/policies/rollback", {"revision": "1", "expected_revision": str(live)})
     assert stale.status_code == 409
@@ -172,10 +148,10 @@ def test_a_policy_key_plans_but_cannot_apply_or_roll_back_and_a_read_key_cannot_
 ) -> None:
     app, base_url = console_server
     planner = Browser(base_url).sign_in(create_key(app, "read", "policy"))
-    live = _live(app)
+    live = live_revision(app)
     page = planner.get("/policies").text
     assert "Roll back to revision" not in page
-    uploads = _uploads(EXTRA.replace("console-extra", "console-read"))
+    uploads = policy_uploads("extra.yaml", quality_review_policy("console-read"))
     planned = planner.post("/policies/plan", {"backtest_window": "none"}, files=uploads)
     assert planned.status_code == 200, text_of(planned.text)
     assert 'action="/policies/apply"' not in planned.text
@@ -189,7 +165,7 @@ def test_a_policy_key_plans_but_cannot_apply_or_roll_back_and_a_read_key_cannot_
         planner.post("/policies/rollback", {"revision": "1", "expected_revision": str(live)}).status_code
         == 403
     )
-    assert _live(app) == live
+    assert live_revision(app) == live
     planner.close()
     reader = Browser(base_url).sign_in(create_key(app, "read"))
     assert "Planning needs a key with the policy scope" in text_of(reader.get("/policies/plan").text)
