@@ -106,6 +106,15 @@ def queued_item(app: Any, comment: str) -> None:
     wait_queued(app, [feedback_id])
 
 
+def reviewer_holding_a_new_item(app: Any, client: TestClient, key: str | None, comment: str) -> Reviewer:
+    """A reviewer signed in with `key` (keyless when None) who took the next item, after an item
+    for `comment` was queued."""
+    queued_item(app, comment)
+    reviewer = Reviewer(client, key)
+    reviewer.take_next()
+    return reviewer
+
+
 def lapse(app: Any, claim_id: str) -> None:
     """Let the claim's lease run out, as an hour without renewing would."""
     with app.db.write() as session:
@@ -151,9 +160,9 @@ def test_a_lapsed_claim_others_took_is_lost_and_forgotten(
     console_server: tuple[Any, str], client: TestClient
 ) -> None:
     app, _ = console_server
-    queued_item(app, "it told me to turn off two-factor sign-in")
-    reviewer = Reviewer(client, reviewer_key(app))
-    reviewer.take_next()
+    reviewer = reviewer_holding_a_new_item(
+        app, client, reviewer_key(app), "it told me to turn off two-factor sign-in"
+    )
 
     renewed = reviewer.renew()
     assert renewed.status_code == 200 and is_json(renewed)
@@ -178,9 +187,7 @@ def test_another_reviewers_claim_is_refused_as_not_held(
     console_server: tuple[Any, str], client: TestClient
 ) -> None:
     app, _ = console_server
-    queued_item(app, "it read out my saved card number")
-    reviewer = Reviewer(client, reviewer_key(app))
-    reviewer.take_next()
+    reviewer = reviewer_holding_a_new_item(app, client, reviewer_key(app), "it read out my saved card number")
     theirs = claim_as_another(app, reviewer.item_id)
     their_lease = lease_of(app, theirs)
     # The session holds, in place of its own, another reviewer's claim (the console never hands
@@ -227,9 +234,7 @@ def test_refusals_before_the_handler_are_json_too(
 
 def test_the_server_down_is_503_and_the_claim_is_kept(tmp_path: Any, embedder: Any) -> None:
     with running_console(tmp_path, embedder) as (app, _), console_of(app) as client:
-        queued_item(app, "it told me to share my recovery codes")
-        reviewer = Reviewer(client, None)
-        reviewer.take_next()
+        reviewer = reviewer_holding_a_new_item(app, client, None, "it told me to share my recovery codes")
         app.stop(grace=1.0)
         down = reviewer.renew()
         assert down.status_code == 503 and is_json(down)
