@@ -149,15 +149,25 @@ def _flush_segments(
         col._wait_for_bg()
 
 
+def _three_flushed_segments(
+    path: Path, index_type: str, seed: int, rows: int
+) -> tuple[MilvusClient, Any, np.random.Generator]:
+    """Collection "c" at `path`, its vectors under `index_type`, with three flushed segments of
+    `rows` keys each in p1 (one short of a merge): the client, the engine's collection, and the
+    generator the next segments' vectors come from."""
+    client = lite_client(path)
+    create_tagged_collection(client, index_type)
+    col = _engine(path)
+    rng = np.random.default_rng(seed)
+    _flush_segments(client, col, rng, 3, rows)
+    return client, col, rng
+
+
 def test_searches_run_during_a_merge_and_never_see_an_unindexed_merged_segment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "hnsw.db"
-    client = lite_client(path)
-    create_tagged_collection(client, "HNSW")
-    col = _engine(path)
-    rng = np.random.default_rng(4)
-    _flush_segments(client, col, rng, 3, 50)  # three indexed segments: one short of a merge
+    # Three indexed segments: one short of a merge.
+    client, col, rng = _three_flushed_segments(tmp_path / "hnsw.db", "HNSW", seed=4, rows=50)
     seen: list[tuple[int, bool]] = []  # (rows, indexed) of each segment in each snapshot
     builds: list[int] = []
     real_build = Collection._build_or_load_segment_index
@@ -209,11 +219,7 @@ def _search_from_another_thread(client: MilvusClient) -> list[Any]:
 
 def test_a_delete_during_a_merge_stays_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "race.db"
-    client = lite_client(path)
-    create_tagged_collection(client, "FLAT")
-    col = _engine(path)
-    rng = np.random.default_rng(6)
-    _flush_segments(client, col, rng, 3, 20)
+    client, col, rng = _three_flushed_segments(path, "FLAT", seed=6, rows=20)
     real_merge = lite_compaction._merge
 
     def merge_then_delete(*arguments: Any) -> Any:
@@ -244,12 +250,7 @@ def test_a_merge_whose_inputs_went_away_commits_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert lite_search.install() is True  # so that the merge primes its set (a server installs both)
-    path = tmp_path / "dropped.db"
-    client = lite_client(path)
-    create_tagged_collection(client, "FLAT")
-    col = _engine(path)
-    rng = np.random.default_rng(8)
-    _flush_segments(client, col, rng, 3, 20)
+    client, col, rng = _three_flushed_segments(tmp_path / "dropped.db", "FLAT", seed=8, rows=20)
     real_merge = lite_compaction._merge
     written: list[str] = []
 
@@ -274,12 +275,7 @@ def test_the_set_a_merge_leaves_is_kept_before_any_search_asks(tmp_path: Path) -
     """The live rows of the segment set after a swap are worked out before it (and taken up by
     the worker), so the first search after a merge does not walk every merged row."""
     assert lite_search.install() is True  # the executor that keeps them (a server installs both)
-    path = tmp_path / "primed.db"
-    client = lite_client(path)
-    create_tagged_collection(client, "HNSW")
-    col = _engine(path)
-    rng = np.random.default_rng(9)
-    _flush_segments(client, col, rng, 3, 30)
+    client, col, rng = _three_flushed_segments(tmp_path / "primed.db", "HNSW", seed=9, rows=30)
     assert len(client.search("c", data=[[1.0] * DIM], anns_field="vector", limit=5)[0]) == 5
     before = lite_search.searched(col._read_snapshot()[0])
     assert lite_search._cache._entries.get(lite_search._key(before)) is not None
@@ -320,12 +316,7 @@ def test_the_worker_leaves_a_core_to_searches(tmp_path: Path, monkeypatch: pytes
 def test_a_merge_that_fails_before_its_commit_leaves_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "failed.db"
-    client = lite_client(path)
-    create_tagged_collection(client, "FLAT")
-    col = _engine(path)
-    rng = np.random.default_rng(10)
-    _flush_segments(client, col, rng, 3, 20)
+    client, col, rng = _three_flushed_segments(tmp_path / "failed.db", "FLAT", seed=10, rows=20)
 
     def fail(*arguments: Any) -> Any:
         raise OSError("disk full")
