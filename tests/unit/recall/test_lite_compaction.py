@@ -292,25 +292,56 @@ def test_the_set_a_merge_leaves_is_kept_before_any_search_asks(tmp_path: Path) -
     client.close()
 
 
-def test_the_worker_leaves_a_core_to_searches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """FAISS builds the worker's indexes on all cores but one; other threads keep them all."""
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (4, 3)])
+def test_the_worker_leaves_a_core_to_searches(
+    monkeypatch: pytest.MonkeyPatch, cores: int, threads: int
+) -> None:
+    """Every core the process may run on but one, and one on a single core."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(10, 10 + cores)), raising=False)
+    assert lite_compaction.background_threads() == threads
+
+
+@pytest.mark.parametrize(("cpu_count", "threads"), [(4, 3), (1, 1), (None, 1)])
+def test_without_an_affinity_the_worker_counts_the_cpus(
+    monkeypatch: pytest.MonkeyPatch, cpu_count: int | None, threads: int
+) -> None:
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: cpu_count)
+    assert lite_compaction.background_threads() == threads
+
+
+def test_the_worker_sets_faiss_threads_for_itself_and_puts_them_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FAISS builds the worker's indexes with `background_threads()` threads; other threads keep
+    their own count, and the worker's thread gets its own back, even when the work fails."""
     import faiss
 
     default = faiss.omp_get_max_threads()
-    seen: dict[str, int] = {}
+    cores = default + 2  # so that the worker's count (cores - 1) is neither the default nor its own
+    own = default + 5
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    seen: list[dict[str, int]] = []
+    fail = False
 
     def record(col: Any) -> None:
-        seen["worker"] = faiss.omp_get_max_threads()
-        other = threading.Thread(target=lambda: seen.update(search=faiss.omp_get_max_threads()))
+        counts = {"worker": faiss.omp_get_max_threads()}
+        other = threading.Thread(target=lambda: counts.update(search=faiss.omp_get_max_threads()))
         other.start()
         other.join()
+        seen.append(counts)
+        if fail:
+            raise RuntimeError("injected: the merge failed")
 
     monkeypatch.setattr(lite_compaction, "_compact_and_index", record)
-    lite_compaction._bg_compact_and_index(object())
-    cores = len(os.sched_getaffinity(0))
-    assert lite_compaction.background_threads() == max(1, cores - 1)
-    assert seen == {"worker": max(1, cores - 1), "search": default}
-    assert faiss.omp_get_max_threads() == default, "put back after the work"
+    faiss.omp_set_num_threads(own)
+    try:
+        lite_compaction._bg_compact_and_index(object())
+        assert faiss.omp_get_max_threads() == own, "put back after the work"
+        fail = True
+        lite_compaction._bg_compact_and_index(object())  # logs the failure, raises nothing
+        assert faiss.omp_get_max_threads() == own, "put back after the work failed"
+    finally:
+        faiss.omp_set_num_threads(default)
+    assert seen == [{"worker": cores - 1, "search": default}] * 2
 
 
 def test_a_merge_that_fails_before_its_commit_leaves_no_file(
