@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,13 +30,6 @@ def collected(console_server: tuple[Any, str]) -> dict[str, str]:
     api.wait_routed()
     api.close()
     return feedback
-
-
-@pytest.fixture
-def browser(console_server: tuple[Any, str]) -> Iterator[Browser]:
-    b = Browser(console_server[1]).sign_in()
-    yield b
-    b.close()
 
 
 def test_the_datasets_of_the_live_policies_are_listed(browser: Browser) -> None:

@@ -48,13 +48,6 @@ def seeded(console_server: tuple[Any, str]) -> Iterator[dict[str, Any]]:
     yield {"ids": ids, "base_url": base_url}
 
 
-@pytest.fixture
-def browser(console_server: tuple[Any, str]) -> Iterator[Browser]:
-    b = Browser(console_server[1]).sign_in()
-    yield b
-    b.close()
-
-
 def _plots(page: str) -> dict[str, Any]:
     blocks = re.findall(r'<script type="application/json" id="([^"]+)">(.*?)</script>', page, re.S)
     return {name: json.loads(body) for name, body in blocks}

@@ -4,7 +4,6 @@ real HTTP against a real server."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -44,13 +43,6 @@ def proposed(console_server: tuple[Any, str]) -> dict[str, Any]:
     api.wait_routed()
     api.close()
     return sessions
-
-
-@pytest.fixture
-def browser(console_server: tuple[Any, str]) -> Iterator[Browser]:
-    b = Browser(console_server[1]).sign_in()
-    yield b
-    b.close()
 
 
 def _patch_ids(page: str) -> list[str]:

@@ -41,13 +41,6 @@ def patched(console_server: tuple[Any, str], stub: Any) -> None:
     stub.ApprovePatch(prompts_pb2.ApprovePatchRequest(patch_id=patch.id))
 
 
-@pytest.fixture
-def browser(console_server: tuple[Any, str]) -> Iterator[Browser]:
-    b = Browser(console_server[1]).sign_in()
-    yield b
-    b.close()
-
-
 def _production(stub: Any) -> int:
     return int(stub.GetPrompt(prompts_pb2.GetPromptRequest(name="support-answer")).prompt.version)
 

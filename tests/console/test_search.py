@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -47,13 +46,6 @@ def seeded(console_server: tuple[Any, str]) -> None:
     )
     api.wait_routed()
     api.close()
-
-
-@pytest.fixture
-def browser(console_server: tuple[Any, str]) -> Iterator[Browser]:
-    b = Browser(console_server[1]).sign_in()
-    yield b
-    b.close()
 
 
 def _sessions(page: str) -> list[str]:

@@ -4,21 +4,12 @@ its feedback from every source, over real HTTP against a real server."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from console_support import create_key
 from screens_support import Api, Browser, text_of
 
 from feedbackloop.v1 import common_pb2, ingestion_pb2
-
-
-@pytest.fixture
-def browser(console_server: tuple[Any, str]) -> Iterator[Browser]:
-    b = Browser(console_server[1]).sign_in()
-    yield b
-    b.close()
 
 
 def test_a_session_shows_every_turn_and_all_its_feedback(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,13 +32,6 @@ def recorded(console_server: tuple[Any, str]) -> None:
     api.feedback(fresh, thumb=common_pb2.THUMB_UP)
     api.wait_routed()
     api.close()
-
-
-@pytest.fixture
-def browser(console_server: tuple[Any, str]) -> Iterator[Browser]:
-    b = Browser(console_server[1]).sign_in()
-    yield b
-    b.close()
 
 
 def _plots(page: str) -> dict[str, Any]:
