@@ -104,11 +104,14 @@ class _LiveRowCache:
                 self._entries.move_to_end(key)
                 return entry
             members = set(key)
-            subsets = [e for k, e in (*self._entries.items(), *self._primed.items()) if members.issuperset(k)]
-            base = max(subsets, key=lambda e: len(e.segments), default=None)
-        # Outside the lock: searches go on meanwhile. An exact primed set is reused as a base
-        # with nothing left to walk.
-        entry = _SegmentSetLiveRows(segments, base)
+            entry = self._primed.get(key)  # worked out before a compaction's swap: taken as it is
+            if entry is None:
+                subsets = [
+                    e for k, e in (*self._entries.items(), *self._primed.items()) if members.issuperset(k)
+                ]
+                base = max(subsets, key=lambda e: len(e.segments), default=None)
+        if entry is None:
+            entry = _SegmentSetLiveRows(segments, base)  # outside the lock: searches go on meanwhile
         with self._lock:
             # A set with a segment the new one lacks is from before a compaction: holding it
             # would keep replaced segments (their vectors and indexes) in memory. A set that a
