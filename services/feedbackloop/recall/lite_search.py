@@ -168,7 +168,8 @@ def adopt(segments: Iterable[Any]) -> None:
 
 
 def drop_primed(segments: tuple[Any, ...]) -> None:
-    """Forget a primed set that will not come (its compaction was abandoned)."""
+    """Forget a primed set if no search took it up (a no-op after `adopt`): its compaction was
+    abandoned or failed, or the collection was released meanwhile."""
     _cache.drop_primed(segments)
 
 
@@ -300,7 +301,10 @@ def execute_search_with_index(
         )
 
     project = _projection(project_record_fn, output_fields, pk_field, vector_field)
-    wanted_fields = None if output_fields is None else frozenset((pk_field, *output_fields))
+    # "*" asks for every field (Lite's projection expands it), as no list does
+    wanted_fields = (
+        None if output_fields is None or "*" in output_fields else frozenset((pk_field, *output_fields))
+    )
     results: list[list[dict[str, Any]]] = []
     for per_query in candidates:
         per_query.sort()  # by distance, then source, then row: the stock executor's tie order

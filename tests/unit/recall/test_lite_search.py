@@ -92,7 +92,7 @@ class History:
             anns_field="vector",
             filter=expr,
             limit=limit,
-            output_fields=[None, ["tag"], ["tag", "vector"], ["id"]][int(self.rng.integers(4))],
+            output_fields=[None, ["tag"], ["tag", "vector"], ["id"], ["*"]][int(self.rng.integers(5))],
             partition_names=partitions,
             search_params={"metric_type": "COSINE", "params": {}},
             consistency_level="Strong",
