@@ -7,10 +7,11 @@ own checks (scopes, tenancy, validation) are the ones that hold.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -50,6 +51,15 @@ class BackendError(Exception):
         return f"{self.code.name}: {self.message}"
 
 
+def _metadata(key: str | None) -> tuple[tuple[str, str], ...]:
+    """The call's credentials: the key as a Bearer token, or none for a keyless call."""
+    return (("authorization", f"Bearer {key}"),) if key else ()
+
+
+def _refusal(error: grpc.aio.AioRpcError) -> BackendError:
+    return BackendError(error.code(), error.details() or error.code().name)
+
+
 class Backend:
     """One channel to the gRPC server, shared by every signed-in person; each call carries
     its caller's key. Created inside the console's event loop (`grpc.aio` binds to it)."""
@@ -75,11 +85,45 @@ class Backend:
     ) -> Response:
         """`method(request)` as the key's holder (keyless when `key` is None: only a loopback
         server that allows anonymous requests answers those)."""
-        metadata = (("authorization", f"Bearer {key}"),) if key else ()
         try:
-            return await method(request, metadata=metadata, timeout=timeout)
+            return await method(request, metadata=_metadata(key), timeout=timeout)
         except grpc.aio.AioRpcError as error:
-            raise BackendError(error.code(), error.details() or error.code().name) from error
+            raise _refusal(error) from error
+
+    async def messages(
+        self,
+        method: Callable[..., Any],
+        request: Message,
+        key: str | None,
+        *,
+        idle_timeout: float = CALL_TIMEOUT_SECONDS,
+    ) -> AsyncGenerator[Any, None]:
+        """A server-streaming call's messages as they arrive, without holding them, as the key's
+        holder (keyless as in `call`).
+
+        The call as a whole has no deadline (an export of any size takes what it takes); each
+        message must come within `idle_timeout` of the one before, so a stalled server still
+        ends the call. Closing the iterator early cancels the call.
+        """
+        call = method(request, metadata=_metadata(key))
+        responses = aiter(call)
+        end = object()
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(anext(responses, end), idle_timeout)
+                except TimeoutError:
+                    raise BackendError(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"the server sent nothing for {idle_timeout:g} s",
+                    ) from None
+                except grpc.aio.AioRpcError as error:
+                    raise _refusal(error) from error
+                if message is end:
+                    return
+                yield message
+        finally:
+            call.cancel()
 
     async def close(self) -> None:
         await self._channel.close(None)

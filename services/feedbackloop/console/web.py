@@ -8,7 +8,6 @@ before the handler runs; `@action(limits=...)` for a form larger than most (`For
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 import hashlib
@@ -19,7 +18,6 @@ from importlib import resources
 from typing import Any, Protocol, overload
 from urllib.parse import quote
 
-import grpc
 import jinja2
 from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.datastructures import FormData
@@ -114,36 +112,11 @@ class Page:
     async def call(self, method: Callable[..., Awaitable[Any]], request: Any, **kwargs: Any) -> Any:
         return await self.console.backend.call(method, request, self.session.key, **kwargs)
 
-    async def messages(
+    def messages(
         self, method: Callable[..., Any], request: Any, *, idle_timeout: float = CALL_TIMEOUT_SECONDS
     ) -> AsyncGenerator[Any, None]:
-        """A server-streaming call's messages as they arrive, without holding them.
-
-        The call as a whole has no deadline (an export of any size takes what it takes); each
-        message must come within `idle_timeout` of the one before, so a stalled server still
-        ends the call. Closing the iterator early cancels the call.
-        """
-        key = self.session.key
-        metadata = (("authorization", f"Bearer {key}"),) if key else ()
-        call = method(request, metadata=metadata)
-        responses = aiter(call)
-        end = object()
-        try:
-            while True:
-                try:
-                    message = await asyncio.wait_for(anext(responses, end), idle_timeout)
-                except TimeoutError:
-                    raise BackendError(
-                        grpc.StatusCode.DEADLINE_EXCEEDED,
-                        f"the server sent nothing for {idle_timeout:g} s",
-                    ) from None
-                except grpc.aio.AioRpcError as error:
-                    raise BackendError(error.code(), error.details() or error.code().name) from error
-                if message is end:
-                    return
-                yield message
-        finally:
-            call.cancel()
+        """A server-streaming call's messages as they arrive (`Backend.messages`)."""
+        return self.console.backend.messages(method, request, self.session.key, idle_timeout=idle_timeout)
 
     def render(self, template: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
         return render(self.request, template, session=self.session, status_code=status_code, **context)
