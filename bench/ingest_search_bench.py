@@ -21,8 +21,8 @@ be seen), and again after a restart on the same files:
   SubmitFeedbackStream; wait until the pipeline has indexed them all; then SearchSimilar over
   gRPC, one after another, at once and again after `API_SETTLE_SECONDS`; then the server is
   restarted on the same directory and the same searches are timed again.
-- `load` (100,000 feedback): the API and the model would take most of an hour here, so rows are
-  written to SQL directly and indexed with synthetic vectors (200 clusters, the model's
+- `load` (100,000 feedback): the index alone, without the model's time (the API path at 100,000
+  takes about 25 minutes here, most of it embedding): rows are written to SQL directly and indexed with synthetic vectors (200 clusters, the model's
   dimension) through the index stage's own path, `Recall.upsert_feedback` in batches of 64, as
   the pipeline calls it; then SearchSimilar through `Recall.similar` (the servicer's call) in
   the same process, one after another, from the end of the load until Lite's background merges
@@ -437,9 +437,7 @@ def run(
     width = max(len(k) for k in results)
     for key, value in results.items():
         print(f"{key:<{width}}  {value:,.1f}")
-    for path in sorted({key.split(".")[0] for key in results}):
-        if f"{path}.feedback" not in results:
-            continue
+    for path in dict.fromkeys(key.split(".")[0] for key in results):  # in the order run
         figures = [v for k, v in results.items() if k.startswith(f"{path}.") and k.endswith("by_id_p99_ms")]
         print(
             f"SearchSimilar by id p99 over {results[f'{path}.feedback']:,.0f} ({path}), worst of right after, "
