@@ -1,7 +1,8 @@
 """The review screen's renew endpoint answers its script in JSON, whatever happens: renewed
-(200), the item lost (409: lapsed and taken by others, another reviewer's claim, not this
-session's), or refused before it (401 signed out, 403 another origin or a bad CSRF token, 503 the
-server down); and the open page tells the reviewer when the item was lost.
+(200), the item lost (409: lapsed and taken by others, not this session's), refused by the server
+(403: PERMISSION_DENIED, such as another reviewer's claim) or before it (401 signed out, 403
+another origin or a bad CSRF token, 503 the server down); and the open page tells the reviewer
+when the item was lost.
 
 Against a real server with the real model and the default policies (items come from `unsafe`
 thumbs down, queued for safety review with two reviews each). The endpoint's tests drive a
@@ -183,7 +184,7 @@ def test_a_lapsed_claim_others_took_is_lost_and_forgotten(
     assert "Take the next item" in client.get(SCREEN).text
 
 
-def test_another_reviewers_claim_is_refused_as_not_held(
+def test_the_servers_permission_denied_is_a_refusal_not_a_lost_item(
     console_server: tuple[Any, str], client: TestClient
 ) -> None:
     app, _ = console_server
@@ -191,15 +192,17 @@ def test_another_reviewers_claim_is_refused_as_not_held(
     theirs = claim_as_another(app, reviewer.item_id)
     their_lease = lease_of(app, theirs)
     # The session holds, in place of its own, another reviewer's claim (the console never hands
-    # one out; the server is the guard).
+    # one out; the server is the guard). The server's PERMISSION_DENIED for it is the one it gives
+    # a key lacking `review` or meant for another project: the key is refused, not the item lost.
     held = reviewer.session.claims[SAFETY_QUEUE]
-    reviewer.session.claims[SAFETY_QUEUE] = Claim(theirs, held.item_id, held.item, held.lease_expires_at)
+    planted = Claim(theirs, held.item_id, held.item, held.lease_expires_at)
+    reviewer.session.claims[SAFETY_QUEUE] = planted
 
     refused = reviewer.renew(theirs)
-    assert refused.status_code == 409 and is_json(refused)
-    assert refused.json() == {"held": False, "error": "claim_id: this claim belongs to another reviewer"}
+    assert refused.status_code == 403 and is_json(refused)
+    assert refused.json() == {"error": "claim_id: this claim belongs to another reviewer"}
     assert lease_of(app, theirs) == their_lease
-    assert SAFETY_QUEUE not in reviewer.session.claims
+    assert reviewer.session.claims[SAFETY_QUEUE] is planted  # not forgotten as a lost item
 
 
 def test_a_claim_this_session_does_not_hold_is_not_held(

@@ -305,19 +305,21 @@ async def release(request: Request, page: Page, form: FormData) -> Response:
 
 
 # What the server says of a claim its reviewer no longer holds: resolved, released, or lapsed
-# and taken by others (FAILED_PRECONDITION), another reviewer's (PERMISSION_DENIED), or not
-# there at all (NOT_FOUND). Whichever, this page's item is lost.
-_NOT_HELD = frozenset(
-    {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND}
-)
+# and taken by others (FAILED_PRECONDITION), or not there at all (NOT_FOUND). Whichever, this
+# page's item is lost. PERMISSION_DENIED is not among them: the server says it of a key lacking
+# the `review` scope or meant for another project as well as of another reviewer's claim, and a
+# session only ever holds claims its own key took, so it is a refusal of the key (403).
+_NOT_HELD = frozenset({grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND})
 
 
 def renew_refusal(
     request: Request, status: int, message: str, *, session: ConsoleSession | None = None
 ) -> JSONResponse:
     """A refusal of renew as the page's script reads it (JSON, the status kept), in place of the
-    error page: not signed in (401), another origin or a bad CSRF token (403), the server not
-    answering (503, 504). The claim may still be held; the page says so and tries again."""
+    error page: not signed in or the key refused (401, 403: another origin, a bad CSRF token,
+    the server's PERMISSION_DENIED), or the server not answering (503, 504). The claim may
+    still be held; the page says so, and tries again on the next tick unless the status was
+    401 or 403 (trying again cannot help: the reviewer must sign in again)."""
     return JSONResponse({"error": message}, status_code=status)
 
 
@@ -344,7 +346,7 @@ async def renew(request: Request, page: Page, form: FormData) -> Response:
         )
     except BackendError as error:
         if error.code not in _NOT_HELD:
-            raise  # the server did not answer, or refused the key: renew_refusal, its status
+            raise  # the server did not answer or refused the key: renew_refusal, with its status
         if page.session.claims.get(queue) is claim:  # not a claim taken since in another tab
             page.session.claims.pop(queue)
         return _lost(error.message)
