@@ -95,17 +95,19 @@ def refuse_large_windows_in_store(
     """`refuse_large_windows` for [start, end) and [previous_start, start), counted in SQL.
 
     First the filtered feedback of each window, counts the (project, occurred_at) index answers
-    without the complaint rule (about 20 ms for two windows of 100,000 on SQLite): a complaint
+    without the complaint rule (about 10 ms for two windows of 100,000 on SQLite): a complaint
     is a feedback, so when neither window holds more than `limit` feedback, none holds more
     complaints. Only past that are the complaints counted (`trends.totals`, the complaint rule
-    per row: about 0.2 s over those 200,000 rows).
+    per row: about 0.2 s over those 200,000 rows). Two counts rather than one select over both
+    windows summing a CASE on `start`: SQLite counts an index range without evaluating anything
+    per row, and the one select took over twice as long (about 25 ms).
     """
     with db.read() as session:
         sizes = [
             session.execute(
-                feedback_query(project_id, dataclasses.replace(query, start=lo, end=hi))
-                .with_only_columns(func.count(), maintain_column_froms=True)
-                .order_by(None)
+                feedback_query(project_id, dataclasses.replace(query, start=lo, end=hi)).with_only_columns(
+                    func.count(), maintain_column_froms=True
+                )
             ).scalar_one()
             for lo, hi in ((start, end), (previous_start, start))
         ]
