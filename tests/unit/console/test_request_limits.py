@@ -22,7 +22,6 @@ from feedbackloop.console.pages import policies, policy_upload
 from feedbackloop.console.runner import ConsoleServer
 from feedbackloop.console.security import CSRF_FIELD, SIGN_IN_COOKIE, BodyLimit
 from feedbackloop.policy.loader import MAX_SET_BYTES
-from feedbackloop.routing import convert
 from feedbackloop.v1 import routing_pb2
 
 CAP = 1000
@@ -134,12 +133,6 @@ def test_a_declared_length_over_the_cap_is_refused_before_the_body_is_sent() -> 
         assert answer.startswith(b"HTTP/1.1 413 "), answer
     finally:
         server.stop()
-
-
-def test_the_set_limits_are_the_servers() -> None:
-    assert policy_upload.MAX_PLANNED_FILES == convert.MAX_FILES
-    assert policy_upload.MAX_PATH_CHARS == convert.MAX_PATH_CHARS
-    assert policy_upload.MAX_FILES <= policy_upload.MAX_PLANNED_FILES
 
 
 def _browser_encoded(value: str) -> int:

@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from starlette.datastructures import FormData, UploadFile
 
 from feedbackloop.policy.loader import MAX_SET_BYTES
+from feedbackloop.routing.convert import MAX_FILES as MAX_PLANNED_FILES
+from feedbackloop.routing.convert import MAX_PATH_CHARS
 from feedbackloop.routing.saved_plan import SavedPlanError, parse_saved_plan
 from feedbackloop.v1 import routing_pb2
 
 MAX_FILES = 100  # policy files in one upload
 MAX_FILE_BYTES = 1024 * 1024  # one uploaded file, a saved plan.json included
 POLICY_SUFFIXES = (".yaml", ".yml")
-# The server's own limits on a set (routing.convert: MAX_FILES, MAX_PATH_CHARS; the loader:
-# MAX_SET_BYTES), checked here too so that the apply field has a bound: a saved plan may hold
-# more files than an upload.
-MAX_PLANNED_FILES = 500
-MAX_PATH_CHARS = 1024
+# The server's own limits on a set (MAX_PLANNED_FILES, MAX_PATH_CHARS, MAX_SET_BYTES, imported
+# above) are checked here too so that the apply field has a bound: a saved plan may hold more
+# files than an upload.
 # The apply form is url-encoded. JSON writes a one-byte character in at most six bytes
 # (`\u001f`), and url-encoding writes a byte in at most three (`%5C` for the backslash), so a
 # content byte takes at most 8 bytes (a byte of a longer UTF-8 character: 3). A path character
