@@ -13,6 +13,9 @@ everything else it serves. Two bounds, both checked before any vector is read:
 - `ClusteringGate`: at most `recall_clustering_concurrency` such calls run at once in a server
   process; one past that waits up to `recall_clustering_wait_seconds` for a slot, then fails
   with RESOURCE_EXHAUSTED and a RetryInfo, instead of queueing on the server's threads.
+
+`ClusteringLimits` holds both for a server process; every such call runs under its `admit`,
+which checks the window's size first, then takes a slot.
 """
 
 from __future__ import annotations
@@ -21,11 +24,10 @@ import dataclasses
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
-from sqlalchemy import func
+from sqlalchemy import Select, func
 
 from feedbackloop.errors import InvalidArgument, ResourceExhausted
 from feedbackloop.ingestion.repository import FeedbackQuery, feedback_query
@@ -81,40 +83,55 @@ class ClusteringGate:
             self._free.release()
 
 
-def refuse_large_windows_in_store(
-    db: Database,
-    project_id: str,
-    query: FeedbackQuery,
-    field: str,
-    limit: int,
-    *,
-    start: datetime,
-    end: datetime,
-    previous_start: datetime,
-) -> None:
-    """`refuse_large_windows` for [start, end) and [previous_start, start), counted in SQL.
+class ClusteringLimits:
+    """Both bounds of one server process, shared by every call that clusters a window."""
 
-    First the filtered feedback of each window, counts the (project, occurred_at) index answers
-    without the complaint rule (about 10 ms for two windows of 100,000 on SQLite): a complaint
-    is a feedback, so when neither window holds more than `limit` feedback, none holds more
-    complaints. Only past that are the complaints counted (`trends.totals`, the complaint rule
-    per row: about 0.2 s over those 200,000 rows). Two counts rather than one select over both
-    windows summing a CASE on `start`: SQLite counts an index range without evaluating anything
-    per row, and the one select took over twice as long (about 25 ms).
-    """
-    with db.read() as session:
-        sizes = [
-            session.execute(
-                feedback_query(project_id, dataclasses.replace(query, start=lo, end=hi)).with_only_columns(
-                    func.count(), maintain_column_froms=True
-                )
-            ).scalar_one()
-            for lo, hi in ((start, end), (previous_start, start))
-        ]
-    if max(sizes) <= limit:
-        return
-    current, previous = totals(db, project_id, query, TrendWindow(start, end, end - start, previous_start))
-    refuse_large_windows(field, limit, current.negative, previous.negative)
+    def __init__(self, max_complaints: int, gate: ClusteringGate) -> None:
+        self.max_complaints = max_complaints
+        self.gate = gate
+
+    def complaints_in_store(
+        self, db: Database, project_id: str, query: FeedbackQuery, window: TrendWindow
+    ) -> tuple[int, int]:
+        """The complaints of [start, end) and of [previous_start, start), as `admit` needs them.
+
+        First each window's filtered feedback is counted, which the (project, occurred_at) index
+        answers without the complaint rule (about 10 ms for two windows of 100,000 on SQLite). A
+        complaint is a feedback, so when neither count is over the bound, neither window's
+        complaints are: the two counts are returned, bounds that are all `admit` needs. Only
+        past that are the complaints themselves counted (`trends.totals`, the complaint rule per
+        row: about 0.2 s over those 200,000 rows). Two counts rather than one select over both
+        windows summing a CASE on `start`: SQLite counts an index range without evaluating
+        anything per row, and the one select took over twice as long (about 25 ms).
+        """
+        with db.read() as session:
+            current, previous = (
+                session.execute(
+                    _feedback_count(project_id, dataclasses.replace(query, start=lo, end=hi))
+                ).scalar_one()
+                for lo, hi in ((window.start, window.end), (window.previous_start, window.start))
+            )
+        if max(current, previous) <= self.max_complaints:
+            return current, previous
+        counted = totals(db, project_id, query, window)
+        return counted[0].negative, counted[1].negative
+
+    @contextmanager
+    def admit(self, field: str, complaints: tuple[int, int], time_remaining: float | None) -> Iterator[None]:
+        """Run the block as a clustering call whose request names its window `field`.
+
+        `complaints`: those of the window and of the one before (from `complaints_in_store`, or
+        the call's own totals). A window over the bound is refused (`refuse_large_windows`)
+        before any slot is waited for; otherwise the block holds a slot of the gate
+        (`ClusteringGate.slot`, `time_remaining` the call's deadline).
+        """
+        refuse_large_windows(field, self.max_complaints, *complaints)
+        with self.gate.slot(time_remaining):
+            yield
+
+
+def _feedback_count(project_id: str, query: FeedbackQuery) -> Select[int]:
+    return feedback_query(project_id, query).with_only_columns(func.count(), maintain_column_froms=True)
 
 
 def refuse_large_windows(field: str, limit: int, current: int, previous: int) -> None:

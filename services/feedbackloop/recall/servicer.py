@@ -98,11 +98,13 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
     def __init__(self, recall: Recall) -> None:
         self._recall = recall
         settings = recall.settings
-        # One gate per server process, shared by every call that clusters a window.
-        self._clustering = limits.ClusteringGate(
-            settings.recall_clustering_concurrency, settings.recall_clustering_wait_seconds
+        # One per server process (its gate counts the calls), shared by every call that clusters.
+        self._clustering = limits.ClusteringLimits(
+            settings.recall_clustering_max_feedback,
+            limits.ClusteringGate(
+                settings.recall_clustering_concurrency, settings.recall_clustering_wait_seconds
+            ),
         )
-        self._max_window = settings.recall_clustering_max_feedback
 
     def SearchSimilar(
         self, request: recall_pb2.SearchSimilarRequest, context: grpc.ServicerContext
@@ -176,17 +178,13 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         negative = dataclasses.replace(base, negative_only=True)
         assert start is not None and end is not None
         previous_start = fields.previous_window("time_range", start, end)
-        limits.refuse_large_windows_in_store(
+        complaints = self._clustering.complaints_in_store(
             self._recall.db,
             project,
             feedback_query_from(request.filter),
-            "time_range",
-            self._max_window,
-            start=start,
-            end=end,
-            previous_start=previous_start,
+            trends.TrendWindow(start, end, end - start, previous_start),
         )
-        with self._clustering.slot(context.time_remaining()):
+        with self._clustering.admit("time_range", complaints, context.time_remaining()):
             return issues.top_issues(
                 self._recall,
                 issues.Window(project, negative, start, end, previous_start),
@@ -247,8 +245,8 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
             base = recall_filter_from(request.filter)
             # The response's totals, counted first: they bound the windows before any is read.
             counted = trends.totals(self._recall.db, project, query, span)
-            limits.refuse_large_windows("window", self._max_window, counted[0].negative, counted[1].negative)
-            with self._clustering.slot(context.time_remaining()):
+            complaints = (counted[0].negative, counted[1].negative)
+            with self._clustering.admit("window", complaints, context.time_remaining()):
                 found = issue_trends.issue_trends(
                     self._recall, project, query, base, span, top, counted=counted
                 )
