@@ -4,6 +4,7 @@ A page module exports `routes`; its handlers take the request and a `Page` (`@pa
 session, or sends the browser to sign in) and return `page.render(...)` or a redirect.
 State-changing handlers are `@action`: POST only, with the session's CSRF token checked
 before the handler runs; `@action(limits=...)` for a form larger than most (`FormLimits`).
+Every form is read through `read_form`, sign-in's (the one POST outside `@action`) included.
 """
 
 from __future__ import annotations
@@ -175,6 +176,27 @@ class FormLimits:
     max_part_size: int = 1024 * 1024  # one field's value, in bytes as sent
 
 
+@dataclass(frozen=True)
+class UnreadableForm(Exception):
+    """A form over its limits (or malformed), with the status and words to answer it with."""
+
+    status: int
+    message: str
+
+
+async def read_form(request: Request, limits: FormLimits = FormLimits()) -> FormData:
+    """The request's form, read within `limits`: every POST handler's one way to its form.
+    One over them (or not a form at all) raises UnreadableForm, saying which limit."""
+    try:
+        return await request.form(
+            max_files=limits.max_files,
+            max_fields=limits.max_fields,
+            max_part_size=limits.max_part_size,
+        )
+    except HTTPException as error:  # Starlette's words for the limit the form passed
+        raise UnreadableForm(error.status_code, f"The form could not be read: {error.detail}") from None
+
+
 def _session_of(request: Request) -> ConsoleSession | None:
     return console_of(request).sessions.get(request.cookies.get(COOKIE_NAME))
 
@@ -225,15 +247,9 @@ def _action(handler: Handler, *, limits: FormLimits, errors: ErrorAnswer | None 
         if not same_origin(request.headers, request.url.scheme):
             return answer(request, 403, "This request came from another site and was refused.")
         try:
-            form = await request.form(
-                max_files=limits.max_files,
-                max_fields=limits.max_fields,
-                max_part_size=limits.max_part_size,
-            )
-        except HTTPException as error:  # Starlette's words for the limit the form passed
-            return answer(
-                request, error.status_code, f"The form could not be read: {error.detail}", session=session
-            )
+            form = await read_form(request, limits)
+        except UnreadableForm as refused:
+            return answer(request, refused.status, refused.message, session=session)
         given = request.headers.get(CSRF_HEADER) or _field(form, CSRF_FIELD)
         if not tokens_match(session.csrf_token, given):
             return answer(

@@ -78,17 +78,25 @@ def console() -> Iterator[TestClient]:
         yield client
 
 
-def _upload_of(total: int, token: str) -> tuple[bytes, str]:
-    """A multipart sign-in form of exactly `total` bytes, most of them a file."""
+def _form_of(total: int, token: str) -> tuple[bytes, str]:
+    """A multipart sign-in form of exactly `total` bytes, most of them padding fields, each within
+    what a field of sign-in's form may hold (so the form is read whole, if the cap lets it)."""
     boundary = "limit-boundary"
+    piece = 512 * 1024
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="{CSRF_FIELD}"\r\n\r\n{token}\r\n'
         f'--{boundary}\r\nContent-Disposition: form-data; name="api_key"\r\n\r\nfl_test\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.bin"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    return head + b"x" * (total - len(head) - len(tail)) + tail, f"multipart/form-data; boundary={boundary}"
+    pad = f'--{boundary}\r\nContent-Disposition: form-data; name="pad"\r\n\r\n'.encode()
+    tail = f"--{boundary}--\r\n".encode()
+    body = bytearray(head)
+    while (left := total - len(body) - len(tail)) > 0:
+        size = min(piece, left - len(pad) - 2)
+        assert size >= 0, "no room for one more field"
+        body += pad + b"x" * size + b"\r\n"
+    body += tail
+    assert len(body) == total
+    return bytes(body), f"multipart/form-data; boundary={boundary}"
 
 
 @pytest.mark.parametrize("size", [MAX_BODY_BYTES, MAX_BODY_BYTES + 1])
@@ -99,7 +107,7 @@ def test_the_console_caps_every_request_body(console: TestClient, size: int) -> 
     assert console.get("/sign-in").status_code == 200
     token = console.cookies.get(SIGN_IN_COOKIE)
     assert token
-    body, content_type = _upload_of(size, token)
+    body, content_type = _form_of(size, token)
     reply = console.post(
         "/sign-in",
         content=_pieces(body, 1 << 20),

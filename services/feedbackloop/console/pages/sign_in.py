@@ -18,7 +18,17 @@ from starlette.routing import Route
 from feedbackloop.console.backend import BackendError, fits_metadata
 from feedbackloop.console.security import CSRF_FIELD, SIGN_IN_COOKIE, same_origin, tokens_match
 from feedbackloop.console.sessions import COOKIE_NAME, IDLE_SECONDS, Identity
-from feedbackloop.console.web import Page, action, console_of, error_page, redirect, render, text_field
+from feedbackloop.console.web import (
+    Page,
+    UnreadableForm,
+    action,
+    console_of,
+    error_page,
+    read_form,
+    redirect,
+    render,
+    text_field,
+)
 from feedbackloop.v1 import identity_pb2
 
 MAX_KEY_CHARS = 512
@@ -93,7 +103,10 @@ async def sign_in(request: Request) -> Response:
         return await sign_in_form(request)
     if not same_origin(request.headers, request.url.scheme):
         return error_page(request, 403, "This request came from another site and was refused.")
-    form = await request.form()
+    try:
+        form = await read_form(request)  # the default limits: no files, small fields
+    except UnreadableForm as refused:
+        return error_page(request, refused.status, refused.message)
     if not tokens_match(request.cookies.get(SIGN_IN_COOKIE, ""), text_field(form, CSRF_FIELD)):
         return error_page(request, 403, "The sign-in form expired. Reload the page and try again.")
     keyless = text_field(form, "keyless") == "1"
