@@ -39,9 +39,10 @@ class ConsoleConfig:
     cors_origins: tuple[str, ...] = ()
 
 
-# The largest request the console takes: applying the largest policy set a plan accepts
-# (larger than any upload a plan accepts). Not a setting: the set's limits are the server's.
-MAX_BODY_BYTES = APPLY_FORM_BYTES
+# The largest request body the console's pages take: applying the largest policy set a plan
+# accepts (larger than any upload a plan accepts). Not a setting: the set's limits are the
+# server's. The JSON endpoint caps its own, lower (connect.MAX_BODY_BYTES).
+MAX_REQUEST_BYTES = APPLY_FORM_BYTES
 
 
 async def home(request: Request) -> Response:
@@ -85,7 +86,8 @@ def build_app(config: ConsoleConfig) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
     allowed: Iterable[str] | None = LOOPBACK_HOSTS if config.loopback_only else None
     # The last added runs first: the Host check and the headers, then the body cap, so a 413
-    # carries the headers too and a request for another host is refused before its size.
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    # carries the headers too and a request for another host is refused before its size. The
+    # JSON endpoint's paths are left to its own cap, answered as Connect errors with CORS headers.
+    app.add_middleware(BodyLimit, max_bytes=MAX_REQUEST_BYTES, caps_itself=connect.serves)
     app.add_middleware(SecurityHeaders, allowed_hosts=allowed, https=config.secure_cookies)
     return app

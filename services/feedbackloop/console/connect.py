@@ -42,6 +42,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from feedbackloop.console.backend import fits_metadata
+from feedbackloop.console.security import BodyTooLarge, counted, declared_over
 
 # Imported for their descriptors: each registers its services (or, for error_details_pb2, the
 # rich status's detail types) in the default pool.
@@ -68,6 +69,9 @@ SERVICES = (
     "DatasetService",
     "PipelineService",
 )
+# The largest request body (and the most a compressed one may inflate to). The endpoint caps
+# its bodies itself and answers a refusal as a Connect error, so the console's cap for pages
+# (security.BodyLimit, larger) leaves these paths to it (`serves`).
 MAX_BODY_BYTES = 1024 * 1024
 # Without a Connect-Timeout-Ms header a call gets this long; a header may ask for less or more,
 # up to MAX_TIMEOUT_SECONDS.
@@ -101,6 +105,13 @@ CONNECT_CODES: dict[grpc.StatusCode, tuple[str, int]] = {
     grpc.StatusCode.UNAUTHENTICATED: ("unauthenticated", 401),
 }
 _TIMEOUT = re.compile(r"[0-9]{1,10}")
+# The paths `connect_routes` serves: a service of the package (ServicePath), then a method.
+_ROUTE_PATH = re.compile("/" + re.escape(PACKAGE) + r"\.[A-Za-z0-9_]+/[^/]+")
+
+
+def serves(path: str) -> bool:
+    """Whether `path` is one the JSON endpoint answers (and caps the body of) itself."""
+    return _ROUTE_PATH.fullmatch(path) is not None
 
 
 class ServicePath(Convertor[str]):
@@ -229,21 +240,16 @@ def _decompress(body: bytes, encoding: str) -> bytes:
 
 
 async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared_over(request.headers, MAX_BODY_BYTES):
         raise ConnectError(
-            grpc.StatusCode.RESOURCE_EXHAUSTED, f"body: {declared} bytes; the limit is {MAX_BODY_BYTES}"
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"body: {request.headers['content-length'].strip()} bytes; the limit is {MAX_BODY_BYTES}",
         )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ConnectError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, f"body: larger than the limit of {MAX_BODY_BYTES} bytes"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+    refusal = f"body: larger than the limit of {MAX_BODY_BYTES} bytes"
+    try:
+        return await Request(request.scope, counted(request.receive, MAX_BODY_BYTES, refusal)).body()
+    except BodyTooLarge:
+        raise ConnectError(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal) from None
 
 
 def _codec(request: Request) -> str:

@@ -10,7 +10,9 @@
   console's origin is `https://host` only: a page of the same host over plain HTTP, which
   anyone on the network path can write, is another origin.
 - Size: a request body over the console's cap is answered 413 before the handler reads it
-  whole (`BodyLimit`), so no form or upload fills memory or disk.
+  whole (`BodyLimit`), so no form or upload fills memory or disk. The JSON endpoint caps its
+  bodies itself, lower, counting them the same way (`declared_over`, `counted`), and answers
+  in its own form.
 - Host: on a loopback bind only loopback host names are answered, so a hostile page cannot
   reach the console through DNS rebinding.
 - Headers: a Content-Security-Policy that allows only the console's own scripts and styles
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -129,7 +131,32 @@ class SecurityHeaders:
 
 
 class BodyTooLarge(Exception):
-    """Raised from `receive` once a request body passes the cap; `BodyLimit` answers 413."""
+    """Raised from `receive` once a request body passes the cap (`counted`)."""
+
+
+def declared_over(headers: Headers, max_bytes: int) -> bool:
+    """Whether the request's Content-Length says its body is larger than `max_bytes`: refused
+    before any of the body is read."""
+    declared = headers.get("content-length")
+    return declared is not None and declared.strip().isdigit() and int(declared) > max_bytes
+
+
+def counted(receive: Receive, max_bytes: int, refusal: str) -> Receive:
+    """`receive`, counting the body as it arrives: it raises BodyTooLarge(refusal) as soon as the
+    body passes `max_bytes`, so whoever reads it (a form, an upload) stops there. For a body
+    without a Content-Length (chunked), or one that says less than it sends."""
+    received = 0
+
+    async def counted_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise BodyTooLarge(refusal)
+        return message
+
+    return counted_receive
 
 
 class BodyLimit:
@@ -137,35 +164,29 @@ class BodyLimit:
 
     A Content-Length over the cap is refused before any of the body is read; a body without
     one (chunked) is counted as it arrives and refused as soon as it passes the cap, so the
-    handler reading it (a form, an upload) stops there.
+    handler reading it (a form, an upload) stops there. `caps_itself(path)`: the paths whose
+    handler caps its body itself, lower, and answers a refusal in its own form (the JSON
+    endpoint: Connect's error JSON, with its CORS headers), left to it.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, caps_itself: Callable[[str], bool] = lambda path: False
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.caps_itself = caps_itself
 
     def refusal(self) -> str:
         return f"request body: larger than {self.max_bytes:,} bytes, the most the console accepts"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or self.caps_itself(scope["path"]):
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
+        if declared_over(Headers(scope=scope), self.max_bytes):
             await _plain(send, 413, self.refusal())
             return
-        received = 0
         started = False
-
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.refusal())
-            return message
 
         async def tracked_send(message: Message) -> None:
             nonlocal started
@@ -174,7 +195,7 @@ class BodyLimit:
             await send(message)
 
         try:
-            await self.app(scope, counted_receive, tracked_send)
+            await self.app(scope, counted(receive, self.max_bytes, self.refusal()), tracked_send)
         except BodyTooLarge:
             if started:  # a handler that answered before reading on: nothing to add
                 raise

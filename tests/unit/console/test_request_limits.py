@@ -1,5 +1,6 @@
 """The console's request limits: one cap on every request body (413 with the reason, before the
-handler reads the body whole), and the apply form's limit, which every set a plan accepts fits.
+handler reads the body whole), the JSON endpoint's own lower cap (a Connect error, which a
+listed origin's page can read), and the apply form's limit, which every set a plan accepts fits.
 
 The gRPC server behind is unreachable: these are refused, or not, before any call is made.
 """
@@ -17,7 +18,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from feedbackloop.console.app import MAX_BODY_BYTES, ConsoleConfig, build_app
+from feedbackloop.console import connect
+from feedbackloop.console.app import MAX_REQUEST_BYTES, ConsoleConfig, build_app
 from feedbackloop.console.pages import policies, policy_upload
 from feedbackloop.console.runner import ConsoleServer
 from feedbackloop.console.security import CSRF_FIELD, SIGN_IN_COOKIE, BodyLimit
@@ -99,7 +101,7 @@ def _form_of(total: int, token: str) -> tuple[bytes, str]:
     return bytes(body), f"multipart/form-data; boundary={boundary}"
 
 
-@pytest.mark.parametrize("size", [MAX_BODY_BYTES, MAX_BODY_BYTES + 1])
+@pytest.mark.parametrize("size", [MAX_REQUEST_BYTES, MAX_REQUEST_BYTES + 1])
 def test_the_console_caps_every_request_body(console: TestClient, size: int) -> None:
     """Starlette alone takes a thousand fields of a megabyte each, and files of any size (to
     disk): the console takes no body over its cap, whatever the route does with it. Sent
@@ -113,11 +115,13 @@ def test_the_console_caps_every_request_body(console: TestClient, size: int) -> 
         content=_pieces(body, 1 << 20),
         headers={"content-type": content_type, "origin": "http://testserver"},
     )
-    if size <= MAX_BODY_BYTES:  # read whole: sign-in goes on to ask the (unreachable) server
+    if size <= MAX_REQUEST_BYTES:  # read whole: sign-in goes on to ask the (unreachable) server
         assert reply.status_code == 503 and "did not answer" in reply.text
         return
     assert reply.status_code == 413, reply.text
-    assert reply.text == f"request body: larger than {MAX_BODY_BYTES:,} bytes, the most the console accepts"
+    assert (
+        reply.text == f"request body: larger than {MAX_REQUEST_BYTES:,} bytes, the most the console accepts"
+    )
     assert reply.headers["x-frame-options"] == "DENY"  # the guards' headers on the refusal too
 
 
@@ -131,7 +135,7 @@ def test_a_declared_length_over_the_cap_is_refused_before_the_body_is_sent() -> 
             conn.sendall(
                 b"POST /sign-in HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 b"Content-Type: application/x-www-form-urlencoded\r\n"
-                + f"Content-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode()
+                + f"Content-Length: {MAX_REQUEST_BYTES + 1}\r\n\r\n".encode()
             )
             answer = b""
             while b"the most the console accepts" not in answer:
@@ -141,6 +145,42 @@ def test_a_declared_length_over_the_cap_is_refused_before_the_body_is_sent() -> 
         assert answer.startswith(b"HTTP/1.1 413 "), answer
     finally:
         server.stop()
+
+
+SHOP = "https://shop.example"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_json_request_over_its_cap_is_a_connect_error_the_listed_origin_can_read(chunked: bool) -> None:
+    """Over the console's own cap too: the JSON endpoint answers Connect's error JSON with its
+    CORS headers, not the pages' plain-text 413, which a page on another origin cannot read."""
+    size = MAX_REQUEST_BYTES + 1
+    body = b'{"sessionId": "' + b"x" * (size - 17) + b'"}'
+    assert len(body) == size
+    config = ConsoleConfig(target=f"127.0.0.1:{_closed_port()}", loopback_only=False, cors_origins=(SHOP,))
+    with TestClient(build_app(config), base_url="http://testserver") as client:
+        reply = client.post(
+            "/feedbackloop.v1.IngestionService/GetSession",
+            content=_pieces(body, 1 << 20) if chunked else body,
+            headers={"content-type": "application/json", "origin": SHOP},
+        )
+    limit = connect.MAX_BODY_BYTES
+    expected = (
+        f"body: larger than the limit of {limit} bytes"
+        if chunked
+        else f"body: {size} bytes; the limit is {limit}"
+    )
+    assert (reply.status_code, reply.headers["content-type"]) == (429, "application/json"), reply.text
+    assert reply.json() == {"code": "resource_exhausted", "message": expected}
+    assert reply.headers["access-control-allow-origin"] == SHOP
+    assert reply.headers["x-frame-options"] == "DENY"  # the guards' headers as on every answer
+
+
+def test_only_the_json_endpoints_paths_are_left_to_its_cap() -> None:
+    assert connect.serves("/feedbackloop.v1.IngestionService/GetSession")
+    assert connect.serves("/feedbackloop.v1.NoSuchService/Anything")  # answered 404 there, unread
+    for path in ["/sign-in", "/policies/apply", "/feedbackloop.v1.IngestionService/GetSession/more", "/x/y"]:
+        assert not connect.serves(path), path
 
 
 def _browser_encoded(value: str) -> int:
@@ -185,7 +225,7 @@ def test_the_largest_set_a_plan_accepts_fits_the_apply_form() -> None:
     encoded = _browser_encoded(policy_upload.files_json(upload.files))
     assert encoded <= policies.APPLY_FORM.max_part_size == policy_upload.PLANNED_FIELD_BYTES
     assert policy_upload.PLANNED_FIELD_BYTES - encoded < 64 * 1024  # a bound, not a guess
-    assert policy_upload.APPLY_FORM_BYTES <= MAX_BODY_BYTES
+    assert policy_upload.APPLY_FORM_BYTES <= MAX_REQUEST_BYTES
     files[0].content += "\x01"
     with pytest.raises(
         policy_upload.UploadError,
