@@ -115,7 +115,9 @@ def test_a_resolution_after_the_release_is_refused_and_writes_nothing(h: Harness
     alice, bob = _reviewer(h, "alice"), _reviewer(h, "bob")
     claim = _claim(h, alice)
     _release(h, alice, claim.claim_id)
+    after_release = _claim_row(h, claim.claim_id)
     _release(h, alice, claim.claim_id)  # releasing again changes nothing
+    assert _claim_row(h, claim.claim_id) == after_release
     expect_error(
         lambda: _resolve(h, alice, claim.claim_id), PRECONDITION, released(claim.claim_id, "resolve")
     )
