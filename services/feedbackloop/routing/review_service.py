@@ -297,6 +297,14 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
             claim = held
             item = session.get(ReviewItemRow, claim.item_id)
             assert item is not None
+            if not self._db.is_sqlite:
+                # Under the item's lock, as ClaimReviewItem and RenewReviewClaim take it: two
+                # resolutions of the item at once would otherwise both count from the same
+                # reviews_done and one review would be lost, and a claim being taken would judge
+                # the item on a count about to change. The claim is read again under its own
+                # lock, so a resolution of it committed meanwhile (a retry) counts once.
+                session.refresh(item, with_for_update=True)
+                session.refresh(claim, with_for_update=True)
             if claim.status != "resolved":
                 claim.status = "resolved"
                 claim.verdict = "accept" if request.verdict == reviews_pb2.REVIEW_VERDICT_ACCEPT else "reject"
