@@ -21,6 +21,7 @@ from feedbackloop.config import Settings
 from feedbackloop.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
 from feedbackloop.ingestion import repository
 from feedbackloop.ingestion.convert import feedback_to_proto, interaction_to_proto, timestamp
+from feedbackloop.ingestion.provenance import REVIEWER
 from feedbackloop.ingestion.repository import TraceIds
 from feedbackloop.ingestion.servicer import limits_from
 from feedbackloop.ingestion.taxonomy import Taxonomy
@@ -96,9 +97,15 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
         self.clock = clock
 
     def _item_to_proto(
-        self, session: Any, row: ReviewItemRow, feedback: dict[str, Feedback] | None = None
+        self,
+        session: Any,
+        row: ReviewItemRow,
+        feedback: dict[str, Feedback] | None = None,
+        *,
+        blind: bool = False,
     ) -> reviews_pb2.ReviewItem:
-        """The wire item with its feedback; `feedback` is preloaded for a whole page, else read."""
+        """The wire item with its feedback; `feedback` is preloaded for a whole page, else read.
+        `blind`: for the reviewer about to judge it, its evidence without reviewers' verdicts."""
         out = reviews_pb2.ReviewItem(
             id=row.id,
             queue=row.queue,
@@ -106,7 +113,7 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
             feedback_id=row.feedback_id,
             group_key=row.group_key,
             issue_group_id=issue_group_of(row.dedup_key),
-            evidence_feedback_ids=list(row.evidence or []),
+            evidence_feedback_ids=_without_verdicts(session, row) if blind else list(row.evidence or []),
             priority=row.priority,
             due_at=timestamp(row.due_at),
             status=ITEM_STATUS[row.status],
@@ -225,7 +232,7 @@ class ReviewServicer(reviews_pb2_grpc.ReviewServiceServicer):
                     mine.lease_expires_at = lease
                     mine.claimed_at = now
                 return reviews_pb2.ClaimReviewItemResponse(
-                    item=self._item_to_proto(session, item),
+                    item=self._item_to_proto(session, item, blind=True),
                     claim_id=mine.id,
                     lease_expires_at=timestamp(mine.lease_expires_at),
                 )
@@ -450,6 +457,24 @@ def _refuse_released(claim: ReviewClaim, verb: str) -> None:
         raise Conflict(
             f"claim_id: claim {claim.id} was released; there is nothing to {verb} (claim the item again)"
         )
+
+
+def _without_verdicts(session: Any, row: ReviewItemRow) -> list[str]:
+    """`row`'s evidence less the feedback reviewers wrote, in order: blind review. A verdict is
+    feedback like any other (indexed, routed), so an aggregate whose condition it meets counts it
+    among the similar feedback that made it fire; a reviewer claiming the item is not handed
+    another reviewer's verdict that way, whatever the client. The item's own feedback stays (the
+    claim shows it in full). Listing items (`read`, which can list verdicts anyway) keeps them
+    all: what the aggregate counted."""
+    evidence = list(row.evidence or [])
+    others = [fid for fid in evidence if fid != row.feedback_id]
+    if not others:
+        return evidence
+    # By primary key alone, as store.lookups reads feedback: the ids are the item's project's.
+    verdicts = set(
+        session.scalars(select(Feedback.id).where(Feedback.id.in_(others), Feedback.source == REVIEWER))
+    )
+    return [fid for fid in evidence if fid not in verdicts]
 
 
 def _skip_ids(values: Any) -> list[str]:

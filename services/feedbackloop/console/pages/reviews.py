@@ -150,9 +150,9 @@ async def gather_context(page: Page, item: reviews_pb2.ReviewItem) -> Context:
         later_turns=later,
         earlier_turns=earlier,
         decisions=decisions,
-        evidence=[
-            reply.feedback for reply in evidence if reply is not None and shown_to_reviewer(reply.feedback)
-        ],
+        # ClaimReviewItem leaves reviewers' verdicts out of the item's evidence (blind review on
+        # the server, for every client): what is left is shown as it is.
+        evidence=[reply.feedback for reply in evidence if reply is not None],
         categories=categories,
         notes=notes,
     )
