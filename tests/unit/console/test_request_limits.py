@@ -7,14 +7,17 @@ The gRPC server behind is unreachable: these are refused, or not, before any cal
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import socket
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
@@ -23,6 +26,7 @@ from feedbackloop.console.app import MAX_REQUEST_BYTES, ConsoleConfig, build_app
 from feedbackloop.console.pages import policies, policy_upload
 from feedbackloop.console.runner import ConsoleServer
 from feedbackloop.console.security import CSRF_FIELD, SIGN_IN_COOKIE, BodyLimit
+from feedbackloop.console.web import UnreadableForm, read_form
 from feedbackloop.policy.loader import MAX_SET_BYTES
 from feedbackloop.v1 import routing_pb2
 
@@ -207,11 +211,39 @@ def test_a_character_grows_at_most_eightfold_a_byte_in_the_apply_form(character:
     assert grown == most * 1000 <= 8 * len(file.content.encode())
 
 
-def test_the_largest_set_a_plan_accepts_fits_the_apply_form() -> None:
+@pytest.fixture
+def apply_reader() -> TestClient:
+    """An app that reads its form as the apply action does (`read_form` with APPLY_FORM) behind
+    the console's body cap, answering each field's digest, or the refusal."""
+
+    async def read(request: Request) -> Response:
+        try:
+            form = await read_form(request, policies.APPLY_FORM)
+        except UnreadableForm as refused:
+            return PlainTextResponse(refused.message, status_code=refused.status)
+        return JSONResponse({name: _digest(value) for name, value in form.items() if isinstance(value, str)})
+
+    app = Starlette(routes=[Route("/", read, methods=["POST"])])
+    app.add_middleware(BodyLimit, max_bytes=MAX_REQUEST_BYTES)
+    return TestClient(app)
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _post_form(client: TestClient, form: dict[str, str]) -> Any:
+    return client.post(
+        "/", content=urlencode(form).encode(), headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+
+
+def test_the_largest_set_a_plan_accepts_fits_the_apply_form(apply_reader: TestClient) -> None:
     """The worst case at full size: as many files as the server takes, the longest names of
     four-byte characters, the whole set's bytes of the character that grows most. The field
-    fits the apply form's limit and the form the body cap, so apply never refuses a set the
-    plan step took; one byte more and the plan step refuses it, naming the field."""
+    fits the apply form's limit, and the whole form (with the longest note of the characters
+    that grow most) is read within the form's limits and the body cap, so apply never refuses a
+    set the plan step took; one byte more and the plan step refuses it, naming the field."""
     count = policy_upload.MAX_PLANNED_FILES
     files = [
         routing_pb2.PolicyFile(
@@ -222,16 +254,36 @@ def test_the_largest_set_a_plan_accepts_fits_the_apply_form() -> None:
     ]
     files[0].content += "\x01" * (MAX_SET_BYTES - sum(len(f.content) for f in files))
     upload = policy_upload.checked(policy_upload.Upload(files, None))
-    encoded = _browser_encoded(policy_upload.files_json(upload.files))
-    assert encoded <= policies.APPLY_FORM.max_part_size == policy_upload.PLANNED_FIELD_BYTES
+    planned = policy_upload.files_json(upload.files)
+    encoded = _browser_encoded(planned)
+    assert encoded <= policies.APPLY_FORM.max_part_size
     assert policy_upload.PLANNED_FIELD_BYTES - encoded < 64 * 1024  # a bound, not a guess
-    assert policy_upload.APPLY_FORM_BYTES <= MAX_REQUEST_BYTES
+    form = {
+        CSRF_FIELD: secrets.token_urlsafe(32),
+        "files_json": planned,
+        "expected_revision": str(2**63 - 1),
+        "message": "\U0001f600" * policies.MAX_MESSAGE_CHARS,
+    }
+    read = _post_form(apply_reader, form)
+    assert read.status_code == 200, read.text[:300]
+    assert read.json() == {name: _digest(value) for name, value in form.items()}
     files[0].content += "\x01"
     with pytest.raises(
         policy_upload.UploadError,
         match=r"^files: the policy set is 4,194,305 bytes; the limit for a set is 4,194,304$",
     ):
         policy_upload.checked(policy_upload.Upload(files, None))
+
+
+def test_the_apply_forms_field_limit_holds_to_the_byte(apply_reader: TestClient) -> None:
+    """A field counts its name and value as sent: at the limit it is read, one byte more is a
+    400 saying which limit."""
+    limit = policies.APPLY_FORM.max_part_size
+    at_limit = {"files_json": "x" * (limit - len("files_json"))}
+    assert _post_form(apply_reader, at_limit).json() == {"files_json": _digest(at_limit["files_json"])}
+    over = _post_form(apply_reader, {"files_json": "x" * (limit - len("files_json") + 1)})
+    assert over.status_code == 400
+    assert over.text == f"The form could not be read: Field exceeded maximum size of {limit // 1024}KB."
 
 
 def test_a_plan_of_more_files_or_longer_names_than_the_server_takes_is_refused() -> None:
