@@ -62,6 +62,11 @@ def create_key(app: Any, *scopes: str, project: str = "default", reviewer: str =
     )
 
 
+def reviewer_key(app: Any) -> str:
+    """A new key of a reviewer of their own (`review` and `read`, a fresh reviewer name)."""
+    return create_key(app, "review", "read", reviewer=f"rev-{uuid.uuid4().hex[:8]}")
+
+
 def chromium_path() -> str | None:
     configured = os.environ.get("FEEDBACKLOOP_CHROMIUM")
     if configured:

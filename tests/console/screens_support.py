@@ -4,6 +4,7 @@ waiting for the pipeline to route it, and policy files to plan and apply."""
 from __future__ import annotations
 
 import html
+import json
 import re
 import time
 from collections.abc import Callable
@@ -62,6 +63,12 @@ def text_of(page: str) -> str:
     """The page's text without tags, entities decoded and whitespace collapsed."""
     text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
     return re.sub(r" ([.,:;)])", r"\1", text)  # a tag before punctuation left a space
+
+
+def plots_of(page: str) -> dict[str, Any]:
+    """A screen's plots: each `<script type="application/json">` block's data, by its id."""
+    blocks = re.findall(r'<script type="application/json" id="([^"]+)">(.*?)</script>', page, re.S)
+    return {name: json.loads(body) for name, body in blocks}
 
 
 class Api:

@@ -16,9 +16,9 @@ from typing import Any
 
 from console_support import (
     SAFETY_QUEUE,
-    create_key,
     get_feedback,
     get_session,
+    reviewer_key,
     screenshot_dir,
     sign_in,
     submit_unsafe,
@@ -29,10 +29,6 @@ from playwright.sync_api import Page, expect
 from feedbackloop.v1 import common_pb2
 
 SCREEN = f"/reviews/{SAFETY_QUEUE}"
-
-
-def reviewer_key(app: Any) -> str:
-    return create_key(app, "review", "read", reviewer=f"rev-{uuid.uuid4().hex[:8]}")
 
 
 def shown_item(page: Page) -> str:

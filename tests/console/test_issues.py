@@ -3,14 +3,13 @@ real model."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from console_support import create_key
-from screens_support import Api, Browser, text_of
+from screens_support import Api, Browser, plots_of, text_of
 
 from feedbackloop.v1 import common_pb2
 
@@ -48,11 +47,6 @@ def seeded(console_server: tuple[Any, str]) -> Iterator[dict[str, Any]]:
     yield {"ids": ids, "base_url": base_url}
 
 
-def _plots(page: str) -> dict[str, Any]:
-    blocks = re.findall(r'<script type="application/json" id="([^"]+)">(.*?)</script>', page, re.S)
-    return {name: json.loads(body) for name, body in blocks}
-
-
 def test_the_screen_lists_each_complaint_group_with_its_size_growth_and_daily_plot(
     seeded: dict[str, Any], browser: Browser
 ) -> None:
@@ -65,7 +59,7 @@ def test_the_screen_lists_each_complaint_group_with_its_size_growth_and_daily_pl
     assert "4 complaints" in text and "3 complaints" in text
     assert "+300% vs previous 7d (0)" in text
     assert reply.text.count('<span class="badge new">new</span>') == 2
-    plots = _plots(reply.text)
+    plots = plots_of(reply.text)
     assert sorted(sum(p["series"][0]["values"]) for p in plots.values()) == [3, 4]
     assert all(len(p["x"]) == 7 for p in plots.values())  # one bucket a day
     assert re.search(r'<script src="/static/plots.js\?v=[0-9a-f]{12}" defer></script>', reply.text)
@@ -85,7 +79,7 @@ def test_opening_a_group_shows_its_members_linked_to_their_sessions(
     assert len(members) in (3, 4)
     assert len({m.rsplit("-", 1)[0] for m in members}) == 1  # one complaint: prices or login
     assert "in the last 14d" in text_of(reply.text)
-    assert sum(next(iter(_plots(reply.text).values()))["series"][0]["values"]) == len(members)
+    assert sum(next(iter(plots_of(reply.text).values()))["series"][0]["values"]) == len(members)
 
 
 def test_a_group_not_in_the_window_is_not_found(seeded: dict[str, Any], browser: Browser) -> None:
@@ -104,7 +98,7 @@ def test_the_filter_narrows_the_groups_and_bad_values_name_their_field(
         "/issues", user_roles="customer", sources="end_user", signals="thumbs_down", window="1d"
     )
     assert "7 complaints in the last 1d" in text_of(roles.text)
-    assert all(len(p["x"]) == 24 for p in _plots(roles.text).values())  # hourly for one day
+    assert all(len(p["x"]) == 24 for p in plots_of(roles.text).values())  # hourly for one day
     bad_window = browser.get("/issues", window="3d")
     assert bad_window.status_code == 400
     assert "window: choose one of 1d, 7d, 14d, 30d (got &#39;3d&#39;)" in bad_window.text
@@ -130,4 +124,4 @@ def test_a_window_larger_than_the_scan_says_the_plots_count_only_the_newest(
     monkeypatch.setattr(issues, "SCAN_PAGE", 2)
     reply = browser.get("/issues")
     assert "The plots count the newest 2 feedback of the window." in text_of(reply.text)
-    assert sum(sum(p["series"][0]["values"]) for p in _plots(reply.text).values()) == 2
+    assert sum(sum(p["series"][0]["values"]) for p in plots_of(reply.text).values()) == 2

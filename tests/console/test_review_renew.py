@@ -13,7 +13,6 @@ page's test drives the real console on loopback in Chromium.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -21,7 +20,14 @@ from typing import Any
 
 import grpc
 import pytest
-from console_support import SAFETY_QUEUE, create_key, running_console, sign_in, submit_unsafe, wait_queued
+from console_support import (
+    SAFETY_QUEUE,
+    reviewer_key,
+    running_console,
+    sign_in,
+    submit_unsafe,
+    wait_queued,
+)
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 from starlette.testclient import TestClient
@@ -96,10 +102,6 @@ def console_of(app: Any) -> Iterator[TestClient]:
 def client(console_server: tuple[Any, str]) -> Iterator[TestClient]:
     with console_of(console_server[0]) as test_client:
         yield test_client
-
-
-def reviewer_key(app: Any) -> str:
-    return create_key(app, "review", "read", reviewer=f"rev-{uuid.uuid4().hex[:8]}")
 
 
 def queued_item(app: Any, comment: str) -> None:

@@ -3,12 +3,11 @@ signal and issue group, with the window and filter, over real HTTP against a rea
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 import pytest
-from screens_support import Api, Browser, text_of
+from screens_support import Api, Browser, plots_of, text_of
 
 from feedbackloop.v1 import common_pb2
 
@@ -34,11 +33,6 @@ def recorded(console_server: tuple[Any, str]) -> None:
     api.close()
 
 
-def _plots(page: str) -> dict[str, Any]:
-    blocks = re.findall(r'<script type="application/json" id="([^"]+)">(.*?)</script>', page, re.S)
-    return {name: json.loads(body) for name, body in blocks}
-
-
 def _rows(page: str) -> dict[str, list[str]]:
     rows = re.findall(r'<tr data-key="([^"]*)">(.*?)</tr>', page, re.S)
     return {key: re.findall(r'<td class="num">([^<]*)</td>', body) for key, body in rows}
@@ -51,7 +45,7 @@ def test_trends_by_model_version_plot_volume_and_complaint_share(recorded: None,
     rows = _rows(reply.text)
     assert rows["v-old"][:5] == ["4", "+400%", "3", "75.0%", "0.0%"]
     assert rows["v-new"][:5] == ["1", "+100%", "0", "0.0%", "0.0%"]
-    plots = _plots(reply.text)
+    plots = plots_of(reply.text)
     volume, share = plots["plot-volume"], plots["plot-share"]
     assert len(volume["x"]) == 7
     by_label = {s["label"]: s["values"] for s in volume["series"]}
@@ -73,7 +67,7 @@ def test_every_dimension_and_the_window_and_filter_apply(recorded: None, browser
     assert issues.status_code == 200, issues.text
     day = browser.get("/trends", group_by="model_version", window="1d", model_versions="v-new")
     assert set(_rows(day.text)) == {"v-new"}
-    assert len(_plots(day.text)["plot-volume"]["x"]) == 24  # hourly over one day
+    assert len(plots_of(day.text)["plot-volume"]["x"]) == 24  # hourly over one day
     bad = browser.get("/trends", group_by="weather")
     assert bad.status_code == 400 and "group_by: choose one of category" in text_of(bad.text)
     assert browser.get("/trends", window="2w").status_code == 400
@@ -89,5 +83,5 @@ def test_markup_in_a_group_name_stays_data_in_the_plot_block(
     api.close()
     reply = browser.get("/trends", group_by="model_version")
     assert "<script>alert(1)</script>" not in reply.text
-    labels = {s["label"] for s in _plots(reply.text)["plot-volume"]["series"]}
+    labels = {s["label"] for s in plots_of(reply.text)["plot-volume"]["series"]}
     assert hostile in labels  # the JSON block carries it escaped, and it reads back whole
