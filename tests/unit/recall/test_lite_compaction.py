@@ -12,6 +12,7 @@ without the lock searches take, and a merged segment is searched only once its i
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -332,6 +333,7 @@ def test_the_worker_sets_faiss_threads_for_itself_and_puts_them_back(monkeypatch
             raise RuntimeError("injected: the merge failed")
 
     monkeypatch.setattr(lite_compaction, "_compact_and_index", record)
+    monkeypatch.setattr(lite_compaction, "_at_background_priority", lambda: None)  # not this thread's
     faiss.omp_set_num_threads(own)
     try:
         lite_compaction._bg_compact_and_index(object())
@@ -390,3 +392,25 @@ def test_the_live_row_cache_setting_decides_the_worker(tmp_path: Path, enabled: 
         assert Collection._bg_compact_and_index is expected
     finally:
         index.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a niceness per thread is Linux's")
+def test_the_worker_runs_at_background_priority_and_other_threads_keep_theirs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's thread is niced for good, from its first task on; the rest of the process is not."""
+    monkeypatch.setattr(lite_compaction, "_compact_and_index", lambda col: None)
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: dict[str, int] = {}
+
+    def background_executor() -> None:
+        lite_compaction._bg_compact_and_index(object())
+        seen["after a task"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        lite_compaction._bg_compact_and_index(object())  # already there: unchanged, no error
+        seen["after another"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    worker = threading.Thread(target=background_executor)
+    worker.start()
+    worker.join()
+    assert seen == {"after a task": 19, "after another": 19}  # 19: the lowest priority
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
