@@ -2,9 +2,9 @@
 
 The reviewer holds one claim per queue at a time (the console remembers it in the session);
 the page renews its lease while it is open. Resolving submits the verdict and claims the
-next item in the same request, so "Enter" moves straight on. Blind review: the context shows
-the end user's and evaluators' feedback, never another reviewer's, on the turns and among an
-aggregate's similar feedback alike (`shown_to_reviewer`).
+next item in the same request, so "Enter" moves straight on. Blind review: the turns show the
+end user's and evaluators' feedback, never another reviewer's (`shown_to_reviewer`); an
+aggregate's similar feedback comes from ClaimReviewItem, which already leaves verdicts out.
 """
 
 from __future__ import annotations
@@ -159,10 +159,9 @@ async def gather_context(page: Page, item: reviews_pb2.ReviewItem) -> Context:
 
 
 def shown_to_reviewer(feedback: common_pb2.Feedback) -> bool:
-    """Blind review: whether a reviewer may see `feedback` in an item's context. Another
-    reviewer's verdict never is, wherever it would appear: on a turn, or among an aggregate's
-    similar feedback (a verdict is indexed like any feedback, so an aggregate whose condition it
-    meets counts it as a neighbour)."""
+    """Blind review: whether a reviewer may see `feedback` on a turn of an item's context
+    (GetSession returns every feedback). Another reviewer's verdict never is. An aggregate's
+    similar feedback needs no such check: the server leaves verdicts out of it on claim."""
     return feedback.source != common_pb2.FEEDBACK_SOURCE_REVIEWER
 
 
