@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import grpc
-from console_support import SAFETY_QUEUE, create_key
+from console_support import SAFETY_QUEUE, create_key, reviewer_key
 from screens_support import Api, Browser, apply_policies, default_policy_files, text_of
 
 from feedbackloop.v1 import common_pb2, reviews_pb2, reviews_pb2_grpc, routing_pb2
@@ -113,9 +113,7 @@ def test_a_reviewers_verdict_among_an_aggregates_evidence_is_not_shown(
     # The verdict is among the feedback that made the policy fire, as the server counts it.
     assert {verdict_id, earlier_id} <= set(items[0].evidence_feedback_ids)
 
-    second = Browser(base_url).sign_in(
-        create_key(app, "review", "read", reviewer=f"rev-{uuid.uuid4().hex[:8]}")
-    )
+    second = Browser(base_url).sign_in(reviewer_key(app))
     screen = _take_next(second, QUEUE)
     second.close()
     assert f'data-item-id="{items[0].id}"' in screen
