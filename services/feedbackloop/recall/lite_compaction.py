@@ -88,8 +88,9 @@ def _at_background_priority() -> None:
     Why: a merged segment's index build keeps a core busy for tens of seconds, and on the two
     cores here a search shares the other one with the gRPC threads, Lite's server thread and the
     clients. Right after a restart on 100,000 feedback, while Lite finished a merge of 49,824 rows,
-    SearchSimilar by id over gRPC took p50 35 / p99 84 ms at the default priority and 12 / 24 ms
-    with the builder niced (README, Benchmarks). Linux applies a niceness per thread; it is not put
+    SearchSimilar by id over gRPC took p50 20 to 23 / p99 43 to 45 ms at the default priority and
+    11 to 12 / 32 to 37 ms with this thread niced (README, Benchmarks). The price is that merges
+    wait when searches keep every core busy. Linux applies a niceness per thread; it is not put
     back, as an unprivileged process may not lower it again.
     """
     if not sys.platform.startswith("linux"):
