@@ -96,8 +96,11 @@ def _at_background_priority() -> None:
     if not sys.platform.startswith("linux"):
         return
     thread = threading.get_native_id()
-    if os.getpriority(os.PRIO_PROCESS, thread) < BACKGROUND_NICENESS:
-        os.setpriority(os.PRIO_PROCESS, thread, BACKGROUND_NICENESS)
+    try:
+        if os.getpriority(os.PRIO_PROCESS, thread) < BACKGROUND_NICENESS:
+            os.setpriority(os.PRIO_PROCESS, thread, BACKGROUND_NICENESS)
+    except OSError as error:  # a sandbox refusing the call: the merge matters more than its priority
+        log.warning("Lite's background thread keeps its priority (setpriority refused: %s)", error)
 
 
 def background_threads() -> int:

@@ -414,3 +414,20 @@ def test_the_worker_runs_at_background_priority_and_other_threads_keep_theirs(
     worker.join()
     assert seen == {"after a task": 19, "after another": 19}  # 19: the lowest priority
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+
+
+def test_a_refused_priority_change_does_not_stop_the_merge(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sandbox may refuse setpriority (a fault only a mock can produce here): the work still runs."""
+    ran: list[object] = []
+    monkeypatch.setattr(lite_compaction, "_compact_and_index", ran.append)
+
+    def refuse(*args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setpriority", refuse)
+    monkeypatch.setattr(os, "getpriority", lambda which, who: 0)
+    col = object()
+    worker = threading.Thread(target=lite_compaction._bg_compact_and_index, args=(col,))
+    worker.start()
+    worker.join()
+    assert ran == [col]
