@@ -54,6 +54,7 @@ CHECKED_VERSIONS = lite_search.CHECKED_VERSIONS
 MAX_PASSES = 100
 # The background thread's niceness (the lowest priority): searches, which wait on it, run first.
 BACKGROUND_NICENESS = 19
+_priority_refused = False
 
 
 def _bg_compact_and_index(col: Any) -> None:
@@ -100,7 +101,10 @@ def _at_background_priority() -> None:
         if os.getpriority(os.PRIO_PROCESS, thread) < BACKGROUND_NICENESS:
             os.setpriority(os.PRIO_PROCESS, thread, BACKGROUND_NICENESS)
     except OSError as error:  # a sandbox refusing the call: the merge matters more than its priority
-        log.warning("Lite's background thread keeps its priority (setpriority refused: %s)", error)
+        global _priority_refused
+        if not _priority_refused:  # once, not on every flush
+            _priority_refused = True
+            log.warning("Lite's background thread keeps its priority (setpriority refused: %s)", error)
 
 
 def background_threads() -> int:

@@ -416,8 +416,12 @@ def test_the_worker_runs_at_background_priority_and_other_threads_keep_theirs(
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
 
 
-def test_a_refused_priority_change_does_not_stop_the_merge(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A sandbox may refuse setpriority (a fault only a mock can produce here): the work still runs."""
+def test_a_refused_priority_change_does_not_stop_the_merge(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sandbox may refuse setpriority (a fault only a mock can produce here): the work still runs,
+    and the refusal is logged once, not on every task."""
+    monkeypatch.setattr(lite_compaction, "_priority_refused", False)
     ran: list[object] = []
     monkeypatch.setattr(lite_compaction, "_compact_and_index", ran.append)
 
@@ -427,7 +431,10 @@ def test_a_refused_priority_change_does_not_stop_the_merge(monkeypatch: pytest.M
     monkeypatch.setattr(os, "setpriority", refuse)
     monkeypatch.setattr(os, "getpriority", lambda which, who: 0)
     col = object()
-    worker = threading.Thread(target=lite_compaction._bg_compact_and_index, args=(col,))
-    worker.start()
-    worker.join()
-    assert ran == [col]
+    for _ in range(2):
+        worker = threading.Thread(target=lite_compaction._bg_compact_and_index, args=(col,))
+        worker.start()
+        worker.join()
+    assert ran == [col, col]
+    refusals = [r for r in caplog.records if "setpriority refused" in r.getMessage()]
+    assert len(refusals) == (1 if sys.platform.startswith("linux") else 0)
