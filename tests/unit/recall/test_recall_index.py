@@ -426,3 +426,34 @@ def test_an_idle_lite_channel_is_not_sent_away(tmp_path: Path) -> None:
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip() == "['a']"
     assert "too_many_pings" not in child.stderr
+
+
+def test_a_collection_dropped_during_the_drift_count_counts_as_empty(
+    filled: FeedbackIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drift monitor checks that the collection exists, then counts it; a drop in between
+    (here made to happen at that moment, which only a wrapper can time) reads as 0 held, not as
+    a count that could not be made."""
+    from feedbackloop.recall import drift
+
+    counted = filled.total_count
+
+    def dropped_first() -> int | None:
+        filled.drop()
+        return counted()
+
+    monkeypatch.setattr(filled, "total_count", dropped_first)
+    assert drift._indexed_counts(filled, {"p1": 4}, ["p1"]) == {"p1": 0}
+
+
+def test_a_count_failing_on_a_collection_that_exists_is_still_an_error(
+    filled: FeedbackIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from feedbackloop.recall import drift
+
+    def unreachable() -> int | None:
+        raise ConnectionError("Milvus went away")
+
+    monkeypatch.setattr(filled, "total_count", unreachable)
+    with pytest.raises(ConnectionError):
+        drift._indexed_counts(filled, {"p1": 4}, ["p1"])
