@@ -3,8 +3,11 @@
 A span already stored (an exporter's retry) is left as it is. New spans get the next turns of
 their sessions, in the order they started: the first span of a session is turn 0, and a span
 that arrives later than another of its session takes the next turn even if it started
-earlier (a stored turn's index never changes, since feedback and routing refer to it). The
-same transaction links the feedback that was waiting for these spans (`span_links`).
+earlier (a stored turn's index never changes, since feedback and routing refer to it). Spans
+of a batch that started at the same time keep their order in the request: SDKs that stamp
+start times in milliseconds (the Node SDK) give two quick calls the same start, and list spans
+in the order they ended. The same transaction links the feedback that was waiting for these
+spans (`span_links`).
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ def _store(connection: Connection, project_id: str, spans: Sequence[MappedSpan])
             fresh[key] = span  # the first copy of a span repeated in one batch wins
     if not fresh:
         return StoredSpans(known, 0, len(spans), [])
-    ordered = sorted(fresh.values(), key=lambda s: (s.interaction.session_id, s.start_unix_nano, s.span_id))  # type: ignore[union-attr]
+    # A stable sort: equal start times keep the request's order (not the random span ids').
+    ordered = sorted(fresh.values(), key=lambda s: (s.interaction.session_id, s.start_unix_nano))  # type: ignore[union-attr]
     next_turn = _next_turns(connection, project_id, sorted({s.interaction.session_id for s in ordered}))  # type: ignore[union-attr]
     received = utcnow()
     rows: list[dict[str, Any]] = []
